@@ -1,0 +1,127 @@
+"""SASRec (Kang & McAuley 2018) exactly as the reference system builds it (reference_system.md §3).
+
+Input ``input_ids int32[B, L]`` holds encoded items ``1..V``, ``0`` = padding (left-padded, the
+newest item at position ``L - 1``). Output ``hidden [B, L, H]`` in the compute dtype; position
+``t`` predicts the item at ``t + 1``, scored against ``output_embeddings() [V, H]`` (tied to the
+input item table, no bias).
+
+Forward pass (LayerNorm eps 1e-8 everywhere):
+  h = Dropout(E[x] * sqrt(H) + P) * m                                   m = (x != 0)
+  per block:  q = LN(h);  h = q + MHA(query=q, key=h, value=h, causal)
+              u = LN(h);  h = (u + Dropout(W2 Dropout(ReLU(W1 u)))) * m
+  z = LN(h)
+Attention uses only the causal mask (no key-padding mask, reference §8.3): zeroed padded rows act
+as a learned "null" key/value, as in the reference.
+
+Model config fields: ``hidden``, ``num_blocks``, ``num_heads``, ``dropout``, ``max_len``,
+``compute_dtype`` ('float32' | 'bfloat16'; parameters stay float32).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from srs_jax.models.layers import (
+    LayerNorm,
+    MultiHeadAttention,
+    PointWiseFeedForward,
+    causal_mask,
+    compute_dtype,
+    xavier_normal,
+)
+
+LAYER_NORM_EPS = 1e-8
+
+
+class SASRecBlock(nnx.Module):
+    """One SASRec block: pre-LN attention with residual from the normalised query, then LN + FFN."""
+
+    def __init__(self, hidden: int, num_heads: int, *, dropout: float, dtype, rngs: nnx.Rngs):
+        self.attn_norm = LayerNorm(hidden, eps=LAYER_NORM_EPS, dtype=dtype)
+        self.attn = MultiHeadAttention(hidden, num_heads, dropout=dropout, dtype=dtype, rngs=rngs)
+        self.ffn_norm = LayerNorm(hidden, eps=LAYER_NORM_EPS, dtype=dtype)
+        self.ffn = PointWiseFeedForward(hidden, dropout=dropout, dtype=dtype, rngs=rngs)
+
+    def __call__(self, h, keep, mask, *, deterministic: bool):
+        """h [B, L, H], keep [B, L, 1] (1 = real item), mask bool[1, 1, L, L]."""
+        q = self.attn_norm(h)
+        h = q + self.attn(q, h, mask, deterministic=deterministic)
+        u = self.ffn_norm(h)
+        h = u + self.ffn(u, deterministic=deterministic)
+        return h * keep
+
+
+class SASRec(nnx.Module):
+    """SASRec over a catalog of ``n_items`` items (table rows: 0 = padding, 1..V = items)."""
+
+    def __init__(self, n_items: int, *, hidden: int, num_blocks: int, num_heads: int, dropout: float,
+                 max_len: int, dtype=jnp.float32, rngs: nnx.Rngs):
+        if n_items < 1:
+            raise ValueError(f"n_items={n_items}: the catalog must hold at least one item")
+        if hidden < 1 or num_blocks < 1 or num_heads < 1 or max_len < 1:
+            raise ValueError(f"hidden={hidden}, num_blocks={num_blocks}, num_heads={num_heads}, "
+                             f"max_len={max_len}: all must be positive integers")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout={dropout} must be in [0, 1)")
+        self.n_items = n_items
+        self.hidden = hidden
+        self.max_len = max_len
+        self.dtype = dtype
+        # V + 1 rows; the pad row 0 is random like the reference's (harmless: padded rows are zeroed).
+        self.item_table = nnx.Embed(n_items + 1, hidden, embedding_init=xavier_normal, rngs=rngs)
+        self.positions = nnx.Param(xavier_normal(rngs.params(), (max_len, hidden), jnp.float32))
+        self.emb_dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.blocks = nnx.List([SASRecBlock(hidden, num_heads, dropout=dropout, dtype=dtype, rngs=rngs)
+                                for _ in range(num_blocks)])
+        self.final_norm = LayerNorm(hidden, eps=LAYER_NORM_EPS, dtype=dtype)
+
+    def __call__(self, input_ids: jax.Array, *, deterministic: bool) -> jax.Array:
+        """input_ids int32[B, L] (L <= max_len) -> hidden [B, L, H] in the compute dtype."""
+        length = input_ids.shape[-1]
+        if length > self.max_len:
+            raise ValueError(f"input length {length} exceeds max_len={self.max_len}: "
+                             "truncate the sequences or raise model.max_len")
+        keep = (input_ids != 0)[..., None].astype(self.dtype)
+        # Positions are aligned to the right end (the newest item always sits at max_len - 1),
+        # which equals the reference's 0..L-1 when L == max_len.
+        pos = self.positions[...][self.max_len - length:]
+        h = self.item_table.embedding[...][input_ids] * math.sqrt(self.hidden) + pos
+        h = self.emb_dropout(h.astype(self.dtype), deterministic=deterministic) * keep
+        mask = causal_mask(length)
+        for block in self.blocks:
+            h = block(h, keep, mask, deterministic=deterministic)
+        return self.final_norm(h)
+
+    def output_embeddings(self) -> jax.Array:
+        """[V, H] float32: table rows of items 1..V (row v-1 scores item v; label = item id - 1)."""
+        return self.item_table.embedding[...][1:]
+
+
+def build(model_config, n_items: int, *, rngs: nnx.Rngs) -> SASRec:
+    """Builds SASRec from a model config (fields in the module docstring)."""
+    return SASRec(
+        n_items,
+        hidden=int(model_config.hidden),
+        num_blocks=int(model_config.num_blocks),
+        num_heads=int(model_config.num_heads),
+        dropout=float(model_config.dropout),
+        max_len=int(model_config.max_len),
+        dtype=compute_dtype(str(model_config.compute_dtype)),
+        rngs=rngs,
+    )
+
+
+def training_inputs(batch, key, model_config):
+    """Causal LM setup: the window inputs and their next-item targets (0 = no target)."""
+    del key, model_config
+    return batch["inputs"], batch["targets"]
+
+
+def eval_inputs(history, model_config):
+    """SASRec reads the next-item score at position L - 1 of the plain history."""
+    del model_config
+    return history
