@@ -1,0 +1,163 @@
+"""``sampled_linear_cross_entropy``: CCE- behind ``jax.custom_vjp`` (XLA or Pallas kernels).
+
+The semantics (exclusion of negatives equal to the target, logQ corrections) are documented in
+``reference.py``; the sampler in ``sampling.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pallas_kernels.cce_neg import sampling, xla_impl
+from pallas_kernels.cce_neg.config import Static
+from pallas_kernels.cce_neg.reference import reduce_rows
+
+
+def _impl_module(st: Static):
+    if st.impl == "xla":
+        return xla_impl
+    from pallas_kernels.cce_neg import kernels  # Pallas imports only when used
+
+    return kernels
+
+
+@functools.lru_cache(maxsize=None)
+def _row_loss_fn(st: Static):
+    """custom_vjp function ``(E, C, t, w, seed_u32, table) -> loss f32[N]`` (0 on masked rows)."""
+    impl = _impl_module(st)
+
+    @jax.custom_vjp
+    def row_loss(e, c, t, w, seed_u32, table):
+        lse, s_pos = impl.forward(st, e, c, t, seed_u32, table)
+        return jnp.where(w, lse - s_pos, 0.0)
+
+    def fwd(e, c, t, w, seed_u32, table):
+        lse, s_pos = impl.forward(st, e, c, t, seed_u32, table)
+        return jnp.where(w, lse - s_pos, 0.0), (e, c, t, w, seed_u32, table, lse)
+
+    def bwd(res, g):
+        e, c, t, w, seed_u32, table, lse = res
+        g_rows = jnp.where(w, g, 0.0).astype(jnp.float32)
+        de, dc = impl.backward(st, e, c, t, g_rows, seed_u32, table, lse)
+        return de.astype(e.dtype), dc.astype(c.dtype), None, None, None, None
+
+    row_loss.defvjp(fwd, bwd)
+    return row_loss
+
+
+_TABLES: dict[tuple, tuple[np.ndarray, ...]] = {}
+
+
+def _popularity_table(item_counts, num_items: int) -> sampling.PopularityTable:
+    if isinstance(item_counts, sampling.PopularityTable):
+        table = item_counts
+    else:
+        counts = sampling._check_counts(item_counts)
+        key = (counts.shape, hashlib.sha1(counts.tobytes()).hexdigest())
+        if key not in _TABLES:
+            if len(_TABLES) > 8:
+                _TABLES.clear()
+            _TABLES[key] = sampling.popularity_table_np(counts)
+        # Cache numpy arrays only: device arrays made inside a trace would leak tracers.
+        table = sampling.PopularityTable(*(jnp.asarray(a) for a in _TABLES[key]))
+    if table.prob.shape != (num_items,):
+        raise ValueError(f"item_counts/table covers {table.prob.shape[0]} items but the classifier "
+                         f"has {num_items} rows; pass counts over labels 0..V-1")
+    return table
+
+
+def _pow2(x: int) -> bool:
+    return x > 0 and x & (x - 1) == 0
+
+
+def sampled_linear_cross_entropy(
+    embeddings: jax.Array,
+    classifier: jax.Array,
+    targets: jax.Array,
+    *,
+    num_negatives: int,
+    seed,
+    sampler: str = "uniform",
+    item_counts=None,
+    sharing: str = "row",
+    where: jax.Array | None = None,
+    reduction: str = "mean",
+    impl: str = "auto",
+    interpret: bool = False,
+    block_rows: int = 128,
+    xla_block_rows: int = 128,
+    row_block: int = 32,
+    neg_block: int = 64,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
+) -> jax.Array:
+    """Sampled softmax cross-entropy with in-kernel negatives (CCE-).
+
+    Args:
+      embeddings: ``[N, D]`` float (bf16/f16/f32) query rows.
+      classifier: ``[V, D]`` item embeddings (cast to ``embeddings.dtype``).
+      targets: int ``[N]`` labels in ``[0, V)`` (ignored where ``where`` is False).
+      num_negatives: ``n`` negatives per row (per tile / per batch when shared).
+      seed: int or int32/uint32 scalar (may be traced: use a new one every step).
+      sampler: ``"uniform"`` or ``"popularity"`` (``q ∝ item_counts``).
+      item_counts: ``[V]`` counts (concrete) or a ``PopularityTable`` (for popularity sampling).
+      sharing: ``"row"`` (independent negatives per row), ``"block"`` (one set per ``block_rows``
+        consecutive rows), ``"batch"`` (one set for all rows).
+      where: optional bool ``[N]`` row mask.
+      reduction: ``"mean"`` over ``where`` rows, ``"sum"`` or ``"none"`` (f32 ``[N]``).
+      impl: ``"pallas"`` (GPU Triton kernels; ``interpret=True`` runs them anywhere), ``"xla"``,
+        or ``"auto"`` (Pallas on GPU, XLA elsewhere).
+
+    Returns:
+      float32 scalar (or ``[N]`` for ``reduction="none"``).
+    """
+    if embeddings.ndim != 2 or classifier.ndim != 2:
+        raise ValueError(f"embeddings [N, D] and classifier [V, D] must be 2-D, got shapes "
+                         f"{embeddings.shape} and {classifier.shape}")
+    n_rows, d = embeddings.shape
+    num_items = classifier.shape[0]
+    if classifier.shape[1] != d:
+        raise ValueError(f"hidden sizes differ: embeddings D={d}, classifier D={classifier.shape[1]}")
+    if targets.shape != (n_rows,):
+        raise ValueError(f"targets must have shape ({n_rows},), got {targets.shape}")
+    if not jnp.issubdtype(targets.dtype, jnp.integer):
+        raise ValueError(f"targets must be integer labels, got dtype {targets.dtype}")
+    if where is not None and where.shape != (n_rows,):
+        raise ValueError(f"where must have shape ({n_rows},), got {where.shape}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    sampling.check_sampling_args(num_negatives, num_items, sampler, sharing, block_rows)
+    if impl == "auto":
+        impl = "pallas" if (jax.default_backend() == "gpu" and _pow2(d) and d >= 16) else "xla"
+    if impl not in ("pallas", "xla"):
+        raise ValueError(f"impl must be 'auto', 'pallas' or 'xla', got {impl!r}")
+    if impl == "pallas":
+        if not (_pow2(d) and d >= 16):
+            raise ValueError(f"impl='pallas' needs D a power of two >= 16 (Triton blocks), got "
+                             f"D={d}; use impl='xla'")
+        for name, val in (("block_rows", block_rows), ("row_block", row_block),
+                          ("neg_block", neg_block)):
+            if not (_pow2(val) and val >= 16):
+                raise ValueError(f"impl='pallas' needs {name} a power of two >= 16, got {val}")
+
+    table = None
+    if sampler == "popularity":
+        if item_counts is None:
+            raise ValueError("sampler='popularity' needs item_counts ([V] counts or a "
+                             "PopularityTable)")
+        table = _popularity_table(item_counts, num_items)
+
+    st = Static(int(num_negatives), int(num_items), sampler, sharing, int(block_rows), impl,
+                bool(interpret), int(xla_block_rows), int(row_block), int(neg_block), num_warps,
+                num_stages)
+    w = jnp.ones((n_rows,), bool) if where is None else where.astype(bool)
+    # Masked rows may hold any label (padding, -100): clamp so gathers stay in range.
+    t = jnp.where(w, targets.astype(jnp.int32), 0)
+    c = classifier.astype(embeddings.dtype)
+    loss = _row_loss_fn(st)(embeddings, c, t, w, sampling.seed_to_u32(seed), table)
+    return reduce_rows(loss, w, reduction)

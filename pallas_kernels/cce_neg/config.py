@@ -1,0 +1,21 @@
+"""Static (hashable) configuration shared by the CCE- implementations."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Static:
+    num_negatives: int
+    num_items: int
+    sampler: str  # "uniform" | "popularity"
+    sharing: str  # "row" | "block" | "batch"
+    block_rows: int  # rows that share one negative set when sharing == "block"
+    impl: str  # "xla" | "pallas"
+    interpret: bool = False
+    xla_block_rows: int = 128  # row chunk of the XLA path (row/batch sharing)
+    row_block: int = 32  # Pallas row tile for row sharing
+    neg_block: int = 64  # Pallas negatives per step for shared negatives
+    num_warps: int | None = None
+    num_stages: int | None = None

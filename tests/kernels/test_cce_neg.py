@@ -1,0 +1,292 @@
+"""CCE- (sampled softmax with in-kernel negatives): sampler statistics, and value + gradients of
+every implementation against the float64 numpy reference on the same ids.
+
+Chi-square tests use fixed seeds and a fixed number of draws, so they are deterministic; each one
+rejects at significance alpha = 1e-3 (threshold: Wilson-Hilferty approximation of the chi-square
+quantile), i.e. a correct sampler fails a given test for 1 in 1000 seeds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pallas_kernels.cce_neg import (
+    build_alias_table,
+    expand_ids,
+    popularity_table,
+    sampled_ce_reference,
+    sampled_ce_reference_np,
+    sampled_linear_cross_entropy,
+    sampled_negative_ids,
+)
+from pallas_kernels.cce_neg import sampling
+
+ALPHA_Z = 3.0902  # standard normal quantile for alpha = 1e-3
+
+
+def chi2_threshold(df: int, z: float = ALPHA_Z) -> float:
+    """Upper chi-square quantile (Wilson-Hilferty), accurate to <1% for df >= 3."""
+    a = 2.0 / (9.0 * df)
+    return df * (1.0 - a + z * math.sqrt(a)) ** 3
+
+
+def chi2_stat(observed: np.ndarray, expected: np.ndarray) -> float:
+    return float(((observed - expected) ** 2 / expected).sum())
+
+
+# ----------------------------------------------------------------------------- hash sampler
+
+
+def test_mulhi32_matches_64bit_product():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 2**32, size=4096, dtype=np.uint64)
+    b = rng.integers(1, 2**31, size=4096, dtype=np.uint64)
+    got = np.asarray(sampling.mulhi32(jnp.asarray(a, jnp.uint32), jnp.asarray(b, jnp.uint32)))
+    np.testing.assert_array_equal(got, ((a * b) >> np.uint64(32)).astype(np.uint32))
+    # Extremes: 0 and 2^32 - 1 against the largest allowed V.
+    edge = jnp.asarray([0, 1, 2**32 - 1], jnp.uint32)
+    got = np.asarray(sampling.mulhi32(edge, 2**31 - 1))
+    np.testing.assert_array_equal(got, [0, 0, ((2**32 - 1) * (2**31 - 1)) >> 32])
+
+
+@pytest.mark.parametrize("num_items", [97, 1000])
+def test_uniform_ids_chi_square(num_items):
+    ids = np.asarray(sampled_negative_ids(123, 200, 500, num_items))  # 100k draws
+    assert ids.dtype == np.int32 and ids.min() >= 0 and ids.max() < num_items
+    obs = np.bincount(ids.ravel(), minlength=num_items)
+    exp = np.full(num_items, ids.size / num_items)
+    assert chi2_stat(obs, exp) < chi2_threshold(num_items - 1)
+
+
+def test_uniform_ids_cover_a_large_range():
+    # V just above 2^20: 64 equal-width bins must be equally hit (multiply-shift covers [0, V)).
+    v = 2**20 + 7
+    ids = np.asarray(sampled_negative_ids(5, 256, 256, v, sharing="row")).ravel()
+    assert ids.min() >= 0 and ids.max() < v
+    obs = np.bincount(ids.astype(np.int64) * 64 // v, minlength=64)
+    assert chi2_stat(obs, np.full(64, ids.size / 64)) < chi2_threshold(63)
+
+
+@pytest.mark.parametrize("sharing", ["row", "block"])
+def test_consecutive_draws_are_independent(sharing):
+    # Joint distribution of (slot j, slot j+1) and of (stream s, stream s+1) at one slot on 7x7 bins.
+    v = 7
+    ids = np.asarray(sampled_negative_ids(99, 4096, 24, v, sharing=sharing, block_rows=16))
+    for a, b in ((ids[:, :-1], ids[:, 1:]), (ids[:-1, :], ids[1:, :])):
+        obs = np.bincount((a * v + b).ravel(), minlength=v * v)
+        assert chi2_stat(obs, np.full(v * v, a.size / (v * v))) < chi2_threshold(v * v - 1)
+
+
+def _skewed_counts(rng, v):
+    counts = rng.zipf(1.5, size=v).clip(max=500).astype(np.int64)
+    counts[rng.random(v) < 0.2] = 0
+    counts[0] = 0
+    counts[1] = 1
+    return counts
+
+
+def test_alias_table_represents_counts_exactly():
+    rng = np.random.default_rng(1)
+    counts = _skewed_counts(rng, 5000)
+    prob, alias = build_alias_table(counts)
+    assert prob.dtype == np.float32 and alias.dtype == np.int32 and prob.shape == (5000,)
+    v = counts.size
+    implied = prob.astype(np.float64) / v
+    np.add.at(implied, alias, (1.0 - prob.astype(np.float64)) / v)
+    q = counts / counts.sum()
+    np.testing.assert_allclose(implied, q, rtol=1e-5, atol=1e-9)
+    assert np.all(implied[counts == 0] == 0.0)
+
+
+def test_popularity_ids_chi_square():
+    rng = np.random.default_rng(2)
+    counts = _skewed_counts(rng, 40)
+    ids = np.asarray(sampled_negative_ids(7, 250, 400, 40, sampler="popularity",
+                                          item_counts=counts))  # 100k draws
+    obs = np.bincount(ids.ravel(), minlength=40)
+    q = counts / counts.sum()
+    assert obs[q == 0].sum() == 0
+    pos = q > 0
+    assert chi2_stat(obs[pos], ids.size * q[pos]) < chi2_threshold(int(pos.sum()) - 1)
+
+
+def test_ids_shapes_and_determinism():
+    for sharing, rows in (("row", 45), ("block", 3), ("batch", 1)):
+        ids = sampled_negative_ids(3, 45, 11, 1000, sharing=sharing, block_rows=16)
+        assert ids.shape == (rows, 11) and ids.dtype == jnp.int32
+        np.testing.assert_array_equal(
+            ids, sampled_negative_ids(3, 45, 11, 1000, sharing=sharing, block_rows=16))
+        assert np.mean(np.asarray(ids) != np.asarray(
+            sampled_negative_ids(4, 45, 11, 1000, sharing=sharing, block_rows=16))) > 0.9
+    # Traced seeds (int32, possibly negative) give the same ids as Python ints mod 2^32.
+    traced = jax.jit(lambda s: sampled_negative_ids(s, 45, 11, 1000))(jnp.int32(-5))
+    np.testing.assert_array_equal(traced, sampled_negative_ids(2**32 - 5, 45, 11, 1000))
+    # Row r of "row" sharing does not depend on how many rows there are.
+    np.testing.assert_array_equal(sampled_negative_ids(3, 10, 11, 1000),
+                                  sampled_negative_ids(3, 45, 11, 1000)[:10])
+
+
+# ----------------------------------------------------------------------------- loss values
+
+
+def _problem(rng, n_rows, v, d, dtype, mask_frac=0.25):
+    e = (rng.normal(size=(n_rows, d)) / d**0.25).astype(np.float32)
+    c = (rng.normal(size=(v, d)) / d**0.25).astype(np.float32)
+    e = np.asarray(jnp.asarray(e, dtype).astype(jnp.float32))  # round to dtype for the reference
+    c = np.asarray(jnp.asarray(c, dtype).astype(jnp.float32))
+    t = rng.integers(0, v, size=n_rows).astype(np.int32)
+    w = rng.random(n_rows) >= mask_frac
+    t[~w] = -100  # masked rows may carry any label
+    return e, c, t, w
+
+
+def _ref_ids(seed, n_rows, n, v, sampler, sharing, block_rows, counts):
+    tab = popularity_table(counts) if sampler == "popularity" else None
+    ids = sampled_negative_ids(seed, n_rows, n, v, sampler=sampler, sharing=sharing,
+                               block_rows=block_rows,
+                               alias_table=None if tab is None else (tab.prob, tab.alias))
+    return np.asarray(expand_ids(ids, n_rows, sharing, block_rows)), tab
+
+
+TOL = {jnp.float32: dict(rtol=2e-5, atol=2e-6), jnp.bfloat16: dict(rtol=2e-2, atol=2e-3)}
+
+
+def check_against_reference(impl, sampler, sharing, dtype, *, n_rows, v, d, n, block_rows,
+                            seed, reduction="mean", **kw):
+    rng = np.random.default_rng(seed)
+    e, c, t, w = _problem(rng, n_rows, v, d, dtype)
+    counts = _skewed_counts(rng, v) if sampler == "popularity" else None
+    ids, tab = _ref_ids(seed, n_rows, n, v, sampler, sharing, block_rows, counts)
+    loss_ref, de_ref, dc_ref = sampled_ce_reference_np(
+        e, c, t, ids, num_items=v, sampler=sampler, log_q=None if tab is None else tab.log_q,
+        where=w, reduction=reduction)
+
+    def f(e_, c_):
+        out = sampled_linear_cross_entropy(
+            e_, c_, jnp.asarray(t), num_negatives=n, seed=seed, sampler=sampler,
+            item_counts=counts, sharing=sharing, where=jnp.asarray(w), reduction=reduction,
+            impl=impl, block_rows=block_rows, **kw)
+        return out.sum() if reduction == "none" else out
+
+    loss, (de, dc) = jax.jit(jax.value_and_grad(f, (0, 1)))(jnp.asarray(e, dtype),
+                                                             jnp.asarray(c, dtype))
+    assert loss.dtype == jnp.float32 and de.dtype == dtype and dc.dtype == dtype
+    loss_ref = np.sum(loss_ref)
+    tol = TOL[dtype]
+    np.testing.assert_allclose(float(loss), loss_ref, rtol=tol["rtol"] * 0.1 + 1e-6)
+    scale_e, scale_c = np.abs(de_ref).max(), np.abs(dc_ref).max()
+    np.testing.assert_allclose(np.asarray(de, np.float64), de_ref, rtol=tol["rtol"],
+                               atol=tol["atol"] + tol["rtol"] * scale_e)
+    np.testing.assert_allclose(np.asarray(dc, np.float64), dc_ref, rtol=tol["rtol"],
+                               atol=tol["atol"] + tol["rtol"] * scale_c)
+    # Masked rows get exactly zero gradient.
+    assert np.all(np.asarray(de)[~w] == 0)
+
+
+@pytest.mark.parametrize("sampler", ["uniform", "popularity"])
+@pytest.mark.parametrize("sharing", ["row", "block", "batch"])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_xla_matches_reference(sampler, sharing, dtype):
+    # Ragged everything: N not a multiple of any chunk, D not a power of two, small V so that
+    # negatives often hit the target and repeat within a row.
+    check_against_reference("xla", sampler, sharing, dtype, n_rows=45, v=29, d=24, n=13,
+                            block_rows=16, seed=11 + len(sharing), xla_block_rows=8)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "none"])
+def test_xla_reductions(reduction):
+    check_against_reference("xla", "uniform", "row", jnp.float32, n_rows=21, v=50, d=8, n=6,
+                            block_rows=16, seed=3, reduction=reduction, xla_block_rows=16)
+
+
+def test_uniform_matches_ce_neg_formula_of_reference_system():
+    """§4.2 of reference_system.md written out independently: -1e6 masking, log(n - #rejects)."""
+    rng = np.random.default_rng(5)
+    n_rows, v, d, n = 33, 6, 8, 10  # V = 6: about 1.7 collisions per row
+    e, c, t, _ = _problem(rng, n_rows, v, d, jnp.float32, mask_frac=0.0)
+    ids = np.asarray(sampled_negative_ids(17, n_rows, n, v))
+    s = e.astype(np.float64) @ c.astype(np.float64).T
+    s_pos = s[np.arange(n_rows), t]
+    reject = ids == t[:, None]
+    s_neg = (s[np.arange(n_rows)[:, None], ids] + math.log(v - 1) - 1e6 * reject
+             - np.log(n - reject.sum(1, keepdims=True)))
+    logits = np.concatenate([s_pos[:, None], s_neg], axis=1)
+    m = logits.max(1)
+    expected = np.mean(m + np.log(np.exp(logits - m[:, None]).sum(1)) - s_pos)
+    got = sampled_linear_cross_entropy(jnp.asarray(e), jnp.asarray(c), jnp.asarray(t),
+                                       num_negatives=n, seed=17, impl="xla")
+    np.testing.assert_allclose(float(got), expected, rtol=1e-6)
+
+
+def test_jax_reference_agrees_with_numpy_reference():
+    rng = np.random.default_rng(8)
+    e, c, t, w = _problem(rng, 19, 23, 8, jnp.float32)
+    counts = _skewed_counts(rng, 23)
+    ids, tab = _ref_ids(2, 19, 7, 23, "popularity", "row", 16, counts)
+    f = lambda e_, c_: sampled_ce_reference(e_, c_, jnp.asarray(t), jnp.asarray(ids), num_items=23,
+                                            sampler="popularity", log_q=tab.log_q,
+                                            where=jnp.asarray(w))
+    loss, (de, dc) = jax.value_and_grad(f, (0, 1))(jnp.asarray(e), jnp.asarray(c))
+    l_np, de_np, dc_np = sampled_ce_reference_np(e, c, t, ids, num_items=23, sampler="popularity",
+                                                 log_q=tab.log_q, where=w)
+    np.testing.assert_allclose(float(loss), l_np, rtol=1e-5)
+    np.testing.assert_allclose(de, de_np, atol=1e-6)
+    np.testing.assert_allclose(dc, dc_np, atol=1e-6)
+
+
+def test_all_rows_masked_gives_zero_loss_and_grads():
+    e = jnp.ones((5, 8)); c = jnp.ones((9, 8))
+    f = lambda e_, c_: sampled_linear_cross_entropy(e_, c_, jnp.zeros(5, jnp.int32), num_negatives=4,
+                                                    seed=0, where=jnp.zeros(5, bool), impl="xla")
+    loss, (de, dc) = jax.value_and_grad(f, (0, 1))(e, c)
+    assert float(loss) == 0.0 and not np.any(de) and not np.any(dc)
+
+
+def test_traced_seed_changes_loss_and_matches_eager():
+    rng = np.random.default_rng(4)
+    e, c, t, w = _problem(rng, 16, 40, 8, jnp.float32)
+    args = (jnp.asarray(e), jnp.asarray(c), jnp.asarray(t))
+    step = jax.jit(lambda s: sampled_linear_cross_entropy(*args, num_negatives=5, seed=s,
+                                                          where=jnp.asarray(w), impl="xla"))
+    l1, l2 = float(step(jnp.int32(1))), float(step(jnp.int32(2)))
+    assert l1 != l2
+    eager = sampled_linear_cross_entropy(*args, num_negatives=5, seed=1, where=jnp.asarray(w),
+                                         impl="xla")
+    np.testing.assert_allclose(l1, float(eager), rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(sampler="zipf"), "sampler"),
+    (dict(sharing="tile"), "sharing"),
+    (dict(num_negatives=0), "num_negatives"),
+    (dict(sampler="popularity"), "item_counts"),
+    (dict(sampler="popularity", item_counts=np.ones(3)), "labels"),
+    (dict(reduction="max"), "reduction"),
+    (dict(impl="cuda"), "impl"),
+    (dict(impl="pallas", block_rows=24), "block_rows"),
+    (dict(seed=jnp.ones(2, jnp.int32)), "scalar"),
+])
+def test_bad_arguments_raise(kwargs, match):
+    args = dict(num_negatives=4, seed=0)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        sampled_linear_cross_entropy(jnp.ones((4, 16)), jnp.ones((10, 16)),
+                                     jnp.zeros(4, jnp.int32), **args)
+
+
+def test_bad_shapes_raise():
+    with pytest.raises(ValueError, match="hidden sizes"):
+        sampled_linear_cross_entropy(jnp.ones((4, 8)), jnp.ones((10, 16)), jnp.zeros(4, jnp.int32),
+                                     num_negatives=2, seed=0)
+    with pytest.raises(ValueError, match="targets"):
+        sampled_linear_cross_entropy(jnp.ones((4, 8)), jnp.ones((10, 8)), jnp.zeros(3, jnp.int32),
+                                     num_negatives=2, seed=0)
+    with pytest.raises(ValueError, match="traced"):
+        jax.jit(lambda cnt: sampled_linear_cross_entropy(
+            jnp.ones((4, 8)), jnp.ones((10, 8)), jnp.zeros(4, jnp.int32), num_negatives=2, seed=0,
+            sampler="popularity", item_counts=cnt))(jnp.ones(10))
