@@ -1,0 +1,221 @@
+"""linear_cross_entropy vs a float64 numpy softmax reference (loss and gradients).
+
+CPU: impl="naive", "xla" and "pallas" (interpreter, tiny shapes). The same checks run with the
+`gpu` marker on the device for impl="pallas" (compiled Triton kernels, larger shapes).
+
+Tolerances (stated once, used everywhere). The reference gets the *same* (dtype-rounded) inputs in
+float64, so what remains is the float32 accumulation and, for bf16, the cast of G = softmax -
+onehot to bf16 before the two gradient GEMMs and of the gradients themselves to bf16:
+  loss : |err| <= LOSS_RTOL[dtype] * max(1, |ref|)  (per row for "none")
+  grads: |err| <= W @ |C| (dE) and W^T @ |E| (dC), elementwise, with
+         W_rj = |g_r| * (P_rj + onehot_rj) * (GRAD_RTOL[dtype] + 4 eps32 (|lse_r| + max_j |z_rj|)):
+         the standard bound for dot products whose operands and result are rounded, where the
+         softmax term and the target term may be rounded separately (bf16: 2^-9 for G and 2^-9
+         for the output, so 2^-7 leaves 2x headroom) plus float32 rounding of the logits.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pallas_kernels import linear_cross_entropy
+
+LOSS_RTOL = {"float32": 2e-5, "bfloat16": 2e-4}
+GRAD_RTOL = {"float32": 1e-5, "bfloat16": 2.0 ** -7}
+EPS32 = float(np.finfo(np.float32).eps)
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def _rng(*key) -> np.random.Generator:
+    # Fresh but reproducible per test case: the seed comes from the test's parameters.
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def make_inputs(rng, n, v, d, dtype, *, scale=1.0, mask_frac=0.3):
+    """Random E [n, d], C [v, d] (dtype), targets (garbage on masked rows), where bool[n]."""
+    e = rng.normal(size=(n, d)) * scale / d ** 0.25
+    c = rng.normal(size=(v, d)) * scale / d ** 0.25
+    # Peaked rows: a few embeddings copy their target's item vector (large target logits).
+    t = rng.integers(0, v, n)
+    peaked = rng.random(n) < 0.2
+    e[peaked] = c[t[peaked]] * 2.0
+    where = rng.random(n) >= mask_frac
+    t_garbage = np.where(rng.random(n) < 0.5, -1, v + 7)
+    t = np.where(where, t, t_garbage).astype(np.int32)
+    e = jnp.asarray(e, dtype)
+    c = jnp.asarray(c, dtype)
+    return e, c, jnp.asarray(t), jnp.asarray(where)
+
+
+def reference_f64(e, c, t, where):
+    """float64 per-row losses, P - onehot, P + onehot (masked rows 0), E, C, per-row logit size."""
+    e64 = np.asarray(e.astype(jnp.float32), np.float64)
+    c64 = np.asarray(c.astype(jnp.float32), np.float64)
+    w = np.asarray(where)
+    t = np.where(w, np.asarray(t), 0)
+    z = e64 @ c64.T
+    m = z.max(axis=1, keepdims=True)
+    p = np.exp(z - m)
+    s = p.sum(axis=1, keepdims=True)
+    lse = m[:, 0] + np.log(s[:, 0])
+    rows = np.where(w, lse - z[np.arange(len(t)), t], 0.0)
+    p = p / s
+    onehot = np.zeros_like(p)
+    onehot[np.arange(len(t)), t] = 1.0
+    dz = np.where(w[:, None], p - onehot, 0.0)
+    size = np.where(w[:, None], p + onehot, 0.0)
+    zmag = np.abs(lse) + np.abs(z).max(axis=1)
+    return rows, dz, size, zmag, e64, c64
+
+
+def check_case(e, c, t, where, reduction, impl, dtype_name, *, interpret=False, **blocks):
+    rows_ref, dz, size, zmag, e64, c64 = reference_f64(e, c, t, where)
+    w = np.asarray(where)
+    n = len(w)
+    fn = lambda e_, c_: linear_cross_entropy(
+        e_, c_, t, where=where, reduction=reduction, impl=impl, interpret=interpret, **blocks)
+    out, vjp = jax.vjp(fn, e, c)
+    assert out.dtype == jnp.float32
+    if reduction == "none":
+        cot = _rng("cot", n).normal(size=n)
+        loss_ref, row_scale = rows_ref, cot
+        ct = jnp.asarray(cot, jnp.float32)
+    elif reduction == "sum":
+        loss_ref, row_scale = rows_ref.sum(), np.ones(n)
+        ct = jnp.float32(1.0)
+    else:
+        cnt = max(int(w.sum()), 1)
+        loss_ref, row_scale = rows_ref.sum() / cnt, np.full(n, 1.0 / cnt)
+        ct = jnp.float32(1.0)
+    out64 = np.asarray(out, np.float64)
+    tol = LOSS_RTOL[dtype_name] * np.maximum(1.0, np.abs(loss_ref))
+    assert np.all(np.abs(out64 - loss_ref) <= tol), (np.abs(out64 - loss_ref).max(), tol)
+    if reduction == "none":
+        assert np.all(out64[~w] == 0.0)
+
+    de, dc = vjp(ct)
+    assert de.dtype == e.dtype and dc.dtype == c.dtype
+    g = dz * row_scale[:, None]
+    wgt = size * (np.abs(row_scale) * (GRAD_RTOL[dtype_name] + 4 * EPS32 * zmag))[:, None]
+    for got, ref, mag, name in ((de, g @ c64, wgt @ np.abs(c64), "dE"),
+                                (dc, g.T @ e64, wgt.T @ np.abs(e64), "dC")):
+        got = np.asarray(got.astype(jnp.float32), np.float64)
+        excess = np.abs(got - ref) - (mag + 1e-7)
+        assert not np.any(excess > 0), f"{name}: error over the bound by {excess.max():.3g}"
+    if n:
+        # Masked rows get exactly zero embedding gradient.
+        assert np.all(np.asarray(de.astype(jnp.float32))[~w] == 0.0)
+
+
+def random_shape(rng, max_n, max_v, max_d):
+    # Ragged: never multiples of the (power-of-two) blocks, except by chance.
+    return (int(rng.integers(max_n // 2, max_n)) | 1, int(rng.integers(max_v // 2, max_v)) | 1,
+            int(rng.integers(max_d // 2, max_d)) | 1)
+
+
+# ---------------------------------------------------------------- CPU: naive / xla
+
+CPU_IMPLS = [("naive", {}), ("xla", {}), ("xla", {"block_n": 16, "block_v": 24})]
+
+
+@pytest.mark.parametrize("impl,blocks", CPU_IMPLS, ids=["naive", "xla", "xla-small-blocks"])
+@pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_matches_float64_reference(impl, blocks, dtype_name, reduction):
+    rng = _rng(impl, blocks, dtype_name, reduction)
+    n, v, d = random_shape(rng, 90, 150, 40)
+    e, c, t, where = make_inputs(rng, n, v, d, DTYPES[dtype_name])
+    check_case(e, c, t, where, reduction, impl, dtype_name, **blocks)
+
+
+@pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
+def test_overflowing_logits(dtype_name):
+    # Logits of several hundred: exp overflows float32 without the running max.
+    rng = _rng("overflow", dtype_name)
+    e, c, t, where = make_inputs(rng, 33, 71, 17, DTYPES[dtype_name], scale=12.0)
+    z = np.asarray(e.astype(jnp.float32)) @ np.asarray(c.astype(jnp.float32)).T
+    assert np.abs(z).max() > 100.0
+    check_case(e, c, t, where, "mean", "xla", dtype_name, block_n=8, block_v=16)
+
+
+@pytest.mark.parametrize("impl", ["naive", "xla"])
+def test_all_rows_masked_gives_zero(impl):
+    rng = _rng("allmasked", impl)
+    e, c, t, _ = make_inputs(rng, 21, 40, 12, jnp.float32)
+    where = jnp.zeros(21, bool)
+    for reduction in ("mean", "sum"):
+        fn = lambda e_, c_: linear_cross_entropy(e_, c_, t, where=where, reduction=reduction, impl=impl)
+        loss, (de, dc) = jax.value_and_grad(fn, (0, 1))(e, c)
+        assert float(loss) == 0.0
+        assert not np.any(np.asarray(de)) and not np.any(np.asarray(dc))
+
+
+@pytest.mark.parametrize("impl", ["naive", "xla"])
+def test_single_item_catalog(impl):
+    # V = 1: the loss is exactly 0 and so are the gradients.
+    rng = _rng("v1", impl)
+    e, c, t, where = make_inputs(rng, 13, 1, 9, jnp.float32)
+    check_case(e, c, t, where, "mean", impl, "float32")
+    assert abs(float(linear_cross_entropy(e, c, t, where=where, impl=impl))) <= 1e-6
+
+
+def test_jit_and_mixed_dtypes():
+    # bf16 embeddings with a float32 table (mixed-precision training): the compute runs in bf16
+    # with f32 accumulation; each gradient comes back in its input's dtype.
+    rng = _rng("mixed")
+    e, c, t, where = make_inputs(rng, 40, 64, 16, jnp.float32)
+    e16 = e.astype(jnp.bfloat16)
+    fn = jax.jit(jax.value_and_grad(
+        lambda e_, c_, t_, w_: linear_cross_entropy(e_, c_, t_, where=w_, impl="xla"), (0, 1)))
+    loss, (de, dc) = fn(e16, c, t, where)
+    assert de.dtype == jnp.bfloat16 and dc.dtype == jnp.float32
+    ref = linear_cross_entropy(e16, c.astype(jnp.bfloat16), t, where=where, impl="naive")
+    assert abs(float(loss) - float(ref)) <= 2e-4 * max(1.0, abs(float(ref)))
+
+
+def test_empty_batch():
+    e = jnp.zeros((0, 8), jnp.float32)
+    c = jnp.ones((5, 8), jnp.float32)
+    t = jnp.zeros((0,), jnp.int32)
+    assert float(linear_cross_entropy(e, c, t)) == 0.0
+    assert linear_cross_entropy(e, c, t, reduction="none").shape == (0,)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(e_shape=(4, 8, 2)), "flatten"),
+        (dict(c_shape=(6, 7)), "D=8"),
+        (dict(t=[0, 1, 2, 6]), r"outside \[0, 6\)"),
+        (dict(t=[0, 1, 2, -1]), "outside"),
+        (dict(t_dtype=np.float32), "integer"),
+        (dict(t=[0, 1, 2]), "shape"),
+        (dict(where=[True, False, True, True], where_dtype=np.int32), "bool"),
+        (dict(reduction="avg"), "reduction"),
+        (dict(impl="cuda"), "impl"),
+        (dict(e_dtype=np.int32), "dtype"),
+        (dict(block_v=0), "block_v"),
+        (dict(filter_eps=1e-4, impl="xla"), "filter_eps"),
+    ],
+)
+def test_bad_input_raises(kwargs, match):
+    e = np.zeros(kwargs.pop("e_shape", (4, 8)), kwargs.pop("e_dtype", np.float32))
+    c = np.zeros(kwargs.pop("c_shape", (6, 8)), np.float32)
+    t = np.asarray(kwargs.pop("t", [0, 1, 2, 5]), kwargs.pop("t_dtype", np.int32))
+    if "where" in kwargs:
+        kwargs["where"] = jnp.asarray(kwargs.pop("where"), kwargs.pop("where_dtype"))
+    with pytest.raises(ValueError, match=match):
+        linear_cross_entropy(e, c, t, **kwargs)
+
+
+def test_masked_rows_may_hold_out_of_range_targets():
+    e, c, t, _ = make_inputs(_rng("oor"), 4, 6, 8, jnp.float32)
+    t = jnp.asarray([0, 10**6, 2, -5], jnp.int32)
+    where = jnp.asarray([True, False, True, False])
+    loss = linear_cross_entropy(e, c, t, where=where, impl="xla")
+    assert np.isfinite(float(loss))
