@@ -1,0 +1,117 @@
+"""On-disk cache of prepared datasets, written atomically.
+
+Layout: ``<cache_dir>/<name>-<fingerprint>/`` holding one ``.npy`` per array (no pickle) and
+``meta.json`` (fingerprint, sizes, stats, array names). The fingerprint hashes the raw file's
+(absolute path, size, mtime) -- or, for ``synthetic``, the generator config -- together with
+every preprocessing field of the data config and ``CACHE_VERSION``. A directory is built under a
+temporary name and renamed into place, so a crash mid-write leaves no directory under the final
+name; a final directory that fails to load (e.g. edited by hand) is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from srs_jax.data.dataset import EvalSplit, PreparedDataset, Sequences
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+# Fields that do not change the prepared data.
+_NOT_HASHED = ("cache_dir", "use_cache", "source_url", "path", "synthetic")
+
+
+def fingerprint(cfg) -> str:
+    """Hex digest identifying the prepared data of ``cfg`` (module docstring)."""
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_HASHED}
+    if cfg.format == "synthetic":
+        source = {"synthetic": cfg.synthetic.to_dict()}
+    else:
+        path = Path(cfg.path).expanduser().resolve()
+        st = path.stat()
+        source = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    blob = json.dumps({"version": CACHE_VERSION, "source": source, "settings": settings},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def cache_path(cfg) -> Path:
+    """The cache directory of ``cfg`` (it may not exist yet)."""
+    return Path(cfg.cache_dir).expanduser() / f"{cfg.name}-{fingerprint(cfg)}"
+
+
+def _to_arrays(ds: PreparedDataset) -> dict[str, np.ndarray]:
+    arrays = {"item_raw_ids": ds.item_raw_ids, "user_raw_ids": ds.user_raw_ids,
+              "item_counts": ds.item_counts}
+    for name, seqs in (("train", ds.train), ("val.inputs", ds.val.inputs),
+                       ("test.inputs", ds.test.inputs), ("test_period", ds.test_period)):
+        for field in ("offsets", "items", "users"):
+            arrays[f"{name}.{field}"] = getattr(seqs, field)
+    arrays["val.targets"] = ds.val.targets
+    arrays["test.targets"] = ds.test.targets
+    return arrays
+
+
+def _from_arrays(a: dict[str, np.ndarray], meta: dict) -> PreparedDataset:
+    def seqs(name):
+        return Sequences(a[f"{name}.offsets"], a[f"{name}.items"], a[f"{name}.users"])
+
+    val, test = seqs("val.inputs"), seqs("test.inputs")
+    return PreparedDataset(
+        n_items=meta["n_items"], n_users=meta["n_users"], item_raw_ids=a["item_raw_ids"],
+        user_raw_ids=a["user_raw_ids"], train=seqs("train"),
+        val=EvalSplit(val, a["val.targets"], val.users),
+        test=EvalSplit(test, a["test.targets"], test.users),
+        test_period=seqs("test_period"), item_counts=a["item_counts"], stats=meta["stats"])
+
+
+def save(ds: PreparedDataset, path: Path) -> None:
+    """Writes ``ds`` to ``path`` atomically (temporary directory, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        arrays = _to_arrays(ds)
+        for name, array in arrays.items():
+            np.save(tmp / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+        meta = dict(version=CACHE_VERSION, fingerprint=path.name, n_items=int(ds.n_items),
+                    n_users=int(ds.n_users), stats=ds.stats, arrays=sorted(arrays))
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        if path.exists():  # a broken or concurrent copy: replace it, never leave it half-moved
+            trash = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(path, trash)
+            os.rename(tmp, path)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("cached prepared dataset in %s", path)
+
+
+def load(path: Path) -> PreparedDataset | None:
+    """The dataset cached at ``path``, or None when absent or unreadable (it is then rebuilt)."""
+    path = Path(path)
+    meta_file = path / "meta.json"
+    if not meta_file.is_file():
+        return None
+    try:
+        meta = json.loads(meta_file.read_text())
+        if meta.get("version") != CACHE_VERSION or meta.get("fingerprint") != path.name:
+            return None
+        arrays = {name: np.load(path / f"{name}.npy", allow_pickle=False)
+                  for name in meta["arrays"]}
+        return _from_arrays(arrays, meta)
+    except (OSError, ValueError, KeyError) as err:
+        log.warning("ignoring unreadable cache %s (%s); rebuilding", path, err)
+        return None

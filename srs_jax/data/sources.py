@@ -1,0 +1,175 @@
+"""Raw-file readers: every format becomes a polars LazyFrame ``(user, item, time, row)``.
+
+* ``user`` / ``item``: raw ids as stored (integer or string columns; never cast to float).
+* ``time``: int64, only its order matters (seconds, ms or us depending on the source; for the
+  timestamp-less text formats it is the line/token position, i.e. the file order).
+* ``row``: the original row index (uint32) of the raw file, the tie-breaker after ``time``.
+
+Rows with a null user, item or time are dropped. The rating/event filters of the config
+(``min_rating``, ``event_value``) are applied here, after ``row`` is assigned.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+FORMATS = ("csv", "parquet", "snap_gowalla", "user_item", "user_items", "synthetic")
+
+_SNAP_SCHEMA = {"user": pl.Int64, "check_in_time": pl.String, "latitude": pl.Float64,
+                "longitude": pl.Float64, "location_id": pl.Int64}
+_SNAP_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def raw_path(cfg) -> Path:
+    """The raw file of ``cfg``; FileNotFoundError (path + download hint) when it is absent."""
+    if cfg.path is None:
+        raise FileNotFoundError(
+            f"{cfg.name}: config.data.path is not set: point it at the raw file ({cfg.source_url})")
+    path = Path(cfg.path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{cfg.name}: raw file {path.resolve()} not found: download it from {cfg.source_url} "
+            f"and place it there, or set config.data.path")
+    return path
+
+
+def read_source(cfg) -> pl.LazyFrame:
+    """LazyFrame ``(user, item, time int64, row uint32)`` for the data config ``cfg``."""
+    if cfg.format not in FORMATS:
+        raise ValueError(f"config.data.format={cfg.format!r} is unknown: use one of {list(FORMATS)}")
+    if cfg.format == "synthetic":
+        from srs_jax.data import synthetic  # local: only this source needs the generator
+
+        return synthetic.generate_frame(cfg.synthetic).lazy()
+    path = raw_path(cfg)
+    if cfg.format == "user_item":
+        return _read_user_item(path)
+    if cfg.format == "user_items":
+        return _read_user_items(path)
+    if cfg.format == "snap_gowalla":
+        lf = pl.scan_csv(path, separator="\t", has_header=False, new_columns=list(_SNAP_SCHEMA),
+                         schema=_SNAP_SCHEMA, quote_char=None)
+        columns = dict(user="user", item="location_id", time="check_in_time")
+        return _standardise(lf, cfg, columns, path, time_format=_SNAP_TIME_FORMAT)
+    if cfg.format == "csv":
+        lf = pl.scan_csv(path, separator=_separator(cfg.separator), infer_schema_length=10_000)
+    else:
+        lf = pl.scan_parquet(path)
+    columns = dict(user=cfg.columns.user, item=cfg.columns.item, time=cfg.columns.time)
+    return _standardise(lf, cfg, columns, path, time_format=cfg.time_format)
+
+
+def _separator(sep: str) -> str:
+    sep = {"\\t": "\t", "tab": "\t"}.get(sep, sep)
+    if len(sep) != 1:
+        raise ValueError(f"config.data.separator={sep!r} must be one character (e.g. ',' or '\\t')")
+    return sep
+
+
+def _standardise(lf: pl.LazyFrame, cfg, columns: dict, path: Path, time_format) -> pl.LazyFrame:
+    """Checks names and types, applies row filters, returns ``(user, item, time, row)``."""
+    schema = lf.collect_schema()
+    wanted = dict(columns)
+    if cfg.format != "snap_gowalla":
+        if cfg.min_rating is not None:
+            wanted["rating"] = cfg.columns.rating
+        if cfg.event_value is not None:
+            wanted["event"] = cfg.columns.event
+    missing = {k: v for k, v in wanted.items() if v is None or v not in schema}
+    if missing:
+        keys = ", ".join(f"config.data.columns.{k}={v!r}" for k, v in missing.items())
+        raise ValueError(f"{cfg.name}: {path} has columns {list(schema.names())}; expected {keys} "
+                         f"(set these keys to the file's column names)")
+    for key in ("user", "item"):
+        dtype = schema[wanted[key]]
+        if not (dtype.is_integer() or dtype in (pl.String, pl.Categorical)):
+            raise ValueError(f"{cfg.name}: column {wanted[key]!r} (config.data.columns.{key}) has "
+                             f"type {dtype}; ids must be integers or strings")
+    time = _time_expr(pl.col(wanted["time"]), schema[wanted["time"]], time_format, cfg)
+    lf = lf.with_row_index("row")
+    if "rating" in wanted:
+        if not schema[wanted["rating"]].is_numeric():
+            raise ValueError(f"{cfg.name}: rating column {wanted['rating']!r} has type "
+                             f"{schema[wanted['rating']]}, not numeric: fix config.data.columns.rating")
+        lf = lf.filter(pl.col(wanted["rating"]) > cfg.min_rating)
+    if "event" in wanted:
+        lf = lf.filter(pl.col(wanted["event"]) == cfg.event_value)
+    ids = [pl.col(wanted[k]).cast(pl.String) if schema[wanted[k]] == pl.Categorical
+           else pl.col(wanted[k]) for k in ("user", "item")]
+    lf = lf.select(ids[0].alias("user"), ids[1].alias("item"), time.alias("time"), "row")
+    return lf.drop_nulls(["user", "item", "time"])
+
+
+def _time_expr(col: pl.Expr, dtype, time_format, cfg) -> pl.Expr:
+    """An int64 expression ordering like the time column (see module docstring)."""
+    if dtype.is_integer():
+        return col.cast(pl.Int64)
+    if isinstance(dtype, pl.Datetime) or dtype == pl.Datetime:
+        return col.cast(pl.Int64)
+    if dtype == pl.Date:
+        return col.cast(pl.Int32).cast(pl.Int64)
+    if dtype.is_float():
+        return (col * 1000.0).round().cast(pl.Int64)  # keep sub-second order (ms)
+    if dtype == pl.String:
+        return col.str.to_datetime(time_format, strict=True).cast(pl.Int64)
+    raise ValueError(f"{cfg.name}: time column {cfg.columns.time!r} has type {dtype}; expected "
+                     f"integer, float, datetime, date or string: fix config.data.columns.time")
+
+
+def _id_dtype(tokens: list[str]):
+    """Int64 when every sampled token is an integer, else String (ids stay exact)."""
+    return pl.Int64 if all(t.lstrip("-").isdigit() for t in tokens) else pl.String
+
+
+def _head_tokens(path: Path, n_lines: int = 1000) -> list[str]:
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    tokens: list[str] = []
+    with opener(path, "rt") as f:
+        for _, line in zip(range(n_lines), f):
+            tokens.extend(line.split())
+    return tokens
+
+
+def _read_lines(path: Path) -> pl.LazyFrame:
+    # One string column per line: \x1f never occurs in these files, quotes are not special.
+    return pl.scan_csv(path, has_header=False, separator="\x1f", quote_char=None,
+                       new_columns=["line"], schema={"line": pl.String})
+
+
+def _read_user_item(path: Path) -> pl.LazyFrame:
+    """``user item`` per line, each user's lines in time order (SASRec / BERT4Rec data files)."""
+    dtype = _id_dtype(_head_tokens(path))
+    parts = pl.col("line").str.strip_chars().str.split_exact(" ", 1)
+    lf = _read_lines(path).filter(pl.col("line").str.strip_chars() != "").with_row_index("row")
+    return lf.select(
+        parts.struct.field("field_0").cast(dtype).alias("user"),
+        parts.struct.field("field_1").str.strip_chars().cast(dtype).alias("item"),
+        pl.col("row").cast(pl.Int64).alias("time"),
+        "row",
+    ).drop_nulls(["user", "item"])
+
+
+def _read_user_items(path: Path) -> pl.LazyFrame:
+    """``user item1 item2 ...`` per line, items in time order (S3-Rec data files)."""
+    dtype = _id_dtype(_head_tokens(path))
+    tokens = pl.col("line").str.strip_chars().str.split(" ")
+    lf = _read_lines(path).filter(pl.col("line").str.strip_chars() != "")
+    lf = lf.select(tokens.list.first().cast(dtype).alias("user"),
+                   tokens.list.slice(1).alias("item"))
+    lf = lf.explode("item").filter(pl.col("item").is_not_null() & (pl.col("item") != ""))
+    lf = lf.with_row_index("row")
+    return lf.select("user", pl.col("item").cast(dtype), pl.col("row").cast(pl.Int64).alias("time"),
+                     "row")
+
+
+def frame_from_arrays(user: np.ndarray, item: np.ndarray, time: np.ndarray) -> pl.DataFrame:
+    """A source frame from numpy arrays (rows already in their original order)."""
+    return pl.DataFrame({
+        "user": user, "item": item, "time": time.astype(np.int64, copy=False),
+        "row": np.arange(len(user), dtype=np.uint32),
+    })

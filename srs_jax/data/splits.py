@@ -1,0 +1,226 @@
+"""Train / validation / test splits and item encoding, vectorised numpy (no loop per user).
+
+Order rule everywhere: stable by time, then by original row (``Interactions`` rows are in row
+order, so a stable sort on time alone gives exactly this order).
+
+``global_temporal`` (reference_system.md 1.4, the default for the six benchmarks):
+  1. ``t*`` = time of the interaction at position ``floor(N * time_quantile)`` in time order;
+     rows with ``time < t*`` are pre-threshold, ``time >= t*`` post-threshold (ties go to test).
+  2. Validation users: ``val_user_fraction`` of the pre-threshold users (first-appearance order,
+     seeded permutation; ``N - round((1 - f) * N)`` users). They are never trained on.
+  3. Training = pre-threshold rows of the other users. Items are encoded ``1..V`` by first
+     appearance in the training rows (time order); V = distinct training items.
+  4. Validation = pre-threshold rows of validation users with training items; each user with 2+
+     such rows: input = all but the last row, target = the last row.
+  5. Test users = users with a post-threshold row whose item occurs before ``t*`` (any user),
+     minus validation users. Their rows (both sides of ``t*``) with training items, per user in
+     time order: the last row is the target, the others the input, if the user has 2+ rows.
+     Only test users with training rows are scored (``test``); ``test_period`` keeps the inputs
+     of all of them (the reference Coverage/Surprisal set).
+
+``leave_one_out`` (most published SASRec/BERT4Rec results): per user in time order, with 3+
+rows: last item = test target, second-to-last = validation target; training = the rest. Users
+with fewer rows are training only. Items are encoded by first appearance in the training rows,
+then the items that occur only as targets (V = all items). Validation input = training
+sequence, test input = training sequence + validation target. ``test_period`` = test inputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from srs_jax.data.dataset import EvalSplit, PreparedDataset, Sequences
+from srs_jax.data.preprocess import Interactions
+
+
+def split_dataset(x: Interactions, cfg) -> PreparedDataset:
+    """Applies ``cfg.split`` to filtered interactions ``x``."""
+    if cfg.split == "global_temporal":
+        return global_temporal(x, cfg)
+    if cfg.split == "leave_one_out":
+        return leave_one_out(x, cfg)
+    raise ValueError(f"config.data.split={cfg.split!r} is unknown: use global_temporal or leave_one_out")
+
+
+def stable_order(*keys: np.ndarray) -> np.ndarray:
+    """Row indices sorting by ``keys`` (first key most significant), ties in input order."""
+    frame = pl.DataFrame({f"k{i}": k for i, k in enumerate(keys)})
+    return frame.select(pl.arg_sort_by(frame.columns, maintain_order=True)).to_series().to_numpy()
+
+
+def first_appearance(values: np.ndarray) -> np.ndarray:
+    """Distinct values in order of first appearance."""
+    return pl.Series(values).unique(maintain_order=True).to_numpy()
+
+
+def group_rows(user_sorted: np.ndarray, items_sorted: np.ndarray) -> Sequences:
+    """CSR ``Sequences`` from rows already sorted by (user, time)."""
+    n = len(user_sorted)
+    if n == 0:
+        return Sequences.empty()
+    starts = np.flatnonzero(np.r_[True, user_sorted[1:] != user_sorted[:-1]])
+    offsets = np.r_[starts, n].astype(np.int64)
+    return Sequences(offsets, items_sorted.astype(np.int32, copy=False),
+                     user_sorted[starts].astype(np.int64))
+
+
+def hold_out_last(seqs: Sequences, keep_rows: np.ndarray | None = None) -> EvalSplit:
+    """Rows with 2+ items (and ``keep_rows``): input = all but the last item, target = last."""
+    lengths = seqs.lengths()
+    keep = lengths >= 2
+    if keep_rows is not None:
+        keep &= keep_rows
+    return _take_prefix(seqs, keep, lengths - 1)
+
+
+def _take_prefix(seqs: Sequences, keep: np.ndarray, prefix_len: np.ndarray) -> EvalSplit:
+    """Rows ``keep`` cut to their first ``prefix_len`` items; target = the next item."""
+    inputs = _prefix(seqs, keep, prefix_len)
+    targets = seqs.items[seqs.offsets[:-1][keep] + prefix_len[keep]].astype(np.int32)
+    return EvalSplit(inputs=inputs, targets=targets, users=inputs.users)
+
+
+def _prefix(seqs: Sequences, keep: np.ndarray, prefix_len: np.ndarray) -> Sequences:
+    """Rows ``keep`` cut to their first ``prefix_len`` items."""
+    row_of = np.repeat(np.arange(len(seqs)), seqs.lengths())
+    pos = np.arange(len(seqs.items)) - seqs.offsets[row_of]
+    item_mask = keep[row_of] & (pos < prefix_len[row_of])
+    new_len = prefix_len[keep]
+    return Sequences(np.r_[0, np.cumsum(new_len)].astype(np.int64), seqs.items[item_mask],
+                     seqs.users[keep])
+
+
+def _encoder(first_items: np.ndarray, n_raw_items: int) -> np.ndarray:
+    """int32[I] lookup raw code -> encoded id (1..V in the given order, 0 = not encoded)."""
+    lut = np.zeros(n_raw_items, np.int32)
+    lut[first_items] = np.arange(1, len(first_items) + 1, dtype=np.int32)
+    return lut
+
+
+def _raw_ids_with_padding(raw: np.ndarray, first_items: np.ndarray) -> np.ndarray:
+    pad = np.array(["" if raw.dtype.kind in "US" else -1], dtype=raw.dtype)
+    return np.concatenate([pad, raw[first_items]])
+
+
+def _subset(x: Interactions, uorder: np.ndarray, mask: np.ndarray, lut: np.ndarray) -> Sequences:
+    idx = uorder[mask[uorder]]
+    return group_rows(x.user[idx], lut[x.item[idx]])
+
+
+def _too_few(cfg, what: str, fix: str) -> ValueError:
+    return ValueError(f"{cfg.name}: too few users for the {cfg.split} split: {what}; {fix}")
+
+
+def global_temporal(x: Interactions, cfg) -> PreparedDataset:
+    """The reference split (module docstring)."""
+    n = len(x)
+    torder = stable_order(x.time)
+    t_star = x.time[torder[int(np.floor(n * cfg.time_quantile))]]
+    pre = x.time < t_star
+    if not pre.any():
+        raise _too_few(cfg, f"no interaction before the {cfg.time_quantile} time quantile (all "
+                            f"at time {t_star})", "lower config.data.time_quantile or use "
+                            "split='leave_one_out'")
+
+    pre_users = first_appearance(x.user[torder[pre[torder]]])
+    rng = np.random.default_rng(cfg.seed)
+    n_train_users = int(np.floor((1.0 - cfg.val_user_fraction) * len(pre_users) + 0.5))
+    is_val = np.zeros(x.n_users, bool)
+    is_val[pre_users[rng.permutation(len(pre_users))[n_train_users:]]] = True
+
+    train_mask = pre & ~is_val[x.user]
+    first_items = first_appearance(x.item[torder[train_mask[torder]]])
+    lut = _encoder(first_items, x.n_items)
+    warm = lut[x.item] > 0
+    seen_pre = np.zeros(x.n_items, bool)
+    seen_pre[x.item[pre]] = True
+    is_test = np.zeros(x.n_users, bool)
+    is_test[x.user[~pre & seen_pre[x.item]]] = True
+    is_test &= ~is_val
+    del torder
+
+    uorder = stable_order(x.user, x.time)
+    train = _subset(x, uorder, train_mask, lut)
+    val = hold_out_last(_subset(x, uorder, pre & is_val[x.user] & warm, lut))
+    test_all = hold_out_last(_subset(x, uorder, is_test[x.user] & warm, lut))
+    is_train_user = np.zeros(x.n_users, bool)
+    is_train_user[train.users] = True
+    scored = is_train_user[test_all.users]
+    test = EvalSplit(_rows(test_all.inputs, scored), test_all.targets[scored],
+                     test_all.users[scored])
+
+    if len(train) == 0:
+        raise _too_few(cfg, "no training user", "use more data or lower config.data.val_user_fraction")
+    if len(val) == 0:
+        raise _too_few(cfg, f"no validation user has 2+ pre-threshold interactions "
+                            f"({len(pre_users)} pre-threshold users, val_user_fraction="
+                            f"{cfg.val_user_fraction})", "raise config.data.val_user_fraction "
+                            "or use more data")
+    if len(test) == 0:
+        raise _too_few(cfg, "no test user has training history and 2+ interactions",
+                       "lower config.data.time_quantile or use split='leave_one_out'")
+    stats = _stats(x, cfg, train, val, test, len(first_items))
+    stats.update(time_threshold=int(t_star), n_test_period_users=len(test_all))
+    return PreparedDataset(
+        n_items=len(first_items), n_users=x.n_users,
+        item_raw_ids=_raw_ids_with_padding(x.item_raw_ids, first_items),
+        user_raw_ids=x.user_raw_ids, train=train, val=val, test=test,
+        test_period=test_all.inputs, item_counts=_counts(train, len(first_items)), stats=stats)
+
+
+def leave_one_out(x: Interactions, cfg) -> PreparedDataset:
+    """Last item = test, second-to-last = validation (module docstring)."""
+    uorder = stable_order(x.user, x.time)
+    full = group_rows(x.user[uorder], x.item[uorder])  # raw item codes for now
+    lengths = full.lengths()
+    scored = lengths >= 3
+    if not scored.any():
+        raise _too_few(cfg, "no user has 3+ interactions after filtering",
+                       "lower config.data.min_item_count or use more data")
+    train_len = np.where(scored, lengths - 2, lengths)
+    row_of = np.repeat(np.arange(len(full)), lengths)
+    in_train_sorted = (np.arange(len(x)) - full.offsets[row_of]) < train_len[row_of]
+    train_mask = np.empty(len(x), bool)
+    train_mask[uorder] = in_train_sorted
+    del row_of, in_train_sorted
+
+    torder = stable_order(x.time)
+    first_items = first_appearance(np.concatenate(
+        [x.item[torder[train_mask[torder]]], x.item[torder]]))
+    lut = _encoder(first_items, x.n_items)
+    del torder
+    full = Sequences(full.offsets, lut[full.items], full.users)
+
+    train_all = _prefix(full, train_len > 0, train_len)
+    val = _take_prefix(full, scored, lengths - 2)
+    test = _take_prefix(full, scored, lengths - 1)
+    stats = _stats(x, cfg, train_all, val, test, len(first_items))
+    return PreparedDataset(
+        n_items=len(first_items), n_users=x.n_users,
+        item_raw_ids=_raw_ids_with_padding(x.item_raw_ids, first_items),
+        user_raw_ids=x.user_raw_ids, train=train_all, val=val, test=test,
+        test_period=test.inputs, item_counts=_counts(train_all, len(first_items)), stats=stats)
+
+
+def _rows(seqs: Sequences, keep: np.ndarray) -> Sequences:
+    """The rows ``keep`` of ``seqs``."""
+    lengths = seqs.lengths()
+    mask = np.repeat(keep, lengths)
+    return Sequences(np.r_[0, np.cumsum(lengths[keep])].astype(np.int64), seqs.items[mask],
+                     seqs.users[keep])
+
+
+def _counts(train: Sequences, n_items: int) -> np.ndarray:
+    return np.bincount(train.items, minlength=n_items + 1).astype(np.int64)
+
+
+def _stats(x: Interactions, cfg, train: Sequences, val: EvalSplit, test: EvalSplit,
+           n_catalog: int) -> dict:
+    return dict(
+        name=cfg.name, split=cfg.split,
+        n_users=x.n_users, n_items=x.n_items, n_interactions=len(x),
+        catalog_size=n_catalog,
+        n_train_users=len(train), n_train_interactions=int(len(train.items)),
+        n_val_users=len(val), n_test_users=len(test),
+    )
