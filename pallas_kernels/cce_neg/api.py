@@ -28,22 +28,26 @@ def _impl_module(st: Static):
 
 @functools.lru_cache(maxsize=None)
 def _row_loss_fn(st: Static):
-    """custom_vjp function ``(E, C, t, w, seed_u32, table) -> loss f32[N]`` (0 on masked rows)."""
+    """custom_vjp function ``(E, C, t, w, seed_u32, table) -> loss f32[N]`` (0 on masked rows).
+
+    Each implementation module provides ``forward(...) -> (lse, s_pos, aux)`` and
+    ``backward(..., lse, aux) -> (dE, dC)``; ``aux`` is an O(N) residual (or None).
+    """
     impl = _impl_module(st)
 
     @jax.custom_vjp
     def row_loss(e, c, t, w, seed_u32, table):
-        lse, s_pos = impl.forward(st, e, c, t, seed_u32, table)
+        lse, s_pos, _ = impl.forward(st, e, c, t, seed_u32, table)
         return jnp.where(w, lse - s_pos, 0.0)
 
     def fwd(e, c, t, w, seed_u32, table):
-        lse, s_pos = impl.forward(st, e, c, t, seed_u32, table)
-        return jnp.where(w, lse - s_pos, 0.0), (e, c, t, w, seed_u32, table, lse)
+        lse, s_pos, aux = impl.forward(st, e, c, t, seed_u32, table)
+        return jnp.where(w, lse - s_pos, 0.0), (e, c, t, w, seed_u32, table, lse, aux)
 
     def bwd(res, g):
-        e, c, t, w, seed_u32, table, lse = res
+        e, c, t, w, seed_u32, table, lse, aux = res
         g_rows = jnp.where(w, g, 0.0).astype(jnp.float32)
-        de, dc = impl.backward(st, e, c, t, g_rows, seed_u32, table, lse)
+        de, dc = impl.backward(st, e, c, t, g_rows, seed_u32, table, lse, aux)
         return de.astype(e.dtype), dc.astype(c.dtype), None, None, None, None
 
     row_loss.defvjp(fwd, bwd)

@@ -68,7 +68,7 @@ def _chunked(st, e, t, extra):
 
 
 def forward(st: Static, e, c, t, seed_u32, table):
-    """Returns ``(lse f32[N], s_pos f32[N])``."""
+    """Returns ``(lse f32[N], s_pos f32[N], None)``."""
     n_rows = e.shape[0]
     bt, nc, (e3, t3) = _chunked(st, e, t, ())
     shared_ids = _chunk_ids(st, seed_u32, table, jnp.uint32(0), bt) if st.sharing == "batch" else None
@@ -81,10 +81,10 @@ def forward(st: Static, e, c, t, seed_u32, table):
         return None, (lse, s_pos)
 
     _, (lse, s_pos) = jax.lax.scan(body, None, (jnp.arange(nc, dtype=jnp.uint32), e3, t3))
-    return lse.reshape(-1)[:n_rows], s_pos.reshape(-1)[:n_rows]
+    return lse.reshape(-1)[:n_rows], s_pos.reshape(-1)[:n_rows], None
 
 
-def backward(st: Static, e, c, t, g_rows, seed_u32, table, lse):
+def backward(st: Static, e, c, t, g_rows, seed_u32, table, lse, aux=None):
     """Gradients of ``sum_r g_rows[r] * loss_r``: ``(dE f32[N, D], dC f32[V, D])``."""
     n_rows, d = e.shape
     bt, nc, (e3, t3, g3, l3) = _chunked(st, e, t, (g_rows, lse))

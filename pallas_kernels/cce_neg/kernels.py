@@ -1,0 +1,293 @@
+"""Pallas (Triton lowering) kernels for CCE- with negatives regenerated from the hash in-kernel.
+
+* ``sharing="row"``: grid over tiles of ``row_block`` rows; a sequential loop over the ``n``
+  slots hashes one id per row, gathers those ``row_block`` classifier rows and takes row-wise f32
+  dot products (a gather problem, no tensor cores). Online logsumexp in registers.
+* ``sharing="block"/"batch"``: grid over tiles of ``block_rows`` rows sharing one set of ``n``
+  ids; a loop over chunks of ``neg_block`` ids gathers ``[neg_block, D]`` and computes the
+  ``[block_rows, neg_block]`` logits on the tensor cores.
+
+Backward kernels recompute the logits, write ``dE`` per row tile and accumulate ``dC`` into a
+float32 ``[V, D]`` buffer with atomic adds (``interpret=True``: a sequential per-row update,
+because the interpret-mode discharge of vector-indexed atomics drops duplicate indices).
+
+Per-row residuals are O(N): the stream keys, ``lse`` and ``shift`` (``lse`` minus the uniform
+per-row correction). No ``[N, n]`` array exists anywhere.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plt
+
+from pallas_kernels.cce_neg import sampling
+from pallas_kernels.cce_neg.config import Static
+
+_NEG_INIT = -1e30  # finite running max: keeps exp(m_old - m_new) NaN-free when all are excluded
+_dot = getattr(plt, "dot", None) or pl.dot
+
+
+def _compiler_params(st: Static):
+    return plt.CompilerParams(num_warps=st.num_warps, num_stages=st.num_stages)
+
+
+def _full_spec():
+    return pl.BlockSpec()  # whole array, indexed (gathered) inside the kernel
+
+
+def _tile(st: Static) -> int:
+    return st.row_block if st.sharing == "row" else st.block_rows
+
+
+def _draw(st: Static, h, prob_ref, alias_ref):
+    """ids (int32, shape of h) from draw hashes, inside a kernel."""
+    col = sampling.uniform_ids(h, st.num_items)
+    if st.sampler == "uniform":
+        return col
+    return sampling.alias_pick(col, sampling.alias_coin(h), prob_ref[col], alias_ref[col])
+
+
+def _slot_key(j):
+    return sampling.slot_keys(j)
+
+
+# ------------------------------------------------------------------ row sharing
+
+
+def _row_logits(st, keys, ef, t, c_ref, tabs, j):
+    """Logits of slot j for every row of the tile: (s f32[Bt] incl. sample correction, keep, ids, cg)."""
+    prob_ref, alias_ref, logq_ref = tabs
+    ids = _draw(st, sampling.draw_hash(keys, _slot_key(j)), prob_ref, alias_ref)
+    cg = c_ref[ids, :].astype(jnp.float32)
+    s = jnp.sum(ef * cg, axis=1)
+    if st.sampler == "popularity":
+        s = s - (jnp.float32(math.log(st.num_negatives)) + logq_ref[ids])
+    return s, ids != t, ids, cg
+
+
+def _finish_lse(st, s_pos, m, l, cnt):
+    """(lse, shift): lse over the positive and the corrected negatives; shift = lse - row corr."""
+    lse_neg = m + jnp.log(l)  # -inf when every negative was excluded
+    if st.sampler == "uniform":
+        corr = jnp.float32(math.log(st.num_items - 1)) - jnp.log(jnp.maximum(cnt, 1.0))
+    else:
+        corr = jnp.zeros_like(s_pos)
+    lse_neg = lse_neg + corr
+    hi = jnp.maximum(s_pos, lse_neg)
+    lse = hi + jnp.log(jnp.exp(s_pos - hi) + jnp.exp(lse_neg - hi))
+    return lse, lse - corr
+
+
+def _split_tabs(st, refs):
+    if st.sampler == "popularity":
+        return refs[:3], refs[3:]
+    return (None, None, None), refs
+
+
+def _row_fwd_kernel(st, keys_ref, e_ref, t_ref, c_ref, *refs):
+    tabs, (lse_ref, shift_ref, spos_ref) = _split_tabs(st, refs)
+    keys, t = keys_ref[...], t_ref[...]
+    ef = e_ref[...].astype(jnp.float32)
+    s_pos = jnp.sum(ef * c_ref[t, :].astype(jnp.float32), axis=1)
+
+    def body(j, carry):
+        m, l, cnt = carry
+        s, keep, _, _ = _row_logits(st, keys, ef, t, c_ref, tabs, j)
+        s = jnp.where(keep, s, -jnp.inf)
+        m_new = jnp.maximum(m, s)
+        l = l * jnp.exp(m - m_new) + jnp.exp(s - m_new)
+        return m_new, l, cnt + keep.astype(jnp.float32)
+
+    z = jnp.zeros_like(s_pos)
+    m, l, cnt = jax.lax.fori_loop(0, st.num_negatives, body, (z + _NEG_INIT, z, z))
+    lse, shift = _finish_lse(st, s_pos, m, l, cnt)
+    lse_ref[...] = lse
+    shift_ref[...] = shift
+    spos_ref[...] = s_pos
+
+
+def _scatter_rows(st, dc_ref, ids, val):
+    """dc[ids[i], :] += val[i, :] for every i (duplicates summed)."""
+    if not st.interpret:
+        plt.atomic_add(dc_ref, (ids, slice(None)), val)
+        return
+
+    def one(i, _):
+        plt.atomic_add(dc_ref, (ids[i], slice(None)), val[i])
+        return _
+
+    jax.lax.fori_loop(0, ids.shape[0], one, 0)
+
+
+def _row_bwd_kernel(st, keys_ref, e_ref, t_ref, g_ref, lse_ref, shift_ref, c_ref, *refs):
+    tabs, (dc_in_ref, de_ref, dc_ref) = _split_tabs(st, refs)
+    del dc_in_ref  # aliased with dc_ref
+    keys, t, g = keys_ref[...], t_ref[...], g_ref[...]
+    lse, shift = lse_ref[...], shift_ref[...]
+    ef = e_ref[...].astype(jnp.float32)
+    c_pos = c_ref[t, :].astype(jnp.float32)
+    s_pos = jnp.sum(ef * c_pos, axis=1)
+    g_pos = (jnp.exp(s_pos - lse) - 1.0) * g
+    _scatter_rows(st, dc_ref, t, g_pos[:, None] * ef)
+
+    def body(j, de):
+        s, keep, ids, cg = _row_logits(st, keys, ef, t, c_ref, tabs, j)
+        gj = jnp.where(keep, jnp.exp(s - shift), 0.0) * g
+        _scatter_rows(st, dc_ref, ids, gj[:, None] * ef)
+        return de + gj[:, None] * cg
+
+    de = jax.lax.fori_loop(0, st.num_negatives, body, g_pos[:, None] * c_pos)
+    de_ref[...] = de.astype(de_ref.dtype)
+
+
+# ------------------------------------------------------------------ shared negatives
+
+
+def _n_chunks(st):
+    return -(-st.num_negatives // st.neg_block)
+
+
+def _block_logits(st, key, e, t, c_ref, tabs, k):
+    """Chunk k: (s f32[Bt, Jc] incl. sample correction, keep [Bt, Jc], ids [Jc], cg [Jc, D])."""
+    prob_ref, alias_ref, logq_ref = tabs
+    jc = st.neg_block
+    j = k * jc + jax.lax.broadcasted_iota(jnp.int32, (jc,), 0)
+    ids = _draw(st, sampling.draw_hash(key, _slot_key(j)), prob_ref, alias_ref)
+    cg = c_ref[ids, :]
+    prec = jax.lax.Precision.HIGHEST if e.dtype == jnp.float32 else None
+    s = _dot(e, cg, trans_b=True, precision=prec).astype(jnp.float32)
+    if st.sampler == "popularity":
+        s = s - (jnp.float32(math.log(st.num_negatives)) + logq_ref[ids])[None, :]
+    keep = (ids[None, :] != t[:, None]) & (j < st.num_negatives)[None, :]
+    return s, keep, ids, cg
+
+
+def _block_fwd_kernel(st, key_ref, e_ref, t_ref, c_ref, *refs):
+    tabs, (lse_ref, shift_ref, spos_ref) = _split_tabs(st, refs)
+    key, t, e = key_ref[...], t_ref[...], e_ref[...]
+    ef = e.astype(jnp.float32)
+    s_pos = jnp.sum(ef * c_ref[t, :].astype(jnp.float32), axis=1)
+
+    def body(k, carry):
+        m, l, cnt = carry
+        s, keep, _, _ = _block_logits(st, key, e, t, c_ref, tabs, k)
+        s = jnp.where(keep, s, -jnp.inf)
+        m_new = jnp.maximum(m, jnp.max(s, axis=1))
+        l = l * jnp.exp(m - m_new) + jnp.sum(jnp.exp(s - m_new[:, None]), axis=1)
+        return m_new, l, cnt + jnp.sum(keep.astype(jnp.float32), axis=1)
+
+    z = jnp.zeros_like(s_pos)
+    m, l, cnt = jax.lax.fori_loop(0, _n_chunks(st), body, (z + _NEG_INIT, z, z))
+    lse, shift = _finish_lse(st, s_pos, m, l, cnt)
+    lse_ref[...] = lse
+    shift_ref[...] = shift
+    spos_ref[...] = s_pos
+
+
+def _block_bwd_kernel(st, key_ref, e_ref, t_ref, g_ref, lse_ref, shift_ref, c_ref, *refs):
+    tabs, (dc_in_ref, de_ref, dc_ref) = _split_tabs(st, refs)
+    del dc_in_ref
+    key, t, g, e = key_ref[...], t_ref[...], g_ref[...], e_ref[...]
+    lse, shift = lse_ref[...], shift_ref[...]
+    ef = e.astype(jnp.float32)
+    c_pos = c_ref[t, :].astype(jnp.float32)
+    g_pos = (jnp.exp(jnp.sum(ef * c_pos, axis=1) - lse) - 1.0) * g
+    _scatter_rows(st, dc_ref, t, g_pos[:, None] * ef)
+    prec = jax.lax.Precision.HIGHEST if e.dtype == jnp.float32 else None
+
+    def body(k, de):
+        s, keep, ids, cg = _block_logits(st, key, e, t, c_ref, tabs, k)
+        gs = (jnp.where(keep, jnp.exp(s - shift[:, None]), 0.0) * g[:, None]).astype(e.dtype)
+        dc_chunk = _dot(gs, e, trans_a=True, precision=prec).astype(jnp.float32)  # [Jc, D]
+        _scatter_rows(st, dc_ref, ids, dc_chunk)
+        return de + _dot(gs, cg, precision=prec).astype(jnp.float32)
+
+    de = jax.lax.fori_loop(0, _n_chunks(st), body, g_pos[:, None] * c_pos)
+    de_ref[...] = de.astype(de_ref.dtype)
+
+
+# ------------------------------------------------------------------ wrappers
+
+
+def _tables(st, table):
+    return () if st.sampler == "uniform" else (table.prob, table.alias, table.log_q)
+
+
+def _keys(st, seed_u32, n_pad_rows):
+    bt = _tile(st)
+    if st.sharing == "row":
+        streams = jnp.arange(n_pad_rows, dtype=jnp.uint32)
+    elif st.sharing == "block":
+        streams = jnp.arange(n_pad_rows // bt, dtype=jnp.uint32)
+    else:
+        streams = jnp.zeros((1,), jnp.uint32)
+    return sampling.stream_keys(seed_u32, streams, st.sharing)
+
+
+def _key_spec(st):
+    bt = _tile(st)
+    if st.sharing == "row":
+        return pl.BlockSpec((bt,), lambda i: (i,))
+    if st.sharing == "block":
+        return pl.BlockSpec((1,), lambda i: (i,))
+    return pl.BlockSpec((1,), lambda i: (0,))
+
+
+def _pad(x, n_pad):
+    return jnp.pad(x, [(0, n_pad)] + [(0, 0)] * (x.ndim - 1)) if n_pad else x
+
+
+def forward(st: Static, e, c, t, seed_u32, table):
+    """Returns ``(lse f32[N], s_pos f32[N], shift f32[N])``."""
+    n_rows, d = e.shape
+    bt = _tile(st)
+    n_pad = -n_rows % bt
+    np_rows = n_rows + n_pad
+    tabs = _tables(st, table)
+    row = lambda: pl.BlockSpec((bt,), lambda i: (i,))
+    kernel = _row_fwd_kernel if st.sharing == "row" else _block_fwd_kernel
+    out = jax.ShapeDtypeStruct((np_rows,), jnp.float32)
+    lse, shift, s_pos = pl.pallas_call(
+        functools.partial(kernel, st),
+        out_shape=(out, out, out),
+        grid=(np_rows // bt,),
+        in_specs=[_key_spec(st), pl.BlockSpec((bt, d), lambda i: (i, 0)), row(), _full_spec()]
+        + [_full_spec() for _ in tabs],
+        out_specs=(row(), row(), row()),
+        compiler_params=_compiler_params(st),
+        interpret=st.interpret,
+        name=f"cce_neg_fwd_{st.sharing}",
+    )(_keys(st, seed_u32, np_rows), _pad(e, n_pad), _pad(t, n_pad), c, *tabs)
+    return lse[:n_rows], s_pos[:n_rows], shift[:n_rows]
+
+
+def backward(st: Static, e, c, t, g_rows, seed_u32, table, lse, shift):
+    """Gradients of ``sum_r g_rows[r] * loss_r``: ``(dE [N, D] in e.dtype, dC f32[V, D])``."""
+    n_rows, d = e.shape
+    bt = _tile(st)
+    n_pad = -n_rows % bt
+    np_rows = n_rows + n_pad
+    tabs = _tables(st, table)
+    row = lambda: pl.BlockSpec((bt,), lambda i: (i,))
+    kernel = _row_bwd_kernel if st.sharing == "row" else _block_bwd_kernel
+    args = (_keys(st, seed_u32, np_rows), _pad(e, n_pad), _pad(t, n_pad), _pad(g_rows, n_pad),
+            _pad(lse, n_pad), _pad(shift, n_pad), c, *tabs, jnp.zeros(c.shape, jnp.float32))
+    de, dc = pl.pallas_call(
+        functools.partial(kernel, st),
+        out_shape=(jax.ShapeDtypeStruct((np_rows, d), e.dtype),
+                   jax.ShapeDtypeStruct(c.shape, jnp.float32)),
+        grid=(np_rows // bt,),
+        in_specs=[_key_spec(st), pl.BlockSpec((bt, d), lambda i: (i, 0)), row(), row(), row(),
+                  row(), _full_spec()] + [_full_spec() for _ in tabs] + [_full_spec()],
+        out_specs=(pl.BlockSpec((bt, d), lambda i: (i, 0)), _full_spec()),
+        input_output_aliases={len(args) - 1: 1},
+        compiler_params=_compiler_params(st),
+        interpret=st.interpret,
+        name=f"cce_neg_bwd_{st.sharing}",
+    )(*args)
+    return de[:n_rows], dc
