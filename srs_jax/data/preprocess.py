@@ -53,6 +53,14 @@ def count_filter(user: np.ndarray, item: np.ndarray, min_item_count: int,
 
 def _dense_codes(series: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     """(codes int32[N] in sorted raw-id order, sorted unique raw ids)."""
+    if series.dtype.is_integer() and len(series):
+        lo, hi = int(series.min()), int(series.max())
+        if hi - lo <= 4 * len(series) + 1_000_000:  # compact id range: O(N) lookup, no sort
+            shifted = series.to_numpy().astype(np.int64) - lo
+            present = np.bincount(shifted, minlength=hi - lo + 1) > 0
+            lut = (np.cumsum(present) - 1).astype(np.int32)
+            raw = (np.flatnonzero(present) + lo).astype(series.to_numpy().dtype)
+            return lut[shifted], raw
     codes = series.rank("dense").cast(pl.Int32).to_numpy() - 1
     raw = series.unique().sort().to_numpy()
     if raw.dtype == object:  # polars strings -> fixed-width unicode, saved without pickle

@@ -49,6 +49,17 @@ def stable_order(*keys: np.ndarray) -> np.ndarray:
     return frame.select(pl.arg_sort_by(frame.columns, maintain_order=True)).to_series().to_numpy()
 
 
+def user_time_order(user: np.ndarray, time_order: np.ndarray) -> np.ndarray:
+    """Rows sorted by (user, time, row), given ``time_order`` (rows sorted by (time, row)).
+
+    Sorts one unique int64 key ``user * N + time rank`` instead of two columns."""
+    n = len(user)
+    rank = np.empty(n, np.int64)
+    rank[time_order] = np.arange(n, dtype=np.int64)
+    rank += user.astype(np.int64) * n
+    return pl.Series(rank).arg_sort().to_numpy()
+
+
 def first_appearance(values: np.ndarray) -> np.ndarray:
     """Distinct values in order of first appearance."""
     return pl.Series(values).unique(maintain_order=True).to_numpy()
@@ -138,9 +149,9 @@ def global_temporal(x: Interactions, cfg) -> PreparedDataset:
     is_test = np.zeros(x.n_users, bool)
     is_test[x.user[~pre & seen_pre[x.item]]] = True
     is_test &= ~is_val
+    uorder = user_time_order(x.user, torder)
     del torder
 
-    uorder = stable_order(x.user, x.time)
     train = _subset(x, uorder, train_mask, lut)
     val = hold_out_last(_subset(x, uorder, pre & is_val[x.user] & warm, lut))
     test_all = hold_out_last(_subset(x, uorder, is_test[x.user] & warm, lut))
@@ -171,7 +182,8 @@ def global_temporal(x: Interactions, cfg) -> PreparedDataset:
 
 def leave_one_out(x: Interactions, cfg) -> PreparedDataset:
     """Last item = test, second-to-last = validation (module docstring)."""
-    uorder = stable_order(x.user, x.time)
+    torder = stable_order(x.time)
+    uorder = user_time_order(x.user, torder)
     full = group_rows(x.user[uorder], x.item[uorder])  # raw item codes for now
     lengths = full.lengths()
     scored = lengths >= 3
@@ -185,7 +197,6 @@ def leave_one_out(x: Interactions, cfg) -> PreparedDataset:
     train_mask[uorder] = in_train_sorted
     del row_of, in_train_sorted
 
-    torder = stable_order(x.time)
     first_items = first_appearance(np.concatenate(
         [x.item[torder[train_mask[torder]]], x.item[torder]]))
     lut = _encoder(first_items, x.n_items)

@@ -41,12 +41,18 @@ class _ClusterSampler:
         ends = np.cumsum(sizes)
         self.lo = np.r_[0.0, self.cum][ends - sizes]
         self.mass = np.r_[0.0, self.cum][ends] - self.lo
-        self.cluster_p = self.mass / self.mass.sum()
+        self.cluster_cum = np.cumsum(self.mass)
 
     def draw(self, clusters: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         x = self.lo[clusters] + rng.random(len(clusters)) * self.mass[clusters]
         pos = np.minimum(np.searchsorted(self.cum, x, side="right"), len(self.cum) - 1)
         return self.items[pos]
+
+    def draw_clusters(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """n clusters drawn by their popularity mass."""
+        x = rng.random(n) * self.cluster_cum[-1]
+        return np.minimum(np.searchsorted(self.cluster_cum, x, side="right"),
+                          len(self.cluster_cum) - 1)
 
 
 def generate(cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -78,7 +84,7 @@ def generate(cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     times = np.empty(n_total, np.int64)
 
     n_active = len(by_length)
-    state = rng.choice(n_clusters, size=n_active, p=sampler.cluster_p)
+    state = sampler.draw_clusters(n_active, rng)
     prev = sampler.draw(state, rng)
     clock = rng.random(n_active) * float(cfg.time_span_s)
     for t in range(int(sorted_len[0]) if n_active else 0):
@@ -87,14 +93,15 @@ def generate(cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             break
         state, prev, clock = state[:n_active], prev[:n_active], clock[:n_active]
         if t > 0:
-            follow = rng.random(n_active) < cfg.p_follow
-            switch = ~follow & (rng.random(n_active) < cfg.p_switch)
-            state = np.where(switch, rng.choice(n_clusters, size=n_active, p=sampler.cluster_p),
-                             state)
-            fresh = sampler.draw(state, rng)
-            succ = successors[prev, rng.integers(0, cfg.n_successors, size=n_active)]
-            prev = np.where(follow, succ, fresh)
-            state = np.where(follow, item_cluster[prev], state)
+            # Only the users that need a draw pay for it (searchsorted dominates the cost).
+            follows = rng.random(n_active) < cfg.p_follow
+            follow, fresh = np.flatnonzero(follows), np.flatnonzero(~follows)
+            switch = fresh[rng.random(len(fresh)) < cfg.p_switch]
+            state[switch] = sampler.draw_clusters(len(switch), rng)
+            prev[fresh] = sampler.draw(state[fresh], rng)
+            succ = successors[prev[follow], rng.integers(0, cfg.n_successors, size=len(follow))]
+            prev[follow] = succ
+            state[follow] = item_cluster[succ]
             clock = clock + rng.exponential(float(cfg.mean_gap_s), size=n_active) + 1.0
         pos = start[:n_active] + t
         items[pos] = prev
