@@ -73,10 +73,23 @@ def _from_arrays(a: dict[str, np.ndarray], meta: dict) -> PreparedDataset:
         test_period=seqs("test_period"), item_counts=a["item_counts"], stats=meta["stats"])
 
 
+def _remove_stale_temporaries(path: Path) -> None:
+    """Deletes ``.<name>.tmp-<pid>-*`` directories left by killed writers (pid not running)."""
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit(".tmp-", 1)[1].split("-")[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except (ValueError, IndexError, PermissionError):
+            continue  # not ours, or another user's live process
+
+
 def save(ds: PreparedDataset, path: Path) -> None:
     """Writes ``ds`` to ``path`` atomically (temporary directory, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:

@@ -1,6 +1,8 @@
 """Cache hit, invalidation (config change, file touch), interrupted and corrupted writes."""
 
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -111,14 +113,20 @@ def test_interrupted_write_leaves_old_cache_usable(cfg, monkeypatch):
     _assert_same(prepare_dataset(cfg), good)
 
 
-def test_killed_writer_leftovers_are_never_loaded(cfg, monkeypatch):
-    """A hard kill cannot run cleanup: the temporary directory stays, but is never loaded."""
+def test_killed_writer_leftovers_are_never_loaded(cfg):
+    """A hard kill cannot run cleanup: its temporary directory is never loaded, and the next
+    writer of the same name deletes it once its process is gone (a live writer's is kept)."""
     path = cache.cache_path(cfg)
-    tmp = path.parent / f".{path.name}.tmp-12345-deadbeef"
-    tmp.mkdir(parents=True)
-    (tmp / "train.items.npy").write_bytes(b"partial")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = path.parent / f".{path.name}.tmp-{dead.pid}-deadbeef"
+    live = path.parent / f".{path.name}.tmp-{os.getpid()}-cafecafe"
+    for tmp in (stale, live):
+        tmp.mkdir(parents=True)
+        (tmp / "train.items.npy").write_bytes(b"partial")
     ds = prepare_dataset(cfg)
     assert cache.load(path) is not None and ds.stats["n_interactions"] > 0
+    assert not stale.exists() and live.exists()
 
 
 @pytest.mark.parametrize("damage", ["delete_array", "truncate_array", "bad_meta"])
