@@ -49,11 +49,9 @@ def _validate(embeddings, classifier, targets, where, reduction, impl, filter_ep
         raise ValueError(f"reduction={reduction!r} is not one of {_REDUCTIONS}")
     if impl not in _IMPLS:
         raise ValueError(f"impl={impl!r} is not one of {_IMPLS}")
-    if filter_eps is not None and impl != "pallas" and not (impl == "auto" and _on_gpu()):
-        raise ValueError("filter_eps is only implemented by the Pallas backward; pass impl='pallas' "
-                         "or filter_eps=None")
-    if filter_eps is not None and not (isinstance(filter_eps, (float, int)) and filter_eps >= 0):
-        raise ValueError(f"filter_eps must be None or a float >= 0, got {filter_eps!r}")
+    if filter_eps is not None:
+        raise ValueError("gradient filtering (filter_eps) is not implemented: every backward is "
+                         "exact; pass filter_eps=None")
     # Target range: only checkable when the values are known (not under jit).
     if _is_concrete(targets) and (where is None or _is_concrete(where)) and n > 0:
         t = np.asarray(targets)
@@ -82,6 +80,7 @@ def linear_cross_entropy(
     block_n: int | None = None,
     block_v: int | None = None,
     filter_eps: float | None = None,
+    kernel_config=None,
 ) -> jax.Array:
     """Softmax cross-entropy of ``embeddings @ classifier.T`` without the ``N x V`` logits.
 
@@ -98,9 +97,11 @@ def linear_cross_entropy(
         GPU, xla elsewhere).
       interpret: run the Pallas kernels in the interpreter (CPU tests).
       block_n, block_v: rows x catalog columns per tile (None: the implementation's default).
-      filter_eps: Pallas backward only: skip tiles whose every |softmax - onehot| < filter_eps.
-        Off (exact) by default; at recommender scale a fresh model has every probability below
-        any useful eps, so filtering would drop all negative gradients.
+      filter_eps: reserved for gradient filtering; must be None (not implemented). Exactness is
+        the point at recommender scale: a fresh model has every probability below any useful
+        eps, so filtering would drop all negative gradients.
+      kernel_config: optional ``pallas_kernels.cce.common.KernelConfig`` (Pallas tiles, warps,
+        stages, catalog splits, backward scheme); block_n / block_v override its tiles.
 
     Returns:
       float32 scalar ("mean", "sum") or float32[N] ("none"). Float32 accumulation throughout.
@@ -131,7 +132,7 @@ def linear_cross_entropy(
 
         rows = ops.pallas_row_losses(
             embeddings, classifier, targets, valid, interpret=interpret, block_n=block_n,
-            block_v=block_v, filter_eps=filter_eps)
+            block_v=block_v, config=kernel_config)
 
     if reduction == "none":
         return rows

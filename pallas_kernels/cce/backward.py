@@ -1,0 +1,167 @@
+"""Backward CCE kernels: recompute logit tiles, G = (softmax - onehot) * g, contract into dE, dC.
+
+Two schemes, chosen by ``KernelConfig.bwd_mode``:
+
+* "two_pass" (default): one kernel owns row tiles of dE and streams the catalog; a second owns
+  catalog tiles of dC and streams the rows. Each recomputes the logits, so the matrix work is
+  8 N V D instead of 6 N V D, but there are no atomics, no float32 [V, D] buffer, and the result
+  is deterministic. Measured faster than "atomic" on H100 at the project's shapes (see
+  docs/perf.md, "backward scheme"): the N / block_n float32 atomic adds into each dC element
+  cost more than the extra GEMM.
+* "atomic": one kernel per row tile; dE in registers, dC tiles added with float32 atomics into
+  a zero-initialised [V_pad, D] float32 buffer (6 N V D).
+
+G is cast to the input dtype only as a GEMM operand; all accumulation is float32. Rows with
+g == 0 (masked) and targets -1 give G == 0 exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
+
+from pallas_kernels.cce import common
+
+
+def _grad_tile(x, lse2, t, g, cols, exp_asm: bool, transposed: bool, col_mask=None):
+    """float32 G tile from float32 logits x ([rows, cols] or, transposed, [cols, rows])."""
+    if transposed:  # x is [block_v, block_n]
+        p = common.exp2(x * common.LOG2E - lse2[None, :], exp_asm)
+        hit = cols[:, None] == t[None, :]
+        grad = (p - hit.astype(jnp.float32)) * g[None, :]
+        if col_mask is not None:
+            grad = jnp.where(col_mask[:, None], grad, 0.0)
+    else:  # x is [block_n, block_v]
+        p = common.exp2(x * common.LOG2E - lse2[:, None], exp_asm)
+        hit = t[:, None] == cols[None, :]
+        grad = (p - hit.astype(jnp.float32)) * g[:, None]
+        if col_mask is not None:
+            grad = jnp.where(col_mask[None, :], grad, 0.0)
+    return grad
+
+
+def _de_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, de_ref, *, v, block_v, n_full, has_tail,
+               precision, exp_asm):
+    e = e_ref[...]
+    lse2, t, g = lse2_ref[...], t_ref[...], g_ref[...]
+
+    def step(j, acc, tail: bool):
+        start = j * block_v
+        c = common.load_rows(c_ref, start, block_v, v if tail else None)
+        cols = start + jnp.arange(block_v)
+        x = common.dot_nt(e, c, precision)
+        # Rows of c beyond V are zeros, so their G entries meet zero rows: no mask needed.
+        grad = _grad_tile(x, lse2, t, g, cols, exp_asm, transposed=False)
+        return acc + common.dot_nn(grad.astype(e.dtype), c, precision)
+
+    acc = jnp.zeros(e.shape, jnp.float32)
+    if n_full > 0:
+        acc = lax.fori_loop(0, n_full, functools.partial(step, tail=False), acc)
+    if has_tail:
+        acc = step(common.traced(n_full), acc, tail=True)
+    de_ref[...] = acc.astype(de_ref.dtype)
+
+
+def _dc_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_ref, *, v, block_v, block_n, n_row_tiles,
+               precision, exp_asm):
+    j = pl.program_id(0)
+    start = j * block_v
+    cols = start + jnp.arange(block_v)
+    col_ok = cols < v
+    c = plgpu.load(c_ref.at[pl.ds(start, block_v), :], mask=col_ok[:, None], other=0.0)
+
+    def step(i, acc):
+        rows = pl.ds(i * block_n, block_n)
+        e = e_ref[rows, :]
+        xt = common.dot_nt(c, e, precision)  # [block_v, block_n]
+        grad_t = _grad_tile(xt, lse2_ref[rows], t_ref[rows], g_ref[rows], cols, exp_asm,
+                            transposed=True)
+        return acc + common.dot_nn(grad_t.astype(e.dtype), e, precision)
+
+    acc = lax.fori_loop(0, n_row_tiles, step, jnp.zeros(c.shape, jnp.float32))
+    # Rows >= V of this tile are never stored.
+    plgpu.store(dc_ref.at[pl.ds(start, block_v), :], acc.astype(dc_ref.dtype),
+                mask=col_ok[:, None])
+
+
+def _atomic_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_in_ref, de_ref, dc_ref, *, v, block_v,
+                   n_tiles, precision, exp_asm):
+    del dc_in_ref  # aliased with dc_ref (zero-initialised float32 accumulator)
+    e = e_ref[...]
+    lse2, t, g = lse2_ref[...], t_ref[...], g_ref[...]
+
+    def step(j, acc):
+        start = j * block_v
+        cols = start + jnp.arange(block_v)
+        c = plgpu.load(c_ref.at[pl.ds(start, block_v), :], mask=(cols < v)[:, None], other=0.0)
+        x = common.dot_nt(e, c, precision)
+        grad = _grad_tile(x, lse2, t, g, cols, exp_asm, transposed=False, col_mask=cols < v)
+        gq = grad.astype(e.dtype)
+        # dC rows of this tile: the buffer is padded to whole tiles, so no masked atomics.
+        dc_part = lax.dot_general(gq, e, (((0,), (0,)), ((), ())), precision=precision,
+                                  preferred_element_type=jnp.float32)
+        plgpu.atomic_add(dc_ref, (pl.ds(start, block_v), slice(None)), dc_part)
+        return acc + common.dot_nn(gq, c, precision)
+
+    acc = lax.fori_loop(0, n_tiles, step, jnp.zeros(e.shape, jnp.float32))
+    de_ref[...] = acc.astype(de_ref.dtype)
+
+
+def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: bool):
+    """(dE [Np, Dp] in e's dtype, dC [V, Dp] in c's dtype) for padded inputs.
+
+    lse2: float32 [Np] log2-domain LSE; t: int32 [Np] (-1 where masked); g: float32 [Np]
+    per-row cotangent (0 where masked). Np must be a multiple of ``cfg.bwd_block_n``.
+    """
+    n_pad, d_pad = e_pad.shape
+    bn, bv = cfg.bwd_block_n, cfg.bwd_block_v
+    n_tiles = pl.cdiv(v, bv)
+    n_full = v // bv
+    prec = common.dot_precision(e_pad.dtype)
+    exp_asm = cfg.exp_asm and not interpret
+    params = common.compiler_params(cfg.bwd_warps, cfg.bwd_stages)
+    row_spec = pl.BlockSpec((bn, d_pad), lambda i: (i, 0))
+    vec_spec = pl.BlockSpec((bn,), lambda i: (i,))
+    full = pl.no_block_spec
+
+    if cfg.bwd_mode == "atomic":
+        dc0 = jnp.zeros((n_tiles * bv, d_pad), jnp.float32)
+        de, dc = pl.pallas_call(
+            functools.partial(_atomic_kernel, v=v, block_v=bv, n_tiles=n_tiles, precision=prec,
+                              exp_asm=exp_asm),
+            grid=(n_pad // bn,),
+            in_specs=[row_spec, full, vec_spec, vec_spec, vec_spec, full],
+            out_specs=[row_spec, full],
+            out_shape=[jax.ShapeDtypeStruct(e_pad.shape, e_pad.dtype),
+                       jax.ShapeDtypeStruct(dc0.shape, jnp.float32)],
+            input_output_aliases={5: 1},
+            compiler_params=params, interpret=interpret, name="cce_backward_atomic",
+        )(e_pad, c_pad, lse2, t, g, dc0)
+        return de, dc[:v].astype(c_pad.dtype)
+    if cfg.bwd_mode != "two_pass":
+        raise ValueError(f"bwd_mode={cfg.bwd_mode!r} is not 'two_pass' or 'atomic'")
+
+    de = pl.pallas_call(
+        functools.partial(_de_kernel, v=v, block_v=bv, n_full=n_full, has_tail=n_full != n_tiles,
+                          precision=prec, exp_asm=exp_asm),
+        grid=(n_pad // bn,),
+        in_specs=[row_spec, full, vec_spec, vec_spec, vec_spec],
+        out_specs=row_spec,
+        out_shape=jax.ShapeDtypeStruct(e_pad.shape, e_pad.dtype),
+        compiler_params=params, interpret=interpret, name="cce_backward_de",
+    )(e_pad, c_pad, lse2, t, g)
+    dc = pl.pallas_call(
+        functools.partial(_dc_kernel, v=v, block_v=bv, block_n=bn, n_row_tiles=n_pad // bn,
+                          precision=prec, exp_asm=exp_asm),
+        grid=(n_tiles,),
+        in_specs=[full] * 5,
+        out_specs=full,
+        out_shape=jax.ShapeDtypeStruct(c_pad.shape, c_pad.dtype),
+        compiler_params=params, interpret=interpret, name="cce_backward_dc",
+    )(e_pad, c_pad, lse2, t, g)
+    return de, dc
