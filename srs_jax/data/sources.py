@@ -136,19 +136,22 @@ def _head_tokens(path: Path, n_lines: int = 1000) -> list[str]:
 
 
 def _read_lines(path: Path) -> pl.LazyFrame:
+    """Non-empty lines, fields separated by single spaces (tabs / runs of blanks folded)."""
     # One string column per line: \x1f never occurs in these files, quotes are not special.
-    return pl.scan_csv(path, has_header=False, separator="\x1f", quote_char=None,
-                       new_columns=["line"], schema={"line": pl.String})
+    lf = pl.scan_csv(path, has_header=False, separator="\x1f", quote_char=None,
+                     new_columns=["line"], schema={"line": pl.String})
+    line = pl.col("line").str.replace_all(r"\s+", " ").str.strip_chars()
+    return lf.select(line.alias("line")).filter(pl.col("line") != "")
 
 
 def _read_user_item(path: Path) -> pl.LazyFrame:
     """``user item`` per line, each user's lines in time order (SASRec / BERT4Rec data files)."""
     dtype = _id_dtype(_head_tokens(path))
-    parts = pl.col("line").str.strip_chars().str.split_exact(" ", 1)
-    lf = _read_lines(path).filter(pl.col("line").str.strip_chars() != "").with_row_index("row")
+    parts = pl.col("line").str.split_exact(" ", 1)
+    lf = _read_lines(path).with_row_index("row")
     return lf.select(
         parts.struct.field("field_0").cast(dtype).alias("user"),
-        parts.struct.field("field_1").str.strip_chars().cast(dtype).alias("item"),
+        parts.struct.field("field_1").cast(dtype).alias("item"),
         pl.col("row").cast(pl.Int64).alias("time"),
         "row",
     ).drop_nulls(["user", "item"])
@@ -157,8 +160,8 @@ def _read_user_item(path: Path) -> pl.LazyFrame:
 def _read_user_items(path: Path) -> pl.LazyFrame:
     """``user item1 item2 ...`` per line, items in time order (S3-Rec data files)."""
     dtype = _id_dtype(_head_tokens(path))
-    tokens = pl.col("line").str.strip_chars().str.split(" ")
-    lf = _read_lines(path).filter(pl.col("line").str.strip_chars() != "")
+    tokens = pl.col("line").str.split(" ")
+    lf = _read_lines(path)
     lf = lf.select(tokens.list.first().cast(dtype).alias("user"),
                    tokens.list.slice(1).alias("item"))
     lf = lf.explode("item").filter(pl.col("item").is_not_null() & (pl.col("item") != ""))

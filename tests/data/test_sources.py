@@ -136,7 +136,9 @@ def test_sasrec_user_item_txt(tmp_path, rng):
     lengths = rng.integers(1, 9, 12)
     users = np.repeat(np.arange(1, 13), lengths)
     items = rng.integers(1, 500, len(users))
-    (tmp_path / "Video.txt").write_text("".join(f"{u} {i}\n" for u, i in zip(users, items)))
+    seps = rng.choice([" ", "\t", "  "], len(users))  # blanks of any kind separate fields
+    (tmp_path / "Video.txt").write_text(
+        "".join(f"{u}{s}{i}\n" for u, i, s in zip(users, items, seps)) + "\n")
     df = _collect(_cfg("amazon_video_games", tmp_path / "Video.txt"))
     assert df["item"].dtype == pl.Int64
     _check(df, np.ones(len(users), bool), users, items, np.arange(len(users)))

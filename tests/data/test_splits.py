@@ -277,3 +277,18 @@ def test_split_dataset_on_interactions_directly(tmp_path):
     assert x.user.dtype == np.int32 and x.item.dtype == np.int32 and x.time.dtype == np.int64
     ds = split_dataset(x, ml_collections.ConfigDict(dict(cfg)))
     assert ds.stats["n_test_users"] == 2
+
+
+def test_sparse_and_compact_integer_ids_encode_alike(tmp_path):
+    """Compact integer ids take an O(N) lookup, sparse ones a sort: same encoded result."""
+    rng = np.random.default_rng(8)
+    rows = _random_rows(rng, 3000, 120, 300, 500)
+    sparse = [(u * 10**9 + 7, -i * 10**10, t) for u, i, t in rows]  # huge, negative ids
+    a = prepare_dataset(_cfg(_write_csv(tmp_path / "a.csv", rows), tmp_path))
+    b = prepare_dataset(_cfg(_write_csv(tmp_path / "b.csv", sparse), tmp_path))
+    assert a.stats == b.stats
+    np.testing.assert_array_equal(a.user_raw_ids * 10**9 + 7, b.user_raw_ids)
+    np.testing.assert_array_equal(-a.item_raw_ids[1:] * 10**10, b.item_raw_ids[1:])
+    for x, y in [(a.train, b.train), (a.test.inputs, b.test.inputs)]:
+        np.testing.assert_array_equal(x.items, y.items)
+        np.testing.assert_array_equal(x.offsets, y.offsets)
