@@ -1,0 +1,22 @@
+"""``ce``: full softmax cross-entropy over the whole catalog (reference_system.md §4.1).
+
+``loss = mean_{r: where_r} [ logsumexp_i (h_r . c_i) - h_r . c_{y_r} ]``. Materialises the
+``[N, V]`` logits (float32), so it is the memory baseline that ``cce`` removes.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from srs_jax.losses.common import masked_mean, row_dot, safe_labels
+
+
+def ce(cfg, hidden, classifier, labels, where, *, key=None, item_counts=None):
+    """Full-softmax CE: hidden [N, H], classifier [V, H], labels int32[N], where bool[N] -> f32 scalar."""
+    del cfg, key, item_counts
+    c = classifier.astype(hidden.dtype)
+    logits = jnp.einsum("nh,vh->nv", hidden, c, preferred_element_type=jnp.float32)
+    y = safe_labels(labels, where)
+    pos = row_dot(hidden, c[y])
+    return masked_mean(jax.nn.logsumexp(logits, axis=-1) - pos, where)

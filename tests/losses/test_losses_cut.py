@@ -1,0 +1,67 @@
+"""cce / cce_neg wrappers vs the plain-JAX losses and the kernels' own sampled ids (XLA path on CPU)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from srs_jax.losses import compute_loss, sampled
+from srs_jax.losses.cut import kernel_seed
+
+pk = pytest.importorskip("pallas_kernels.cce_neg")
+pytest.importorskip("pallas_kernels.cce")
+
+
+def problem(seed, dtype=jnp.float32):
+    rng = np.random.default_rng(seed)
+    n, h, v = int(rng.integers(20, 50)), 16, int(rng.integers(20, 90))
+    hidden = jnp.asarray(rng.normal(0, 1, (n, h)), dtype)
+    classifier = jnp.asarray(rng.normal(0, 0.5, (v, h)), jnp.float32)
+    where = rng.random(n) < 0.75
+    labels = np.where(where, rng.integers(0, v, n), -1).astype(np.int32)
+    counts = np.concatenate([[0], rng.integers(0, 30, v)])  # int[V + 1] by encoded id
+    counts[1] = 3
+    return rng, hidden, classifier, jnp.asarray(labels), jnp.asarray(where), counts
+
+
+def value_and_grads(fn, hidden, classifier):
+    v, (gh, gc) = jax.jit(jax.value_and_grad(fn, argnums=(0, 1)))(hidden, classifier)
+    return float(v), np.asarray(gh, np.float32), np.asarray(gc, np.float32)
+
+
+@pytest.mark.parametrize("seed,dtype", [(0, jnp.float32), (1, jnp.bfloat16)])
+def test_cce_equals_ce(seed, dtype):
+    _, hidden, classifier, labels, where, _ = problem(seed, dtype)
+    key = jax.random.key(seed)
+    got = value_and_grads(lambda h, c: compute_loss({"type": "cce", "impl": "xla"}, h, c, labels, where, key=key),
+                          hidden, classifier)
+    want = value_and_grads(lambda h, c: compute_loss({"type": "ce"}, h, c, labels, where, key=key),
+                           hidden, classifier)
+    tol = 1e-5 if dtype == jnp.float32 else 2e-2
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+    for g, w in zip(got[1:], want[1:]):
+        np.testing.assert_allclose(g, w, rtol=tol, atol=tol * np.abs(w).max())
+
+
+@pytest.mark.parametrize("seed,sampler,sharing", [(2, "uniform", "row"), (3, "popularity", "row"),
+                                                  (4, "uniform", "batch"), (5, "popularity", "block")])
+def test_cce_neg_equals_ce_neg_on_the_kernel_ids(seed, sampler, sharing):
+    rng, hidden, classifier, labels, where, counts = problem(seed)
+    n_rows, n_items = hidden.shape[0], classifier.shape[0]
+    num_neg = int(rng.integers(2, 40))
+    key = jax.random.key(seed)
+    cfg = {"type": "cce_neg", "num_negatives": num_neg, "sampler": sampler, "sharing": sharing, "impl": "xla"}
+    kernel = value_and_grads(lambda h, c: compute_loss(cfg, h, c, labels, where, key=key, item_counts=counts),
+                             hidden, classifier)
+    # The ids the kernels draw for this seed, fed to the plain-JAX CE- estimator.
+    ids = pk.sampled_negative_ids(kernel_seed(key), n_rows, num_neg, n_items, sampler=sampler,
+                                  item_counts=counts[1:] if sampler == "popularity" else None, sharing=sharing)
+    ids = pk.expand_ids(ids, n_rows, sharing, 128)
+    plain = value_and_grads(lambda h, c: sampled.sampled_softmax_loss(h, c, labels, where, ids, sampler=sampler,
+                                                                      item_counts=counts), hidden, classifier)
+    np.testing.assert_allclose(kernel[0], plain[0], rtol=1e-5)
+    for g, w in zip(kernel[1:], plain[1:]):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+    # A different key gives different negatives (and so a different loss).
+    other = compute_loss(cfg, hidden, classifier, labels, where, key=jax.random.key(seed + 100), item_counts=counts)
+    assert float(other) != kernel[0]
