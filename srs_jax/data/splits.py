@@ -105,6 +105,7 @@ def _prefix_mask(offsets: np.ndarray, keep: np.ndarray, prefix_len: np.ndarray) 
 
     +1 at each kept start, -1 at its prefix end, running sum: 1 byte per item (no int64 index
     per item), which matters at 10^8 items."""
+    keep = keep & (prefix_len > 0)  # empty prefixes mark nothing; the rest never share an end
     starts = offsets[:-1][keep]
     ends = starts + prefix_len[keep]
     marks = np.zeros(int(offsets[-1]) + 1, np.int8)

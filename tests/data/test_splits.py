@@ -292,3 +292,17 @@ def test_sparse_and_compact_integer_ids_encode_alike(tmp_path):
     for x, y in [(a.train, b.train), (a.test.inputs, b.test.inputs)]:
         np.testing.assert_array_equal(x.items, y.items)
         np.testing.assert_array_equal(x.offsets, y.offsets)
+
+
+def test_prefix_mask_matches_python():
+    """Ragged rows, empty rows, zero and full prefixes, dropped rows."""
+    from srs_jax.data.splits import _prefix_mask
+
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        lengths = rng.integers(0, 6, int(rng.integers(1, 30)))
+        offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+        keep = rng.random(len(lengths)) < 0.7
+        prefix = np.array([rng.integers(0, n + 1) for n in lengths])
+        want = [pos < (p if k else 0) for n, p, k in zip(lengths, prefix, keep) for pos in range(n)]
+        np.testing.assert_array_equal(_prefix_mask(offsets, keep, prefix), np.array(want, bool))
