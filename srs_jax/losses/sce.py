@@ -51,7 +51,7 @@ def sce(cfg, hidden, classifier, labels, where, *, key, item_counts=None):
     row_scores = jnp.where(where[None, :], centres @ x0.T, -jnp.inf)  # [n_b, N]
     _, rows = jax.lax.top_k(row_scores, size_x)  # [n_b, bx]
     row_ok = where[rows]
-    _, items = chunked_top_k(centres, jax.lax.stop_gradient(classifier).astype(jnp.float32), size_y,
+    _, items = chunked_top_k(centres, jax.lax.stop_gradient(classifier), size_y,
                              item_chunk=int(option(cfg, "sce_item_chunk")))  # [n_b, by]
 
     logits = jnp.einsum("bxh,byh->bxy", hidden[rows], w[items], preferred_element_type=jnp.float32)

@@ -36,13 +36,13 @@ def chunked_top_k(query: jax.Array, items: jax.Array, k: int, *, item_chunk: int
     chunk = min(int(item_chunk), n_items)
     n_chunks = -(-n_items // chunk)
     rows = jnp.arange(query.shape[0])[:, None]
-    items = items.astype(query.dtype)
 
     def body(i, carry):
         best_s, best_i = carry
         nominal = i * chunk
         start = jnp.minimum(nominal, n_items - chunk)
-        block = jax.lax.dynamic_slice_in_dim(items, start, chunk, axis=0)
+        # Cast per block: a catalog-sized converted copy would defeat the chunking.
+        block = jax.lax.dynamic_slice_in_dim(items, start, chunk, axis=0).astype(query.dtype)
         s = jnp.einsum("qh,vh->qv", query, block, preferred_element_type=jnp.float32)
         ids = start + jnp.arange(chunk, dtype=jnp.int32)
         s = jnp.where(ids[None, :] >= nominal, s, -jnp.inf)  # overlap with the previous block
