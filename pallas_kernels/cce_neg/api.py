@@ -75,6 +75,10 @@ def _popularity_table(item_counts, num_items: int) -> sampling.PopularityTable:
     return table
 
 
+# Bytes of C + dC rows one scatter partition may cover: about half of an H100's 50 MB L2.
+_L2_BUDGET = 24 << 20
+
+
 def _pow2(x: int) -> bool:
     return x > 0 and x & (x - 1) == 0
 
@@ -95,10 +99,13 @@ def sampled_linear_cross_entropy(
     interpret: bool = False,
     block_rows: int = 128,
     xla_block_rows: int = 128,
-    row_block: int = 32,
+    row_block: int = 8,
     neg_block: int = 64,
     num_warps: int | None = None,
     num_stages: int | None = None,
+    dc_accum: str = "float32",
+    dc_part_items: int | None = None,
+    scatter_rows: int = 8,
 ) -> jax.Array:
     """Sampled softmax cross-entropy with in-kernel negatives (CCE-).
 
@@ -116,6 +123,15 @@ def sampled_linear_cross_entropy(
       reduction: ``"mean"`` over ``where`` rows, ``"sum"`` or ``"none"`` (f32 ``[N]``).
       impl: ``"pallas"`` (GPU Triton kernels; ``interpret=True`` runs them anywhere), ``"xla"``,
         or ``"auto"`` (Pallas on GPU, XLA elsewhere).
+      block_rows: rows per shared negative set for ``sharing="block"`` (also the kernel tile).
+      row_block / neg_block / num_warps / num_stages: Pallas tiling (row tile for ``"row"``,
+        ids per step for shared negatives) and Triton launch parameters.
+      dc_accum: ``"float32"`` (default) or ``"bfloat16"``: dtype of the buffer the Pallas
+        backward accumulates ``dC`` into with atomics (bf16 halves the atomic traffic but rounds
+        every partial sum to 8 bits of mantissa).
+      dc_part_items: ``sharing="row"`` backward: items per dC partition of the L2-resident
+        scatter kernel (``None``: as many as fit ``_L2_BUDGET`` bytes of C + dC rows; ``0``: one
+        fused kernel scattering straight to HBM). ``scatter_rows``: its row tile.
 
     Returns:
       float32 scalar (or ``[N]`` for ``reduction="none"``).
@@ -144,10 +160,12 @@ def sampled_linear_cross_entropy(
         if not (_pow2(d) and d >= 16):
             raise ValueError(f"impl='pallas' needs D a power of two >= 16 (Triton blocks), got "
                              f"D={d}; use impl='xla'")
-        for name, val in (("block_rows", block_rows), ("row_block", row_block),
-                          ("neg_block", neg_block)):
-            if not (_pow2(val) and val >= 16):
-                raise ValueError(f"impl='pallas' needs {name} a power of two >= 16, got {val}")
+        for name, val, lo in (("block_rows", block_rows, 16), ("row_block", row_block, 8),
+                              ("neg_block", neg_block, 16)):
+            if not (_pow2(val) and val >= lo):
+                raise ValueError(f"impl='pallas' needs {name} a power of two >= {lo}, got {val}")
+    if dc_accum not in ("float32", "bfloat16"):
+        raise ValueError(f"dc_accum must be 'float32' or 'bfloat16', got {dc_accum!r}")
 
     table = None
     if sampler == "popularity":
@@ -156,9 +174,17 @@ def sampled_linear_cross_entropy(
                              "PopularityTable)")
         table = _popularity_table(item_counts, num_items)
 
+    if dc_part_items is None:
+        per_item = d * (jnp.dtype(embeddings.dtype).itemsize + jnp.dtype(dc_accum).itemsize)
+        dc_part_items = max(1024, _L2_BUDGET // per_item)
+    if dc_part_items >= num_items:
+        dc_part_items = 0
+    if impl == "pallas" and sharing == "row" and dc_part_items and not (
+            _pow2(scatter_rows) and scatter_rows >= 8):
+        raise ValueError(f"scatter_rows must be a power of two >= 8, got {scatter_rows}")
     st = Static(int(num_negatives), int(num_items), sampler, sharing, int(block_rows), impl,
                 bool(interpret), int(xla_block_rows), int(row_block), int(neg_block), num_warps,
-                num_stages)
+                num_stages, dc_accum, int(dc_part_items), int(scatter_rows))
     w = jnp.ones((n_rows,), bool) if where is None else where.astype(bool)
     # Masked rows may hold any label (padding, -100): clamp so gathers stay in range.
     t = jnp.where(w, targets.astype(jnp.int32), 0)

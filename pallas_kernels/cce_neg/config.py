@@ -15,7 +15,12 @@ class Static:
     impl: str  # "xla" | "pallas"
     interpret: bool = False
     xla_block_rows: int = 128  # row chunk of the XLA path (row/batch sharing)
-    row_block: int = 32  # Pallas row tile for row sharing
+    row_block: int = 8  # Pallas row tile for row sharing
     neg_block: int = 64  # Pallas negatives per step for shared negatives
     num_warps: int | None = None
     num_stages: int | None = None
+    dc_accum: str = "float32"  # dtype of the atomically accumulated dC buffer (Pallas)
+    # Row-sharing backward: items per dC partition (0: one fused kernel, no partitioning) and
+    # the row tile of the partitioned scatter kernel.
+    dc_part_items: int = 0
+    scatter_rows: int = 8

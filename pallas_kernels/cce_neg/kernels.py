@@ -32,8 +32,11 @@ _NEG_INIT = -1e30  # finite running max: keeps exp(m_old - m_new) NaN-free when 
 _dot = getattr(plt, "dot", None) or pl.dot
 
 
-def _compiler_params(st: Static):
-    return plt.CompilerParams(num_warps=st.num_warps, num_stages=st.num_stages)
+def _compiler_params(st: Static, d: int):
+    warps = st.num_warps
+    if warps is None:  # measured on an H200 (docs/perf_sampled.md): 8 warps for [128, 256] tiles
+        warps = 8 if (st.sharing != "row" and d >= 256) else 4
+    return plt.CompilerParams(num_warps=warps, num_stages=st.num_stages)
 
 
 def _full_spec():
@@ -111,10 +114,17 @@ def _row_fwd_kernel(st, keys_ref, e_ref, t_ref, c_ref, *refs):
     spos_ref[...] = s_pos
 
 
-def _scatter_rows(st, dc_ref, ids, val):
-    """dc[ids[i], :] += val[i, :] for every i (duplicates summed)."""
+def _scatter_rows(st, dc_ref, ids, val, mask=None):
+    """dc[ids[i], :] += val[i, :] for every i (duplicates summed; rows where not mask skipped).
+
+    In interpret mode masked atomics are unsupported: rows are added one by one, and masked
+    rows must carry zeros in ``val``.
+    """
+    val = val.astype(dc_ref.dtype)
     if not st.interpret:
-        plt.atomic_add(dc_ref, (ids, slice(None)), val)
+        # Triton wants the mask in the value's full shape.
+        plt.atomic_add(dc_ref, (ids, slice(None)), val,
+                       mask=None if mask is None else jnp.broadcast_to(mask[:, None], val.shape))
         return
 
     def one(i, _):
@@ -143,6 +153,67 @@ def _row_bwd_kernel(st, keys_ref, e_ref, t_ref, g_ref, lse_ref, shift_ref, c_ref
 
     de = jax.lax.fori_loop(0, st.num_negatives, body, g_pos[:, None] * c_pos)
     de_ref[...] = de.astype(de_ref.dtype)
+
+
+def _row_de_kernel(st, keys_ref, e_ref, t_ref, g_ref, lse_ref, shift_ref, c_ref, *refs):
+    """Partitioned backward, part 1: dE per row tile, and the (O(N D)) positive dC term."""
+    tabs, (dc_in_ref, de_ref, dc_ref) = _split_tabs(st, refs)
+    del dc_in_ref
+    keys, t, g = keys_ref[...], t_ref[...], g_ref[...]
+    lse, shift = lse_ref[...], shift_ref[...]
+    ef = e_ref[...].astype(jnp.float32)
+    c_pos = c_ref[t, :].astype(jnp.float32)
+    g_pos = (jnp.exp(jnp.sum(ef * c_pos, axis=1) - lse) - 1.0) * g
+    _scatter_rows(st, dc_ref, t, g_pos[:, None] * ef)
+
+    def body(j, de):
+        s, keep, _, cg = _row_logits(st, keys, ef, t, c_ref, tabs, j)
+        return de + (jnp.where(keep, jnp.exp(s - shift), 0.0) * g)[:, None] * cg
+
+    de = jax.lax.fori_loop(0, st.num_negatives, body, g_pos[:, None] * c_pos)
+    de_ref[...] = de.astype(de_ref.dtype)
+
+
+def _row_dc_part_kernel(st, n_tiles, keys_ref, e_ref, t_ref, g_ref, shift_ref, c_ref, *refs):
+    """Partitioned backward, part 2: program ``pid`` scatters the negatives of row tile
+    ``pid % n_tiles`` whose ids fall in item partition ``pid // n_tiles``.
+
+    Programs run roughly in pid order, so at any time the atomics of the whole GPU hit one
+    partition of dC (and the gathers one partition of C), sized to stay in L2: the f32
+    read-modify-writes then cost L2 rather than HBM traffic. Slots with no id in the partition
+    skip all work but the hash.
+    """
+    tabs, (dc_in_ref, dc_ref) = _split_tabs(st, refs)
+    del dc_in_ref
+    prob_ref, alias_ref, logq_ref = tabs
+    lo = (pl.program_id(0) // n_tiles) * st.dc_part_items
+    keys, t, g, shift = keys_ref[...], t_ref[...], g_ref[...], shift_ref[...]
+    ef = e_ref[...].astype(jnp.float32)
+
+    def body(j, _):
+        ids = _draw(st, sampling.draw_hash(keys, _slot_key(j)), prob_ref, alias_ref)
+        active = (ids != t) & (ids >= lo) & (ids < lo + st.dc_part_items) & (g != 0.0)
+
+        def step():
+            cg = _masked_rows(st, c_ref, ids, active).astype(jnp.float32)
+            s = jnp.sum(ef * cg, axis=1)
+            if st.sampler == "popularity":
+                s = s - (jnp.float32(math.log(st.num_negatives)) + logq_ref[ids])
+            gj = jnp.where(active, jnp.exp(s - shift) * g, 0.0)
+            _scatter_rows(st, dc_ref, ids, gj[:, None] * ef, mask=active)
+
+        jax.lax.cond(jnp.max(active.astype(jnp.int32)) > 0, step, lambda: None)
+        return _
+
+    jax.lax.fori_loop(0, st.num_negatives, body, 0)
+
+
+def _masked_rows(st, ref, ids, mask):
+    """ref[ids, :] where mask (rows elsewhere are not read on the GPU; zeros)."""
+    if st.interpret:
+        return jnp.where(mask[:, None], ref[ids, :], 0)
+    shape = (ids.shape[0], ref.shape[1])
+    return plt.load(ref.at[ids, :], mask=jnp.broadcast_to(mask[:, None], shape), other=0)
 
 
 # ------------------------------------------------------------------ shared negatives
@@ -259,7 +330,7 @@ def forward(st: Static, e, c, t, seed_u32, table):
         in_specs=[_key_spec(st), pl.BlockSpec((bt, d), lambda i: (i, 0)), row(), _full_spec()]
         + [_full_spec() for _ in tabs],
         out_specs=(row(), row(), row()),
-        compiler_params=_compiler_params(st),
+        compiler_params=_compiler_params(st, d),
         interpret=st.interpret,
         name=f"cce_neg_fwd_{st.sharing}",
     )(_keys(st, seed_u32, np_rows), _pad(e, n_pad), _pad(t, n_pad), c, *tabs)
@@ -267,7 +338,9 @@ def forward(st: Static, e, c, t, seed_u32, table):
 
 
 def backward(st: Static, e, c, t, g_rows, seed_u32, table, lse, shift):
-    """Gradients of ``sum_r g_rows[r] * loss_r``: ``(dE [N, D] in e.dtype, dC f32[V, D])``."""
+    """Gradients of ``sum_r g_rows[r] * loss_r``: ``(dE [N, D] in e.dtype, dC [V, D] dc_accum)``."""
+    if st.sharing == "row" and 0 < st.dc_part_items < st.num_items:
+        return _backward_row_partitioned(st, e, c, t, g_rows, seed_u32, table, lse, shift)
     n_rows, d = e.shape
     bt = _tile(st)
     n_pad = -n_rows % bt
@@ -276,18 +349,65 @@ def backward(st: Static, e, c, t, g_rows, seed_u32, table, lse, shift):
     row = lambda: pl.BlockSpec((bt,), lambda i: (i,))
     kernel = _row_bwd_kernel if st.sharing == "row" else _block_bwd_kernel
     args = (_keys(st, seed_u32, np_rows), _pad(e, n_pad), _pad(t, n_pad), _pad(g_rows, n_pad),
-            _pad(lse, n_pad), _pad(shift, n_pad), c, *tabs, jnp.zeros(c.shape, jnp.float32))
+            _pad(lse, n_pad), _pad(shift, n_pad), c, *tabs, jnp.zeros(c.shape, st.dc_accum))
     de, dc = pl.pallas_call(
         functools.partial(kernel, st),
         out_shape=(jax.ShapeDtypeStruct((np_rows, d), e.dtype),
-                   jax.ShapeDtypeStruct(c.shape, jnp.float32)),
+                   jax.ShapeDtypeStruct(c.shape, st.dc_accum)),
         grid=(np_rows // bt,),
         in_specs=[_key_spec(st), pl.BlockSpec((bt, d), lambda i: (i, 0)), row(), row(), row(),
                   row(), _full_spec()] + [_full_spec() for _ in tabs] + [_full_spec()],
         out_specs=(pl.BlockSpec((bt, d), lambda i: (i, 0)), _full_spec()),
         input_output_aliases={len(args) - 1: 1},
-        compiler_params=_compiler_params(st),
+        compiler_params=_compiler_params(st, d),
         interpret=st.interpret,
         name=f"cce_neg_bwd_{st.sharing}",
+    )(*args)
+    return de[:n_rows], dc
+
+
+def _backward_row_partitioned(st, e, c, t, g_rows, seed_u32, table, lse, shift):
+    """Row sharing: dE kernel (gathers only) + item-partitioned dC scatter kernel."""
+    n_rows, d = e.shape
+    tabs = _tables(st, table)
+    # Both kernels use tiles that divide the padded row count.
+    bt, bs = st.row_block, st.scatter_rows
+    n_pad = -n_rows % max(bt, bs)
+    np_rows = n_rows + n_pad
+    keys = _keys(st, seed_u32, np_rows)
+    e_p, t_p, g_p = _pad(e, n_pad), _pad(t, n_pad), _pad(g_rows, n_pad)
+    lse_p, shift_p = _pad(lse, n_pad), _pad(shift, n_pad)
+    row = lambda b: pl.BlockSpec((b,), lambda i: (i,))
+    args = (keys, e_p, t_p, g_p, lse_p, shift_p, c, *tabs, jnp.zeros(c.shape, st.dc_accum))
+    de, dc = pl.pallas_call(
+        functools.partial(_row_de_kernel, st),
+        out_shape=(jax.ShapeDtypeStruct((np_rows, d), e.dtype),
+                   jax.ShapeDtypeStruct(c.shape, st.dc_accum)),
+        grid=(np_rows // bt,),
+        in_specs=[row(bt), pl.BlockSpec((bt, d), lambda i: (i, 0))] + [row(bt)] * 4
+        + [_full_spec()] * (2 + len(tabs)),
+        out_specs=(pl.BlockSpec((bt, d), lambda i: (i, 0)), _full_spec()),
+        input_output_aliases={len(args) - 1: 1},
+        compiler_params=_compiler_params(st, d),
+        interpret=st.interpret,
+        name="cce_neg_bwd_row_de",
+    )(*args)
+    n_tiles = np_rows // bs
+    n_parts = -(-st.num_items // st.dc_part_items)
+    tile = lambda i: i % n_tiles
+    args = (keys, e_p, t_p, g_p, shift_p, c, *tabs, dc)
+    dc = pl.pallas_call(
+        functools.partial(_row_dc_part_kernel, st, n_tiles),
+        out_shape=jax.ShapeDtypeStruct(c.shape, st.dc_accum),
+        grid=(n_parts * n_tiles,),
+        in_specs=[pl.BlockSpec((bs,), lambda i: (tile(i),)),
+                  pl.BlockSpec((bs, d), lambda i: (tile(i), 0))]
+        + [pl.BlockSpec((bs,), lambda i: (tile(i),)) for _ in range(3)]
+        + [_full_spec()] * (2 + len(tabs)),
+        out_specs=_full_spec(),
+        input_output_aliases={len(args) - 1: 0},
+        compiler_params=_compiler_params(st, d),
+        interpret=st.interpret,
+        name="cce_neg_bwd_row_dc",
     )(*args)
     return de[:n_rows], dc

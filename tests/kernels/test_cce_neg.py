@@ -311,6 +311,14 @@ def test_pallas_interpret_matches_reference(sampler, sharing, dtype):
                             neg_block=16)
 
 
+@pytest.mark.parametrize("sampler, dtype", [("uniform", jnp.bfloat16), ("popularity", jnp.float32)])
+def test_pallas_interpret_partitioned_row_backward(sampler, dtype):
+    # dC scattered in 3 item partitions (31 = 12 + 12 + 7 items); tiles of 16 (dE) and 8 (dC).
+    check_against_reference("pallas", sampler, "row", dtype, n_rows=21, v=31, d=16, n=7,
+                            block_rows=16, seed=4, interpret=True, row_block=16, scatter_rows=8,
+                            dc_part_items=12)
+
+
 def test_pallas_interpret_matches_xla_none_reduction():
     rng = np.random.default_rng(12)
     e, c, t, w = _problem(rng, 20, 40, 16, jnp.float32)
@@ -344,6 +352,19 @@ def test_gpu_pallas_matches_reference(sampler, sharing, dtype):
     check_against_reference("pallas", sampler, sharing, dtype, n_rows=1000, v=3001, d=64,
                             n=200, block_rows=64, seed=5 + len(sharing), row_block=32,
                             neg_block=64)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("sampler", ["uniform", "popularity"])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("dc_accum", ["float32", "bfloat16"])
+def test_gpu_partitioned_row_backward(sampler, dtype, dc_accum):
+    # 6 item partitions of 512; masked gathers and masked atomics on the device.
+    if dc_accum == "bfloat16" and dtype == jnp.float32:
+        pytest.skip("bf16 accumulation is meant for bf16 models")
+    check_against_reference("pallas", sampler, "row", dtype, n_rows=777, v=3001, d=128, n=100,
+                            block_rows=64, seed=8, row_block=8, scatter_rows=16,
+                            dc_part_items=512, dc_accum=dc_accum)
 
 
 @pytest.mark.gpu

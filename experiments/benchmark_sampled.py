@@ -1,0 +1,170 @@
+"""Benchmark CCE- (``sampled_linear_cross_entropy``) against the gather bound.
+
+Rows: forward and forward+backward time (median wall clock over ``--reps`` runs after a warm-up,
+``block_until_ready``, a fresh traced seed each run), and XLA's compiled memory analysis
+(``temp`` = scratch beyond inputs/outputs; ``out`` = outputs, i.e. the gradients for fwd+bwd).
+Bound for ``sharing="row"``: gathering ``N (n+1) D`` embedding values three times (forward,
+backward dE, backward dC) at the measured device copy bandwidth (bytes read + written / time).
+
+  python -m experiments.benchmark_sampled --d 64 128 256 --sharing row block --out results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pallas_kernels.cce_neg import sampled_linear_cross_entropy
+
+# Reference CCE- (MemoryEfficientSRS, fp16, H100) at N=131072, n+1=512: cce_kernels.md §7.2.
+SRS_FWD_BWD_MS = {64: 28.7, 128: 49.3, 256: 100.1}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n-rows", type=int, default=131072)
+    p.add_argument("--num-items", type=int, default=1_000_000)
+    p.add_argument("--num-negatives", type=int, default=511, help="n (n+1 samples with the positive)")
+    p.add_argument("--d", type=int, nargs="+", default=[64, 128, 256])
+    p.add_argument("--sharing", nargs="+", default=["row", "block"])
+    p.add_argument("--sampler", default="uniform")
+    p.add_argument("--impl", default="pallas")
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--block-rows", type=int, default=128)
+    p.add_argument("--row-block", type=int, default=8)
+    p.add_argument("--neg-block", type=int, default=64)
+    p.add_argument("--num-warps", type=int, default=None)
+    p.add_argument("--num-stages", type=int, default=None)
+    p.add_argument("--dc-accum", default="float32")
+    p.add_argument("--dc-part-items", type=int, default=None, help="0: fused row backward")
+    p.add_argument("--scatter-rows", type=int, default=8)
+    p.add_argument("--copy-gib", type=float, default=2.0)
+    p.add_argument("--out", default=None, help="JSON file (written atomically)")
+    return p.parse_args(argv)
+
+
+def _median_ms(fn, args_for_rep, reps):
+    jax.block_until_ready(fn(*args_for_rep(0)))  # compile + warm-up
+    times = []
+    for r in range(reps):
+        a = args_for_rep(r + 1)
+        jax.block_until_ready(a)
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*a))
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times), times
+
+
+def copy_bandwidth(nbytes: int = 4 << 30, reps: int = 10) -> float:
+    """Device copy bandwidth in bytes/s, counting bytes read plus bytes written.
+
+    ``reps`` back-to-back copies are queued and waited for once, so dispatch gaps are hidden.
+    """
+    x = jax.random.normal(jax.random.key(0), (nbytes // 4,), jnp.float32)
+    f = jax.jit(lambda a: a * 1.0000001)
+    jax.block_until_ready(f(x))
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        ys = [f(x) for _ in range(reps)]
+        jax.block_until_ready(ys)
+        best = min(best, (time.perf_counter() - t0) / reps)
+        del ys
+    return 2 * nbytes / best
+
+
+def _mem(compiled):
+    m = compiled.memory_analysis()
+    if m is None:
+        return {}
+    return {"temp_mib": m.temp_size_in_bytes / 2**20, "out_mib": m.output_size_in_bytes / 2**20}
+
+
+def cases(args) -> list[dict]:
+    """One dict per (D, sharing): timings, memory, bound and ratios."""
+    dtype = jnp.dtype(args.dtype)
+    bw = copy_bandwidth(int(args.copy_gib * 2**30))
+    rows = []
+    n, n_rows, v = args.num_negatives, args.n_rows, args.num_items
+    for d in args.d:
+        ke, kc, kt = jax.random.split(jax.random.key(d), 3)
+        e = (jax.random.normal(ke, (n_rows, d), jnp.float32) / d**0.25).astype(dtype)
+        c = (jax.random.normal(kc, (v, d), jnp.float32) / d**0.25).astype(dtype)
+        t = jax.random.randint(kt, (n_rows,), 0, v, jnp.int32)
+        counts = None
+        if args.sampler == "popularity":
+            counts = np.random.default_rng(0).zipf(1.2, size=v).clip(max=10**6)
+        bound_ms = 3 * n_rows * (n + 1) * d * dtype.itemsize / bw * 1e3
+        for sharing in args.sharing:
+            kw = dict(num_negatives=n, sampler=args.sampler, item_counts=counts, sharing=sharing,
+                      impl=args.impl, block_rows=args.block_rows, row_block=args.row_block,
+                      neg_block=args.neg_block, num_warps=args.num_warps,
+                      num_stages=args.num_stages, dc_accum=args.dc_accum,
+                      dc_part_items=args.dc_part_items, scatter_rows=args.scatter_rows)
+            loss = lambda e_, c_, s: sampled_linear_cross_entropy(e_, c_, t, seed=s, **kw)
+            fwd = jax.jit(loss)
+            fwd_bwd = jax.jit(jax.value_and_grad(loss, (0, 1)))
+            seeds = lambda r: (e, c, jnp.int32(1000 + r))
+            row = dict(d=d, sharing=sharing, n_rows=n_rows, num_negatives=n, num_items=v,
+                       dtype=str(dtype), sampler=args.sampler, impl=args.impl,
+                       block_rows=args.block_rows, row_block=args.row_block,
+                       neg_block=args.neg_block, num_warps=args.num_warps,
+                       num_stages=args.num_stages, dc_accum=args.dc_accum,
+                       dc_part_items=args.dc_part_items, scatter_rows=args.scatter_rows)
+            try:
+                row["fwd_ms"], row["fwd_all_ms"] = _median_ms(fwd, seeds, args.reps)
+                row["fwd_bwd_ms"], row["fwd_bwd_all_ms"] = _median_ms(fwd_bwd, seeds, args.reps)
+                row.update(_mem(fwd_bwd.lower(*seeds(0)).compile()))
+            except Exception as err:  # keep the other rows of a sweep
+                row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
+            row["copy_bw_gbs"] = bw / 1e9
+            row["gather_bound_ms"] = bound_ms
+            if "fwd_bwd_ms" in row:
+                row["x_bound"] = row["fwd_bwd_ms"] / bound_ms
+                if d in SRS_FWD_BWD_MS and n == 511 and n_rows == 131072:
+                    row["speedup_vs_srs"] = SRS_FWD_BWD_MS[d] / row["fwd_bwd_ms"]
+            print(json.dumps({k: (round(x, 3) if isinstance(x, float) else x)
+                              for k, x in row.items() if not k.endswith("_all_ms")}), flush=True)
+            rows.append(row)
+    return rows
+
+
+def write_json(path: str, payload) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f, indent=1)
+    os.replace(tmp, path)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    rows = cases(args)
+    meta = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                device=str(jax.devices()[0].device_kind), jax=jax.__version__,
+                python=sys.version.split()[0], argv=sys.argv)
+    if args.out:
+        write_json(args.out, {"meta": meta, "rows": rows})
+    print(f"{'D':>4} {'sharing':>7} {'fwd ms':>8} {'f+b ms':>8} {'bound':>7} {'x bnd':>6} "
+          f"{'vs SRS':>7} {'temp MiB':>9}")
+    for r in rows:
+        print(f"{r['d']:>4} {r['sharing']:>7} {r.get('fwd_ms', float('nan')):8.2f} "
+              f"{r.get('fwd_bwd_ms', float('nan')):8.2f} {r['gather_bound_ms']:7.2f} "
+              f"{r.get('x_bound', float('nan')):6.2f} {r.get('speedup_vs_srs', float('nan')):7.2f} "
+              f"{r.get('temp_mib', float('nan')):9.1f} {r.get('error', '')}")
+
+
+if __name__ == "__main__":
+    main()
