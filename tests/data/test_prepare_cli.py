@@ -79,3 +79,13 @@ def test_bad_input_is_one_line(tmp_path, config_file):
     assert out.returncode == 1
     assert out.stderr.strip().splitlines()[-1].startswith(
         "error: generic: raw file /no/such/file.csv not found")
+
+
+def test_config_without_data_field(tmp_path):
+    bad = tmp_path / "bad_config.py"
+    bad.write_text("import ml_collections\n\n\ndef get_config():\n"
+                   "    return ml_collections.ConfigDict({'model': {'name': 'sasrec'}})\n")
+    out = _run(tmp_path, f"--config={bad}")
+    assert out.returncode != 0 and "has a .data field" in out.stderr
+    out = _run(tmp_path)
+    assert out.returncode != 0 and "--config" in out.stderr

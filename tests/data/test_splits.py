@@ -306,3 +306,28 @@ def test_prefix_mask_matches_python():
         prefix = np.array([rng.integers(0, n + 1) for n in lengths])
         want = [pos < (p if k else 0) for n, p, k in zip(lengths, prefix, keep) for pos in range(n)]
         np.testing.assert_array_equal(_prefix_mask(offsets, keep, prefix), np.array(want, bool))
+
+
+def test_remaining_bad_input_errors(tmp_path):
+    same_time = _write_csv(tmp_path / "t.csv", [(u, i, 5) for u, i, _ in HAND_ROWS])
+    with pytest.raises(ValueError, match=r"no interaction before the 0.9 time quantile \(all at "
+                                         r"time 5\); lower config.data.time_quantile"):
+        prepare_dataset(_cfg(same_time, tmp_path))
+    # One pre-threshold user, drawn as the validation user: nobody is left to train on.
+    lone = _write_csv(tmp_path / "l.csv", [("a", "x", 1), ("a", "y", 2), ("b", "x", 5),
+                                           ("b", "y", 6)])
+    with pytest.raises(ValueError, match=r"too few users.*no training user.*val_user_fraction"):
+        prepare_dataset(_cfg(lone, tmp_path, time_quantile=0.5, val_user_fraction=0.6))
+    with pytest.raises(ValueError, match=r"val_user_fraction=1.0 must be in \[0, 1\)"):
+        prepare_dataset(_cfg(lone, tmp_path, val_user_fraction=1.0))
+    with pytest.raises(ValueError, match=r"min_user_count=-1 must be >= 0"):
+        prepare_dataset(_cfg(lone, tmp_path, min_user_count=-1))
+    # A rating filter that keeps nothing.
+    ratings = tmp_path / "ratings.csv"
+    pl.DataFrame({"userId": [1, 2], "movieId": [3, 4], "rating": [1.0, 3.0],
+                  "timestamp": [10, 11]}).write_csv(ratings)
+    cfg = dataset_config("movielens_20m")
+    cfg.path, cfg.use_cache = str(ratings), False
+    with pytest.raises(ValueError, match=r"no rows after the rating/event filters \(min_rating="
+                                         r"3.0, event_value=None\)"):
+        prepare_dataset(cfg)
