@@ -21,9 +21,15 @@ COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def compute_dtype(name: str):
-    """Maps a config string ('float32' | 'bfloat16') to a JAX dtype."""
+    """Maps a config string ('float32' | 'bfloat16' | 'auto') to a JAX dtype.
+
+    'auto' (normally resolved by the trainer first) is bfloat16 on accelerators, float32 on CPU.
+    """
+    if name == "auto":
+        name = "float32" if jax.default_backend() == "cpu" else "bfloat16"
     if name not in COMPUTE_DTYPES:
-        raise ValueError(f"compute_dtype {name!r} is not supported: use one of {sorted(COMPUTE_DTYPES)}")
+        raise ValueError(f"model.compute_dtype={name!r} is not supported: use one of "
+                         f"{sorted(COMPUTE_DTYPES) + ['auto']}")
     return COMPUTE_DTYPES[name]
 
 

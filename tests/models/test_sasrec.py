@@ -199,6 +199,8 @@ def test_too_long_input_is_rejected():
 def test_config_errors_and_registry_helpers():
     with pytest.raises(ValueError, match="compute_dtype"):
         sasrec.build(make_config(compute_dtype="float16"), 10, rngs=nnx.Rngs(0))
+    auto = sasrec.build(make_config(compute_dtype="auto"), 10, rngs=nnx.Rngs(0))
+    assert auto.dtype == (jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16)
     with pytest.raises(ValueError, match="divisible"):
         sasrec.build(make_config(hidden=30, num_heads=4), 10, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="dropout"):
