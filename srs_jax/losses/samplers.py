@@ -31,8 +31,11 @@ def label_counts(item_counts, n_items: int) -> jax.Array:
     elif shape != (n_items,):
         raise ValueError(f"item_counts has shape {shape}; expected ({n_items + 1},) over encoded ids "
                          f"or ({n_items},) over labels")
-    if not isinstance(item_counts, jax.core.Tracer):
+    try:  # concrete counts are checked; traced ones (a jit argument) cannot be
         counts = np.asarray(item_counts)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        counts = None
+    if counts is not None:
         if np.any(counts < 0) or counts.sum() <= 0 or counts.sum() >= 2**31:
             raise ValueError(f"item_counts must be non-negative with 0 < sum < 2^31, got sum {counts.sum()}")
     return jnp.asarray(item_counts).astype(jnp.int32)

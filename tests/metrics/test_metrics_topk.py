@@ -116,3 +116,22 @@ def test_errors():
         top_k_items(q, it, 2, exclude=CSR(np.array([0, 1]), np.array([1]), np.array([0])))
     with pytest.raises(ValueError, match=r"\[U, H\]"):
         top_k_items(q, np.ones((5, 3)), 2)
+
+
+def test_two_million_item_catalog():
+    """The issue's scale: V = 2M items (small H to keep CPU time low), history exclusions."""
+    rng = np.random.default_rng(11)
+    n_items, n_users, k = 2_000_000, 6, 10
+    items = rng.normal(size=(n_items, 4)).astype(np.float32)
+    query = rng.normal(size=(n_users, 4)).astype(np.float32)
+    scores = query.astype(np.float64) @ items.astype(np.float64).T
+    best = np.argsort(-scores, axis=1)[:, :k] + 1
+    # Each user has seen their 3 best items (and some random ones): they must be skipped.
+    seen = np.concatenate([best[:, :3], rng.integers(1, n_items + 1, (n_users, 5))], axis=1)
+    exclude = CSR(np.arange(0, seen.size + 1, seen.shape[1]), seen.ravel().astype(np.int32), np.arange(n_users))
+    got = top_k_items(query, items, k, exclude=exclude, user_chunk=4, item_chunk=1 << 18)
+    for u in range(n_users):
+        s = scores[u].copy()
+        s[seen[u] - 1] = -np.inf
+        want = np.argsort(-s)[:k] + 1
+        np.testing.assert_allclose(s[got[u] - 1], s[want - 1], rtol=1e-5)
