@@ -3,13 +3,13 @@
 Model of a user (all users are simulated together, one vectorised step per sequence position,
 so the Python loop runs ``max_length`` times, never once per user):
 
-* items ``0..n_items-1`` have Zipf popularity ``(rank + 1) ** -zipf_exponent`` (item 0 the most
-  popular) and a latent cluster (uniform at random);
+* items are split at random into ``n_clusters`` latent clusters of (nearly) equal size; inside a
+  cluster, items have power-law popularity ``rank ** -zipf_exponent`` (drawn in O(1) by the
+  inverse CDF of the continuous power law, so the whole catalog is Zipf-like by rank);
 * every item has ``n_successors`` successor items drawn by popularity from its own cluster;
-* a user starts in a random cluster (by cluster popularity); at each step, with probability
-  ``p_follow`` the next item is a random successor of the previous item, otherwise the user
-  switches cluster with probability ``p_switch`` and draws an item of the current cluster by
-  popularity.
+* a user starts in a uniformly random cluster; at each step, with probability ``p_follow`` the
+  next item is a random successor of the previous item, otherwise the user switches to a random
+  cluster with probability ``p_switch`` and draws an item of the current cluster by popularity.
 
 So the next item is far more predictable from the previous one than from popularity alone.
 Lengths are log-normal with mean ``mean_length``, clipped to ``[min_length, max_length]``;
@@ -31,28 +31,33 @@ def _lengths(cfg, rng: np.random.Generator) -> np.ndarray:
 
 
 class _ClusterSampler:
-    """Draws items of given clusters by popularity (one searchsorted for a whole vector)."""
+    """Draws items of given clusters by within-cluster power-law popularity, O(1) per draw.
 
-    def __init__(self, cluster: np.ndarray, weight: np.ndarray, n_clusters: int):
-        order = np.argsort(cluster, kind="stable")
-        self.items = order.astype(np.int32)
-        self.cum = np.cumsum(weight[order])
-        sizes = np.bincount(cluster, minlength=n_clusters)
-        ends = np.cumsum(sizes)
-        self.lo = np.r_[0.0, self.cum][ends - sizes]
-        self.mass = np.r_[0.0, self.cum][ends] - self.lo
-        self.cluster_cum = np.cumsum(self.mass)
+    Cluster ``c`` holds ``items[start[c]:start[c] + size[c]]``, most popular first."""
+
+    def __init__(self, n_items: int, n_clusters: int, exponent: float, rng: np.random.Generator):
+        self.items = rng.permutation(n_items).astype(np.int32)
+        bounds = (np.arange(n_clusters + 1, dtype=np.int64) * n_items) // n_clusters
+        self.start, self.size = bounds[:-1], np.diff(bounds)
+        self.cluster = np.empty(n_items, np.int32)  # cluster of each item id
+        self.cluster[self.items] = np.repeat(np.arange(n_clusters, dtype=np.int32), self.size)
+        self.n_clusters = n_clusters
+        self.exponent = float(exponent)
 
     def draw(self, clusters: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        x = self.lo[clusters] + rng.random(len(clusters)) * self.mass[clusters]
-        pos = np.minimum(np.searchsorted(self.cum, x, side="right"), len(self.cum) - 1)
-        return self.items[pos]
+        m = self.size[clusters].astype(np.float64)
+        u = rng.random(len(clusters))
+        a = self.exponent
+        # Inverse CDF of density x ** -a on [1, m + 1), floored: P(rank = k) ~ k ** -a.
+        if abs(a - 1.0) < 1e-9:
+            x = np.exp(u * np.log1p(m))
+        else:
+            x = (1.0 + u * ((m + 1.0) ** (1.0 - a) - 1.0)) ** (1.0 / (1.0 - a))
+        rank = np.clip(x.astype(np.int64), 1, m.astype(np.int64))
+        return self.items[self.start[clusters] + rank - 1]
 
     def draw_clusters(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """n clusters drawn by their popularity mass."""
-        x = rng.random(n) * self.cluster_cum[-1]
-        return np.minimum(np.searchsorted(self.cluster_cum, x, side="right"),
-                          len(self.cluster_cum) - 1)
+        return rng.integers(0, self.n_clusters, size=n)
 
 
 def generate(cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -62,16 +67,18 @@ def generate(cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                          "and n_successors >= 1")
     if not (0 <= cfg.p_follow <= 1 and 0 <= cfg.p_switch <= 1):
         raise ValueError("config.data.synthetic.p_follow and p_switch must be in [0, 1]")
+    if cfg.zipf_exponent < 0:
+        raise ValueError(f"config.data.synthetic.zipf_exponent={cfg.zipf_exponent} must be >= 0")
     rng = np.random.default_rng(cfg.seed)
     n_clusters = min(cfg.n_clusters, cfg.n_items)
-    weight = (np.arange(1, cfg.n_items + 1, dtype=np.float64)) ** -float(cfg.zipf_exponent)
-    cluster = rng.integers(0, n_clusters, size=cfg.n_items)
-    cluster[:n_clusters] = np.arange(n_clusters)  # no empty cluster
-    sampler = _ClusterSampler(cluster, weight, n_clusters)
-    successors = sampler.draw(np.repeat(cluster, cfg.n_successors), rng).reshape(
-        cfg.n_items, cfg.n_successors)
-    item_cluster = cluster.astype(np.int32)
-    del cluster, weight
+    sampler = _ClusterSampler(cfg.n_items, n_clusters, cfg.zipf_exponent, rng)
+    item_cluster = sampler.cluster
+    successors = np.empty((cfg.n_items, cfg.n_successors), np.int32)
+    step = max(1, (1 << 23) // cfg.n_successors)  # chunks of 8M draws: bounded temporaries
+    for lo in range(0, cfg.n_items, step):
+        block = item_cluster[lo:lo + step]
+        successors[lo:lo + step] = sampler.draw(np.repeat(block, cfg.n_successors), rng).reshape(
+            len(block), cfg.n_successors)
 
     lengths = _lengths(cfg, rng)
     # Longest users first: the users active at step t are a prefix of this order.

@@ -41,13 +41,19 @@ def test_seeded():
     assert len(a[1]) != len(c[1]) or not np.array_equal(a[1], c[1])
 
 
-def test_zipf_popularity():
-    _, item, _ = generate(_cfg(n_users=2000, n_items=1000, p_follow=0.0, n_clusters=1))
-    counts = np.bincount(item, minlength=1000)
-    # With one cluster and no successors items are drawn by rank ** -1: check the slope.
-    top = counts[:50].astype(float)
-    slope = np.polyfit(np.log(np.arange(1, 51)), np.log(np.maximum(top, 1)), 1)[0]
-    assert -1.25 < slope < -0.75
+@pytest.mark.parametrize("exponent", [0.7, 1.0, 1.3])
+def test_zipf_popularity(exponent):
+    _, item, _ = generate(_cfg(n_users=3000, n_items=2000, p_follow=0.0, n_clusters=1,
+                               zipf_exponent=exponent))
+    counts = np.sort(np.bincount(item, minlength=2000))[::-1].astype(float)
+    # One cluster, no successors: items are drawn by rank ** -exponent. Fit the log-log slope
+    # over ranks 5..200 (the continuous inverse CDF is exact up to O(1/rank^2) there).
+    ranks = np.arange(5, 201)
+    slope = np.polyfit(np.log(ranks), np.log(counts[ranks - 1]), 1)[0]
+    assert abs(slope + exponent) < 0.15, slope
+    flat = np.bincount(generate(_cfg(n_users=3000, n_items=200, p_follow=0.0, n_clusters=1,
+                                     zipf_exponent=0.0))[1], minlength=200)
+    assert flat.min() > 0.6 * flat.mean()  # exponent 0: uniform
 
 
 def test_next_item_beats_popularity(tmp_path):
@@ -79,3 +85,5 @@ def test_bad_settings():
         generate(_cfg(n_items=1))
     with pytest.raises(ValueError, match="p_follow and p_switch must be in"):
         generate(_cfg(p_follow=1.5))
+    with pytest.raises(ValueError, match="zipf_exponent=-1.0 must be >= 0"):
+        generate(_cfg(zipf_exponent=-1.0))
