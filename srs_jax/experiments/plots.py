@@ -1,0 +1,100 @@
+"""PNG plots of table rows (``srs_jax.experiments.tables``): memory / step time against catalog
+size per loss, and quality against memory. matplotlib is optional (the ``report`` extra) and
+imported only here, with the Agg backend (no display needed)."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+LOSS_STYLE = {"ce": ("tab:red", "o"), "ce_neg": ("tab:orange", "s"), "cce": ("tab:blue", "^"),
+              "cce_neg": ("tab:green", "D")}
+
+
+def pyplot():
+    """``matplotlib.pyplot`` (Agg), or a one-line ImportError saying how to get it."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("plots need matplotlib: pip install 'srs-jax[report]' (or pass "
+                          "--noplots for tables only)") from None
+    return plt
+
+
+def _style(loss: str, i: int):
+    return LOSS_STYLE.get(loss, (f"C{i % 10}", "v"))
+
+
+def _save(fig, path: str) -> str:
+    """Writes the figure to a temporary name and renames it (no half-written PNG)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    os.replace(tmp, path)
+    return path
+
+
+def versus_catalog(rows: list[dict], value: Callable[[dict], float | None], ylabel: str,
+                   title: str, path: str) -> str | None:
+    """One line per loss of ``value(row)`` against ``n_items`` (log-log); failed points (OOM) are
+    drawn as crosses on the top edge. Returns the path, or None when no row has a value."""
+    plt = pyplot()
+    by_loss: dict[str, list[dict]] = {}
+    for r in rows:
+        if r.get("n_items"):
+            by_loss.setdefault(str(r["loss"]), []).append(r)
+    ok = [value(r) for rs in by_loss.values() for r in rs if r.get("status") == "ok"]
+    ok = [v for v in ok if v]
+    if not ok:
+        return None
+    top = max(ok) * 2.0
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for i, (loss, rs) in enumerate(by_loss.items()):
+        color, marker = _style(loss, i)
+        rs = sorted(rs, key=lambda r: r["n_items"])
+        pts = [(r["n_items"], value(r)) for r in rs if r.get("status") == "ok" and value(r)]
+        if pts:
+            ax.plot(*zip(*pts), color=color, marker=marker, label=loss)
+        oom = [r["n_items"] for r in rs if r.get("status") == "oom"]
+        if oom:
+            ax.scatter(oom, [top] * len(oom), color=color, marker="x", s=70,
+                       label=f"{loss}: out of memory")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("catalog size (items)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
+
+
+def quality_vs_memory(rows: list[dict], path: str, metric: str = "ndcg@10") -> str | None:
+    """Scatter of ``metric`` against peak memory, one colour per loss; None if no run has both."""
+    plt = pyplot()
+    pts = [r for r in rows if r.get("status") == "ok" and r.get("peak_memory_gb") and
+           r.get(metric) is not None]
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    losses = list(dict.fromkeys(str(r["loss"]) for r in pts))
+    for i, loss in enumerate(losses):
+        color, marker = _style(loss, i)
+        rs = [r for r in pts if str(r["loss"]) == loss]
+        ax.scatter([r["peak_memory_gb"] for r in rs], [r[metric] for r in rs], color=color,
+                   marker=marker, label=loss, alpha=0.8)
+    datasets = sorted({str(r["dataset"]) for r in pts})
+    ax.set_xscale("log")
+    ax.set_xlabel("peak memory, GB (GiB)")
+    ax.set_ylabel(f"test {metric.upper().replace('@', '@')}")
+    ax.set_title(f"quality vs memory ({', '.join(datasets)})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
