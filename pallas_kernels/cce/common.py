@@ -18,33 +18,56 @@ LN2 = math.log(2.0)
 class KernelConfig:
     """Tile sizes (powers of two: Triton loads power-of-two blocks only) and launch settings.
 
+    Fields left None take the measured defaults for the problem's D (``default_config``).
     fwd_*: forward (row tile x catalog tile); bwd_*: backward; ``num_splits``: catalog chunks per
     row tile in the forward (merged afterwards), for small N; ``bwd_mode``: "two_pass" (a kernel
-    owning dE row tiles and one owning dC catalog tiles) or "atomic" (one pass, f32 atomics on dC).
+    owning dE row tiles and one owning dC catalog tiles) or "atomic" (one pass, f32 atomics on dC);
+    ``exp_asm``: exp2 as one ``ex2.approx.ftz.f32`` (inline PTX) instead of libdevice's exp2f.
     """
 
-    fwd_block_n: int = 128
-    fwd_block_v: int = 128
-    fwd_warps: int = 8
-    fwd_stages: int = 3
-    num_splits: int = 1
-    bwd_block_n: int = 64
-    bwd_block_v: int = 128
-    bwd_warps: int = 8
-    bwd_stages: int = 2
-    bwd_mode: str = "two_pass"
-    exp_asm: bool = False  # ex2.approx.ftz via inline PTX instead of libdevice exp2f
+    fwd_block_n: int | None = None
+    fwd_block_v: int | None = None
+    fwd_warps: int | None = None
+    fwd_stages: int | None = None
+    num_splits: int | None = None
+    bwd_block_n: int | None = None
+    bwd_block_v: int | None = None
+    bwd_warps: int | None = None
+    bwd_stages: int | None = None
+    bwd_mode: str | None = None
+    exp_asm: bool | None = None
 
 
-def default_config(n: int, v: int, d: int) -> KernelConfig:
-    # Register budget: a row tile of E and its f32 dE accumulator stay resident, so larger D
-    # takes smaller row tiles in the backward.
-    if d <= 64:
-        return KernelConfig(fwd_block_n=128, fwd_block_v=128, bwd_block_n=128, bwd_block_v=64)
-    if d <= 128:
-        return KernelConfig(fwd_block_n=128, fwd_block_v=128, bwd_block_n=64, bwd_block_v=64)
-    return KernelConfig(fwd_block_n=64, fwd_block_v=128, bwd_block_n=64, bwd_block_v=32,
-                        bwd_warps=4)
+# Measured on an H200 (2026-11-22, N=32768, V=1e6, bf16; docs/perf.md "tile sweep"): per D,
+# (fwd_block_n, fwd_block_v, fwd_warps), (bwd_block_n, bwd_block_v, bwd_warps). Larger D takes
+# smaller tiles: the resident E tile, the pipelined C tiles and the f32 dE accumulator must fit
+# in registers and 228 KB of shared memory.
+_DEFAULTS = {
+    64: ((128, 128, 8), (64, 64, 4)),
+    128: ((64, 128, 4), (64, 64, 4)),
+    256: ((256, 64, 8), (64, 32, 4)),
+    512: ((64, 32, 4), (32, 32, 4)),  # float32 at D=256: the same bytes per row as bf16 D=512
+}
+
+
+def default_config(n: int, v: int, d: int, itemsize: int = 2) -> KernelConfig:
+    """Defaults by the bytes of one row (float32 rows count as bf16 rows twice as long)."""
+    del n, v  # tiles depend on the row size only so far
+    width = d * max(1, itemsize // 2)
+    key = next((k for k in sorted(_DEFAULTS) if width <= k), max(_DEFAULTS))
+    (fbn, fbv, fw), (bbn, bbv, bw) = _DEFAULTS[key]
+    return KernelConfig(fwd_block_n=fbn, fwd_block_v=fbv, fwd_warps=fw, fwd_stages=3, num_splits=1,
+                        bwd_block_n=bbn, bwd_block_v=bbv, bwd_warps=bw, bwd_stages=2,
+                        bwd_mode="two_pass", exp_asm=True)
+
+
+def fill_defaults(cfg: KernelConfig | None, n: int, v: int, d: int,
+                  itemsize: int = 2) -> KernelConfig:
+    base = default_config(n, v, d, itemsize)
+    if cfg is None:
+        return base
+    given = {k: x for k, x in dataclasses.asdict(cfg).items() if x is not None}
+    return dataclasses.replace(base, **given)
 
 
 def compiler_params(num_warps: int, num_stages: int):

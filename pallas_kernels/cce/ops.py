@@ -20,9 +20,10 @@ _MIN_DOT = 16  # Triton's smallest dot tile
 
 
 def resolve_config(n: int, v: int, d: int, block_n=None, block_v=None,
-                   config: common.KernelConfig | None = None) -> common.KernelConfig:
-    """Defaults for (n, v, d), user overrides, then tiles clamped to the problem size."""
-    cfg = config or common.default_config(n, v, d)
+                   config: common.KernelConfig | None = None,
+                   itemsize: int = 2) -> common.KernelConfig:
+    """Defaults for (n, v, d, dtype size), user overrides, then tiles clamped to the problem."""
+    cfg = common.fill_defaults(config, n, v, d, itemsize)
     if block_n is not None:
         cfg = dataclasses.replace(cfg, fwd_block_n=block_n, bwd_block_n=block_n)
     if block_v is not None:
@@ -94,5 +95,6 @@ def pallas_row_losses(embeddings, classifier, targets, valid, *, interpret=False
                       block_v=None, config: common.KernelConfig | None = None):
     """float32[N] per-row CCE losses (0 on rows with valid == False) by the Pallas kernels."""
     n, d = embeddings.shape
-    cfg = resolve_config(n, classifier.shape[0], d, block_n, block_v, config)
+    cfg = resolve_config(n, classifier.shape[0], d, block_n, block_v, config,
+                         embeddings.dtype.itemsize)
     return _row_losses(embeddings, classifier, targets, valid, cfg, interpret)
