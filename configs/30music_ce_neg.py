@@ -1,0 +1,10 @@
+"""SASRec + sampled cross-entropy (CE-) on 30music, the reference's batch / length / negatives.
+
+Run: python -m experiments.train --config configs/30music_ce_neg.py --workdir runs/30music_ce_neg
+"""
+
+from configs.benchmarks import benchmark_config
+
+
+def get_config():
+    return benchmark_config("30music", "ce_neg")

@@ -1,0 +1,10 @@
+"""SASRec + Cut Cross-Entropy (CCE) on amazon_games (leave-one-out, full ranking, history removed).
+
+Run: DATA_DIR=../shared/data python -m experiments.train --config configs/amazon_games_cce.py --workdir runs/amazon_games_cce
+"""
+
+from configs.benchmarks import shared_config
+
+
+def get_config():
+    return shared_config("amazon_games", "cce")

@@ -1,0 +1,10 @@
+"""SASRec + sampled Cut Cross-Entropy (CCE-) on amazon_games (leave-one-out, full ranking, history removed).
+
+Run: DATA_DIR=../shared/data python -m experiments.train --config configs/amazon_games_cce_neg.py --workdir runs/amazon_games_cce_neg
+"""
+
+from configs.benchmarks import shared_config
+
+
+def get_config():
+    return shared_config("amazon_games", "cce_neg")

@@ -1,0 +1,10 @@
+"""SASRec + Cut Cross-Entropy (CCE) on amazon_sports (leave-one-out, full ranking, history removed).
+
+Run: DATA_DIR=../shared/data python -m experiments.train --config configs/amazon_sports_cce.py --workdir runs/amazon_sports_cce
+"""
+
+from configs.benchmarks import shared_config
+
+
+def get_config():
+    return shared_config("amazon_sports", "cce")

@@ -1,0 +1,10 @@
+"""SASRec + sampled Cut Cross-Entropy (CCE-) on beauty, the reference's batch / length / negatives.
+
+Run: python -m experiments.train --config configs/beauty_cce_neg.py --workdir runs/beauty_cce_neg
+"""
+
+from configs.benchmarks import benchmark_config
+
+
+def get_config():
+    return benchmark_config("beauty", "cce_neg")

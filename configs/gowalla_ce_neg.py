@@ -1,0 +1,10 @@
+"""SASRec + sampled cross-entropy (CE-) on gowalla, the reference's batch / length / negatives.
+
+Run: python -m experiments.train --config configs/gowalla_ce_neg.py --workdir runs/gowalla_ce_neg
+"""
+
+from configs.benchmarks import benchmark_config
+
+
+def get_config():
+    return benchmark_config("gowalla", "ce_neg")

@@ -1,0 +1,10 @@
+"""SASRec + full cross-entropy (CE) on megamarket, the reference's batch / length / negatives.
+
+Run: python -m experiments.train --config configs/megamarket_ce.py --workdir runs/megamarket_ce
+"""
+
+from configs.benchmarks import benchmark_config
+
+
+def get_config():
+    return benchmark_config("megamarket", "ce")

@@ -1,0 +1,10 @@
+"""SASRec + Cut Cross-Entropy (CCE) on movielens_20m, the reference's batch / length / negatives.
+
+Run: python -m experiments.train --config configs/movielens_20m_cce.py --workdir runs/movielens_20m_cce
+"""
+
+from configs.benchmarks import benchmark_config
+
+
+def get_config():
+    return benchmark_config("movielens_20m", "cce")

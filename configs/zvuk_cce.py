@@ -1,0 +1,10 @@
+"""SASRec + Cut Cross-Entropy (CCE) on zvuk, the reference's batch / length / negatives.
+
+Run: python -m experiments.train --config configs/zvuk_cce.py --workdir runs/zvuk_cce
+"""
+
+from configs.benchmarks import benchmark_config
+
+
+def get_config():
+    return benchmark_config("zvuk", "cce")

@@ -1,0 +1,10 @@
+"""SASRec + full cross-entropy (CE) on zvuk, the reference's batch / length / negatives.
+
+Run: python -m experiments.train --config configs/zvuk_ce.py --workdir runs/zvuk_ce
+"""
+
+from configs.benchmarks import benchmark_config
+
+
+def get_config():
+    return benchmark_config("zvuk", "ce")

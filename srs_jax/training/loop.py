@@ -1,0 +1,290 @@
+"""The training loop: epochs, validation, early stopping, checkpoints, final test, results.json.
+
+``train(config, workdir, resume=False) -> results`` is deterministic on a given backend: data
+order is a function of ``(seed, epoch)`` and every step key is ``fold_in(key(seed), global_step)``,
+so a run resumed from its latest checkpoint continues bit for bit (on CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+from srs_jax import data as data_lib
+from srs_jax import models as models_lib
+from srs_jax.data import batches as batches_lib
+from srs_jax.training import checkpoints as ckpt_lib
+from srs_jax.training import config_checks
+from srs_jax.training import evaluation
+from srs_jax.training import profiling
+from srs_jax.training import run_files
+from srs_jax.training import steps as steps_lib
+from srs_jax.training.prefetch import Prefetcher
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN/inf loss or gradient; the last good checkpoint is kept."""
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def build_state(config, n_items: int):
+    """Model ``(graphdef, TrainState)`` initialised from ``config.seed``."""
+    model = models_lib.build_model(config.model, n_items,
+                                   rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
+    return steps_lib.split_model(model)
+
+
+def _initial_meta() -> dict:
+    return {"epoch": 0, "global_step": 0, "best_value": None, "best_epoch": None,
+            "bad_epochs": 0, "history": [], "stopped": None,
+            "profile": {"train_seconds": [], "epoch_seconds": [], "steps": 0, "tokens": 0,
+                        "peak_train_bytes": None}}
+
+
+def _fetch(pending: list[dict]) -> dict:
+    """Host copy of a list of per-step metric dicts -> sums and the first non-finite step."""
+    if not pending:
+        return {"loss_sum": 0.0, "steps": 0, "tokens": 0.0, "bad": None}
+    host = jax.device_get(pending)
+    finite = np.array([m["finite"] for m in host])
+    bad = int(np.argmin(finite)) if finite.min() < 1 else None
+    good = finite > 0
+    return {"loss_sum": float(np.sum([m["loss"] for m, g in zip(host, good) if g])),
+            "steps": int(good.sum()), "tokens": float(np.sum([m["n_targets"] for m in host])),
+            "bad": bad, "bad_loss": float(host[bad]["loss"]) if bad is not None else None}
+
+
+def _train_epoch(config, epoch, windows, train_step, graphdef, state, opt_state, meta,
+                 writer, warm):
+    """Runs one epoch of steps; returns ``(state, opt_state, stats)``."""
+    tc = config.train
+    n_windows = windows["inputs"].shape[0]
+    n_steps = math.ceil(n_windows / int(tc.batch_size))
+    iterator = batches_lib.BatchIterator(windows, int(tc.batch_size), seed=int(config.seed),
+                                         epoch=epoch, shuffle=True)
+    base_key = jax.random.key(int(config.seed))
+    log_every = int(tc.log_every)
+    loss_sum, steps_done, tokens, pending, logged = 0.0, 0, 0.0, [], []
+    compile_seconds = 0.0
+    t0 = time.perf_counter()
+    bar = tqdm(total=n_steps, desc=f"epoch {epoch + 1}/{tc.max_epochs}", unit="step",
+               mininterval=2.0, leave=False, disable=None)
+
+    def drain(batch_metrics, first_step):
+        nonlocal loss_sum, steps_done, tokens
+        got = _fetch(batch_metrics)
+        if got["bad"] is not None:
+            step = first_step + got["bad"]
+            raise NonFiniteLossError(
+                f"non-finite loss ({got['bad_loss']}) or gradient at epoch {epoch + 1}, global step "
+                f"{step}: stopped; the last good checkpoint (epoch {meta['epoch']}) is kept in "
+                f"checkpoints/latest. Lower config.train.lr or set config.train.grad_clip")
+        loss_sum += got["loss_sum"]
+        steps_done += got["steps"]
+        tokens += got["tokens"]
+        return got
+
+    try:
+        with Prefetcher(iterator, int(tc.prefetch)) as batches:
+            step0 = int(meta["global_step"])
+            pending_start = step0
+            for i, batch in enumerate(batches):
+                key = jax.random.fold_in(base_key, step0 + i)
+                state, opt_state, m = train_step(graphdef, state, opt_state, batch, key)
+                if i == 0 and not warm:
+                    # First call of the process compiles: timed apart, not counted as training.
+                    jax.block_until_ready(m)
+                    compile_seconds = time.perf_counter() - t0
+                pending.append(m)
+                if len(pending) == log_every:
+                    # Fetch the previous interval (already computed) so the device queue never drains.
+                    if logged:
+                        got = drain(logged, pending_start - log_every)
+                        if got["steps"]:
+                            loss = got["loss_sum"] / got["steps"]
+                            if writer is not None:
+                                writer.add_scalar("train/loss", loss, pending_start)
+                            elapsed = time.perf_counter() - t0
+                            bar.set_postfix(loss=f"{loss:.4f}", steps_s=f"{steps_done / elapsed:.1f}",
+                                            tok_s=f"{tokens / elapsed:.3g}")
+                    logged, pending = pending, []
+                    pending_start += log_every
+                bar.update(1)
+            drain(logged, pending_start - log_every)
+            drain(pending, pending_start)
+            jax.block_until_ready(state.params)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0 - compile_seconds
+    return state, opt_state, {"train_loss": loss_sum / max(steps_done, 1), "steps": n_steps,
+                              "tokens": int(tokens), "train_seconds": seconds,
+                              "timed_steps": n_steps - (0 if warm else 1),
+                              "compile_seconds": compile_seconds}
+
+
+def _improved(value: float, best) -> bool:
+    return best is None or value > best  # strict, as the reference's EarlyStopping
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume: bool = False) -> dict:
+    """Trains ``config`` into ``workdir``; returns the ``results.json`` dict."""
+    workdir = workdir or config.get("workdir") or ""
+    if not workdir:
+        raise ValueError("no run directory: pass --workdir DIR (or set config.workdir)")
+    config = config_checks.resolve_config(config)
+    config.workdir = os.path.abspath(workdir)
+    config_checks.validate_config(config)
+    workdir = config.workdir
+    os.makedirs(workdir, exist_ok=True)
+    ckpts = ckpt_lib.RunCheckpoints(workdir)
+    if not resume and ckpts.latest_step() is not None:
+        raise ValueError(f"{workdir} already holds a run: pass --resume to continue it, or choose "
+                         "another --workdir")
+    run_files.save_config(workdir, config)
+
+    dataset = data_lib.prepare_dataset(config.data)
+    windows_in, windows_tg = batches_lib.training_windows(
+        dataset.train, int(config.model.max_len), stride=config.train.get("window_stride"))
+    windows = {"inputs": np.asarray(windows_in, np.int32), "targets": np.asarray(windows_tg, np.int32)}
+    n_steps = math.ceil(windows["inputs"].shape[0] / int(config.train.batch_size))
+    _log(f"[srs_jax] {config.data.name}: {dataset.n_items} items, {dataset.n_users} users, "
+         f"{windows['inputs'].shape[0]} training windows, {n_steps} steps/epoch; backend "
+         f"{jax.default_backend()}, compute {config.model.compute_dtype}; workdir {workdir}")
+
+    graphdef, state = build_state(config, dataset.n_items)
+    optimizer = steps_lib.make_optimizer(config.train, n_steps * int(config.train.max_epochs))
+    opt_state = optimizer.init(state.params)
+    meta = _initial_meta()
+    if resume:
+        if ckpts.latest_step() is None:
+            _log(f"[srs_jax] --resume: no checkpoint in {workdir} yet, starting from scratch")
+        else:
+            tree, meta = ckpts.restore_latest(ckpt_lib.checkpoint_tree(state, opt_state))
+            state, opt_state = state._replace(params=tree["params"]), tree["opt_state"]
+            _log(f"[srs_jax] resumed after epoch {meta['epoch']} (global step {meta['global_step']})")
+
+    item_counts = np.asarray(dataset.item_counts) if config.loss.sampler == "popularity" else None
+    train_step = steps_lib.make_train_step(config.model, config.loss, optimizer, item_counts)
+    encode_fn = steps_lib.make_encode_step(config.model)
+    profile = profiling.RunProfile(
+        train_seconds=list(meta["profile"]["train_seconds"]),
+        epoch_seconds=list(meta["profile"]["epoch_seconds"]),
+        steps=int(meta["profile"]["steps"]), tokens=int(meta["profile"]["tokens"]),
+        peak_train_bytes=meta["profile"]["peak_train_bytes"],
+        _train_peak_taken=bool(meta["profile"]["train_seconds"]))
+    monitor = str(config.eval.monitor)
+    writer = _tensorboard(workdir)
+    try:
+        while meta["stopped"] is None and meta["epoch"] < int(config.train.max_epochs):
+            epoch = int(meta["epoch"])
+            state, opt_state, stats = _train_epoch(config, epoch, windows, train_step, graphdef,
+                                                   state, opt_state, meta, writer,
+                                                   warm=bool(profile.compile_seconds))
+            profile.compile_seconds += stats["compile_seconds"]
+            profile.end_training_phase(stats["train_seconds"], stats["timed_steps"], stats["tokens"])
+            t_val = time.perf_counter()
+            val, _ = evaluation.evaluate_model(graphdef, state, dataset.val, config=config,
+                                               n_items=dataset.n_items, encode_fn=encode_fn)
+            val_seconds = time.perf_counter() - t_val
+            profile.end_epoch(stats["train_seconds"] + val_seconds)
+
+            value = val[monitor]
+            meta["epoch"] = epoch + 1
+            meta["global_step"] = int(meta["global_step"]) + stats["steps"]
+            improved = _improved(value, meta["best_value"])
+            if improved:
+                meta.update(best_value=value, best_epoch=epoch + 1, bad_epochs=0)
+            else:
+                meta["bad_epochs"] = int(meta["bad_epochs"]) + 1
+            if meta["bad_epochs"] >= int(config.train.patience):
+                meta["stopped"] = f"early stopping: no {monitor} improvement in {config.train.patience} epochs"
+            row = {"epoch": epoch + 1, "global_step": meta["global_step"],
+                   "train_loss": stats["train_loss"], "train_seconds": stats["train_seconds"],
+                   "val_seconds": val_seconds, "epoch_seconds": stats["train_seconds"] + val_seconds,
+                   "steps_per_s": stats["timed_steps"] / max(stats["train_seconds"], 1e-9),
+                   "tokens_per_s": stats["tokens"] / max(stats["train_seconds"], 1e-9),
+                   "compile_seconds": stats["compile_seconds"],
+                   "peak_memory_bytes": profiling.peak_memory_bytes(),
+                   "val": val, "best": improved}
+            meta["history"].append(row)
+            meta["profile"] = {"train_seconds": profile.train_seconds,
+                               "epoch_seconds": profile.epoch_seconds, "steps": profile.steps,
+                               "tokens": profile.tokens, "peak_train_bytes": profile.peak_train_bytes}
+            tree = ckpt_lib.checkpoint_tree(state, opt_state)
+            if improved:
+                ckpts.save_best(meta["global_step"], tree, meta)
+            ckpts.save_latest(meta["global_step"], tree, meta)
+            run_files.write_jsonl(os.path.join(workdir, run_files.METRICS_FILE), meta["history"])
+            if writer is not None:
+                writer.add_scalar("train/epoch_loss", stats["train_loss"], meta["global_step"])
+                for k, v in val.items():
+                    writer.add_scalar(f"val/{k}", v, meta["global_step"])
+                writer.flush()
+            _log(f"[srs_jax] epoch {epoch + 1}: loss {stats['train_loss']:.4f}, val {monitor} "
+                 f"{value:.4f}{' (best)' if improved else ''}, {stats['train_seconds']:.1f}s train + "
+                 f"{val_seconds:.1f}s val, {row['steps_per_s']:.2f} steps/s")
+    finally:
+        if writer is not None:
+            writer.close()
+
+    results = final_evaluation(config, dataset, graphdef, state, opt_state, ckpts, encode_fn)
+    profile.finish()
+    results.update(profile.summary())
+    results.update(best_epoch=meta["best_epoch"], epochs_run=meta["epoch"],
+                   stopped=meta["stopped"] or "max_epochs",
+                   workdir=workdir)
+    run_files.write_json(os.path.join(workdir, run_files.RESULTS_FILE), results)
+    ckpts.close()
+    _log(_summary_line(results, monitor))
+    return results
+
+
+def final_evaluation(config, dataset, graphdef, state, opt_state, ckpts, encode_fn) -> dict:
+    """Val and test metrics of the best checkpoint, and of the popularity baseline."""
+    tree, best_meta = ckpts.restore_best(ckpt_lib.checkpoint_tree(state, opt_state))
+    state = state._replace(params=tree["params"])
+    kw = dict(config=config, n_items=dataset.n_items)
+    val, _ = evaluation.evaluate_model(graphdef, state, dataset.val, encode_fn=encode_fn, **kw)
+    test, _ = evaluation.evaluate_model(graphdef, state, dataset.test, encode_fn=encode_fn,
+                                        test_period=dataset.test_period, **kw)
+    results = {"val": val, "test": test, "best_checkpoint_epoch": best_meta["epoch"]}
+    if config.eval.popularity_baseline:
+        results["popularity"] = {
+            "val": evaluation.evaluate_popularity(dataset.item_counts, dataset.val, **kw),
+            "test": evaluation.evaluate_popularity(dataset.item_counts, dataset.test,
+                                                   test_period=dataset.test_period, **kw)}
+    results["dataset"] = {"name": config.data.name, "n_items": int(dataset.n_items),
+                          "n_users": int(dataset.n_users), "n_val_users": len(dataset.val.targets),
+                          "n_test_users": len(dataset.test.targets)}
+    return results
+
+
+def _summary_line(results: dict, monitor: str) -> str:
+    pop = results.get("popularity", {}).get("test", {})
+    test = results["test"]
+    keys = [monitor] + [k for k in ("coverage@10", "surprisal@10") if k in test]
+    parts = [f"{k} {test[k]:.4f}" + (f" (popularity {pop[k]:.4f})" if k in pop else "") for k in keys]
+    mem = results.get("peak_memory_bytes")
+    mem_s = f"{mem / 2**30:.2f} GiB" if mem is not None else "n/a (backend reports none)"
+    return (f"[srs_jax] test: {', '.join(parts)}; peak memory {mem_s}; "
+            f"epoch {results['epoch_time_s']:.1f}s; results in {results['workdir']}/results.json")
+
+
+def _tensorboard(workdir: str):
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:  # optional at run time: metrics.jsonl has everything
+        _log("[srs_jax] tensorboardX not installed: no TensorBoard events")
+        return None
+    return SummaryWriter(os.path.join(workdir, "tensorboard"))

@@ -1,0 +1,163 @@
+"""Pure, jittable training and evaluation steps.
+
+The NNX model is split once (``split_model``) into a static ``graphdef`` and a ``TrainState`` of
+arrays: ``params`` (the ``nnx.Param`` leaves, fp32, updated by optax) and ``rest`` (everything
+else, e.g. dropout RNG streams, which are re-seeded from the step key on every call so that the
+whole step is a pure function of ``(state, opt_state, batch, key)``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from srs_jax import losses as losses_lib
+from srs_jax import models as models_lib
+
+
+class TrainState(NamedTuple):
+    params: Any  # nnx.State of nnx.Param leaves (fp32)
+    rest: Any  # nnx.State of all other variables (RNG streams, ...); never donated
+
+
+def split_model(model: nnx.Module):
+    """Returns ``(graphdef, TrainState)`` for ``model``."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return graphdef, TrainState(params, rest)
+
+
+def merge_model(graphdef, state: TrainState) -> nnx.Module:
+    return nnx.merge(graphdef, state.params, state.rest)
+
+
+def _rng_stream_tags(model: nnx.Module) -> tuple[str, ...]:
+    tags = {s.key.tag for _, s in nnx.graph.iter_graph(model) if isinstance(s, nnx.RngStream)}
+    return tuple(sorted(tags))
+
+
+def _reseed(model: nnx.Module, key: jax.Array) -> None:
+    # Every RNG stream (dropout, ...) gets a key derived from the step key, so randomness is a
+    # function of (seed, step) only: this is what makes resume bit-exact.
+    tags = _rng_stream_tags(model)
+    if tags:
+        nnx.reseed(model, **{t: jax.random.fold_in(key, i) for i, t in enumerate(tags)})
+
+
+def learning_rate_schedule(train_config, total_steps: int) -> optax.Schedule:
+    """``constant`` (after an optional linear warmup) or ``cosine`` decay to 0 at ``total_steps``."""
+    lr, warmup = float(train_config.lr), int(train_config.warmup_steps)
+    if train_config.schedule == "constant":
+        if warmup <= 0:
+            return optax.constant_schedule(lr)
+        return optax.join_schedules(
+            [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
+    if train_config.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(
+            0.0, lr, max(warmup, 0), max(int(total_steps), warmup + 1), end_value=0.0)
+    raise ValueError(
+        f"unknown train.schedule {train_config.schedule!r}: use 'constant' or 'cosine'")
+
+
+def make_optimizer(train_config, total_steps: int) -> optax.GradientTransformation:
+    """Adam(lr, b1, b2) with the configured schedule and optional global-norm clipping."""
+    adam = optax.adam(learning_rate_schedule(train_config, total_steps),
+                      b1=float(train_config.b1), b2=float(train_config.b2),
+                      eps=float(train_config.get("eps", 1e-8)))
+    clip = float(train_config.grad_clip or 0.0)
+    return optax.chain(optax.clip_by_global_norm(clip), adam) if clip > 0 else adam
+
+
+def _flat_targets(target_ids):
+    """``target_ids int32[B, L]`` (0 = no target) -> ``labels int32[N]`` in ``[0, V)``, ``where bool[N]``."""
+    flat = target_ids.reshape(-1)
+    where = flat > 0
+    return jnp.where(where, flat - 1, 0).astype(jnp.int32), where
+
+
+def train_step(graphdef, state: TrainState, opt_state, batch: dict, key: jax.Array,
+               item_counts=None, *, model_config, loss_config, optimizer):
+    """One optimisation step.
+
+    Args:
+      graphdef: static NNX graph definition (from ``split_model``).
+      state: ``TrainState`` (params fp32).
+      opt_state: optax state of ``optimizer`` over ``state.params``.
+      batch: ``{"inputs": int32[B, L], "targets": int32[B, L]}`` (0 = padding / no target).
+      key: step key (``fold_in(seed key, global step)``): dropout, masking and negatives.
+      item_counts: ``int[V + 1]`` training frequencies (popularity sampler) or ``None``.
+
+    Returns ``(state, opt_state, metrics)`` with fp32 scalars ``loss``, ``grad_norm``,
+    ``n_targets`` and ``finite``. A step whose loss or gradient is not finite leaves ``state`` and
+    ``opt_state`` unchanged (the host stops the run when it sees ``finite == 0``).
+    """
+    mod = models_lib.model_module(model_config.name)
+    k_inputs, k_dropout, k_loss = jax.random.split(key, 3)
+    input_ids, target_ids = mod.training_inputs(batch, k_inputs, model_config)
+    labels, where = _flat_targets(target_ids)
+
+    # Re-seed outside the differentiated function: NNX forbids mutating outer-trace variables.
+    seeded = merge_model(graphdef, state)
+    _reseed(seeded, k_dropout)
+    rest = nnx.split(seeded, nnx.Param, ...)[2]
+
+    def loss_fn(params):
+        # Fresh Variable objects in this trace (merge would otherwise reuse the outer ones).
+        model = nnx.merge(graphdef, params, jax.tree.map(lambda x: x, rest))
+        hidden = model(input_ids, deterministic=False)
+        hidden = hidden.reshape(-1, hidden.shape[-1])
+        classifier = model.output_embeddings().astype(hidden.dtype)
+        return losses_lib.compute_loss(loss_config, hidden, classifier, labels, where,
+                                       key=k_loss, item_counts=item_counts)
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    loss = loss.astype(jnp.float32)
+    grad_norm = optax.global_norm(grads).astype(jnp.float32)
+    updates, new_opt_state = optimizer.update(grads, opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+    new_params = jax.tree.map(keep, new_params, state.params)
+    new_opt_state = jax.tree.map(keep, new_opt_state, opt_state)
+    metrics = {"loss": loss, "grad_norm": grad_norm,
+               "n_targets": where.sum().astype(jnp.float32), "finite": finite.astype(jnp.float32)}
+    return state._replace(params=new_params), new_opt_state, metrics
+
+
+def make_train_step(model_config, loss_config, optimizer, item_counts=None):
+    """``train_step`` bound to its configs and jitted once (graphdef static, state donated).
+
+    ``item_counts`` (host ``int[V + 1]``, popularity sampler only) is bound as a concrete array:
+    the CCE- kernels build their alias table from it at trace time. The returned function takes
+    ``(graphdef, state, opt_state, batch, key)``.
+    """
+    counts = None if item_counts is None else np.asarray(item_counts)
+
+    def step(graphdef, state, opt_state, batch, key):
+        return train_step(graphdef, state, opt_state, batch, key, counts, model_config=model_config,
+                          loss_config=loss_config, optimizer=optimizer)
+
+    return jax.jit(step, static_argnums=0, donate_argnums=(1, 2))
+
+
+def encode_step(graphdef, state: TrainState, history, *, model_config):
+    """``history int32[B, L]`` (left-padded) -> fp32 query vectors ``[B, H]`` read at position ``L - 1``."""
+    mod = models_lib.model_module(model_config.name)
+    model = merge_model(graphdef, state)
+    hidden = model(mod.eval_inputs(history, model_config), deterministic=True)
+    return hidden[:, -1, :].astype(jnp.float32)
+
+
+def make_encode_step(model_config):
+    return jax.jit(functools.partial(encode_step, model_config=model_config), static_argnums=0)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def output_embeddings(graphdef, state: TrainState):
+    """fp32 ``[V, H]`` output item embeddings (rows of items 1..V)."""
+    return merge_model(graphdef, state).output_embeddings().astype(jnp.float32)

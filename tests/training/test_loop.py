@@ -1,0 +1,166 @@
+"""The training loop: bit-exact resume, NaN stop, failed checkpoint writes, early stopping, files."""
+
+import json
+import os
+import shutil
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from srs_jax.training import checkpoints, loop
+from srs_jax.training.checkpoints import CheckpointWriteError
+from training.tiny import tiny_config
+
+
+def _latest(workdir):
+    """(params leaves as numpy, meta) of the latest checkpoint, restored without a template."""
+    mgr = ocp.CheckpointManager(os.path.join(workdir, "checkpoints", "latest"),
+                                item_names=("state", "meta"))
+    step = mgr.latest_step()
+    out = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                                     meta=ocp.args.JsonRestore()))
+    mgr.close()
+    return [np.asarray(x) for x in jax.tree.leaves(out.state)], dict(out.meta)
+
+
+def _jsonl(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(tmp_path_factory):
+    """A finished 1-epoch run; tests copy it before continuing it."""
+    tmp = tmp_path_factory.mktemp("one")
+    loop.train(tiny_config(tmp, max_epochs=1), str(tmp / "run"))
+    return tmp / "run"
+
+
+def _copy(run, tmp_path):
+    shutil.copytree(run, tmp_path / "run")
+    return str(tmp_path / "run")
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(tmp_path_factory):
+    """Uninterrupted 2-epoch run, shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("full")
+    results = loop.train(tiny_config(tmp), str(tmp / "run"))
+    return tmp / "run", results
+
+
+def test_resume_is_bit_exact(two_epoch_run, one_epoch_run, tmp_path):
+    full_dir, full_results = two_epoch_run
+    half = tmp_path / "run"
+    shutil.copytree(one_epoch_run, half)
+    loop.train(tiny_config(tmp_path, max_epochs=2), str(half), resume=True)
+    a, meta_a = _latest(str(full_dir))
+    b, meta_b = _latest(str(half))
+    assert meta_a["epoch"] == meta_b["epoch"] == 2
+    assert meta_a["global_step"] == meta_b["global_step"]
+    assert len(a) == len(b) and len(a) > 10  # params + Adam moments + counts
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    rows_a, rows_b = _jsonl(str(full_dir)), _jsonl(str(half))
+    assert [r["train_loss"] for r in rows_a] == [r["train_loss"] for r in rows_b]
+    assert [r["val"] for r in rows_a] == [r["val"] for r in rows_b]
+    with open(half / "results.json") as f:
+        assert json.load(f)["test"] == full_results["test"]
+
+
+def test_run_directory_contents(two_epoch_run):
+    workdir, results = two_epoch_run
+    for name in ("config.json", "metrics.jsonl", "results.json", "checkpoints/latest", "checkpoints/best"):
+        assert (workdir / name).exists(), name
+    assert any(f.startswith("events") for f in os.listdir(workdir / "tensorboard"))
+    assert not [f for f in os.listdir(workdir) if f.endswith(".tmp")]
+    rows = _jsonl(str(workdir))
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all(np.isfinite(r["train_loss"]) and r["epoch_seconds"] >= r["train_seconds"] > 0 for r in rows)
+    for split in ("val", "test"):
+        for key in ("ndcg@10", "hitrate@10", "mrr@10", "recall@1"):
+            assert 0.0 <= results[split][key] <= 1.0
+    for key in ("coverage@10", "surprisal@10"):
+        assert 0.0 <= results["test"][key] <= 1.0 and key in results["popularity"]["test"]
+    best = max(r["val"]["ndcg@10"] for r in rows)
+    assert results["val"]["ndcg@10"] == pytest.approx(best)  # final val = best checkpoint
+    assert results["epoch_time_s"] > 0 and results["steps_per_s"] > 0 and results["tokens_per_s"] > 0
+    assert results["train_steps"] == rows[-1]["global_step"] - 1  # the compile step is not timed
+    # CPU: no memory statistics -> null with a note, never 0.
+    if jax.default_backend() == "cpu":
+        assert results["peak_memory_bytes"] is None and results["peak_memory_train_bytes"] is None
+        assert "memory" in results["memory_note"]
+    with open(workdir / "config.json") as f:
+        cfg = json.load(f)
+    assert cfg["model"]["compute_dtype"] in ("float32", "bfloat16")  # 'auto' resolved
+
+
+def test_existing_run_needs_resume(two_epoch_run):
+    workdir, _ = two_epoch_run
+    with pytest.raises(ValueError, match="--resume"):
+        loop.train(tiny_config(workdir.parent), str(workdir))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(one_epoch_run, tmp_path):
+    workdir = _copy(one_epoch_run, tmp_path)
+    before, meta_before = _latest(workdir)
+    bad = tiny_config(tmp_path, max_epochs=2, lr=float("inf"))  # diverges: params become inf/nan
+    with pytest.raises(loop.NonFiniteLossError, match="non-finite.*epoch 2.*epoch 1"):
+        loop.train(bad, workdir, resume=True)
+    after, meta_after = _latest(workdir)
+    assert meta_after["epoch"] == meta_before["epoch"] == 1
+    for x, y in zip(before, after):
+        np.testing.assert_array_equal(x, y)
+    assert len(_jsonl(workdir)) == 1
+
+
+def test_failed_checkpoint_write_keeps_previous(one_epoch_run, tmp_path, monkeypatch):
+    workdir = _copy(one_epoch_run, tmp_path)
+    before, _ = _latest(workdir)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk)
+    with pytest.raises(CheckpointWriteError, match="previous checkpoint is still valid") as err:
+        loop.train(tiny_config(tmp_path, max_epochs=2), workdir, resume=True)
+    assert "\n" not in str(err.value) and "No space left" in str(err.value)
+    monkeypatch.undo()
+    after, meta = _latest(workdir)
+    assert meta["epoch"] == 1
+    for x, y in zip(before, after):
+        np.testing.assert_array_equal(x, y)
+    # The run can then be resumed normally.
+    results = loop.train(tiny_config(tmp_path, max_epochs=2), workdir, resume=True)
+    assert results["epochs_run"] == 2
+
+
+def test_early_stopping_after_patience(tmp_path):
+    # lr so small that float32 parameters never change: validation never strictly improves.
+    cfg = tiny_config(tmp_path, max_epochs=6, patience=2, lr=1e-30)
+    results = loop.train(cfg, str(tmp_path / "run"))
+    assert results["epochs_run"] == 3 and results["best_epoch"] == 1
+    assert results["stopped"].startswith("early stopping")
+
+
+def test_checkpoint_round_trip_is_exact(tmp_path):
+    rng = np.random.default_rng(0)
+    tree = {"params": {"w": rng.normal(size=(3, 5)).astype(np.float32)},
+            "opt_state": (np.array(7, np.int32), {"m": rng.normal(size=(4,)).astype(np.float32)})}
+    ck = checkpoints.RunCheckpoints(str(tmp_path))
+    ck.save_latest(3, tree, {"epoch": 1})
+    ck.save_best(3, tree, {"epoch": 1})
+    tree2 = jax.tree.map(lambda x: x + 1, tree)
+    ck.save_latest(6, tree2, {"epoch": 2})
+    restored, meta = ck.restore_latest(tree)
+    assert meta == {"epoch": 2} and ck.latest_step() == 6 and ck.best_step() == 3
+    for x, y in zip(jax.tree.leaves(restored), jax.tree.leaves(tree2)):
+        np.testing.assert_array_equal(np.asarray(x), y)
+    best, _ = ck.restore_best(tree)
+    for x, y in zip(jax.tree.leaves(best), jax.tree.leaves(tree)):
+        np.testing.assert_array_equal(np.asarray(x), y)
+    ck.close()
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        checkpoints.RunCheckpoints(str(tmp_path / "empty")).restore_best(tree)
