@@ -1,0 +1,570 @@
+"""Vocabulary-parallel CCE and CCE- over a device mesh (``shard_map``), never gathering the table.
+
+Layout. ``embeddings [N, D]`` are sharded by rows over ``data_axis`` (replicated over
+``vocab_axis``); ``table [R, D]`` is sharded by rows over ``vocab_axis`` (R divisible by its size
+K; each shard owns ``R / K`` consecutive rows). Class ``c`` (a label in ``[0, V)``) is table row
+``col_start + c``; every other row (a padding row 0, a BERT4Rec mask row, rows padded to make R
+divisible) is *excluded*: it takes part in no softmax and gets a zero gradient. This lets the
+trainer pass the model's whole item table, whose slice ``[1 : V + 1]`` could not be split evenly.
+
+CCE (``vocab_parallel_cross_entropy``), per shard k and row i:
+  forward:  lse_k = the single-device CCE log-sum-exp over the shard's rows (Pallas kernel or the
+            chunked XLA path of ``pallas_kernels.cce``); the excluded rows' exp-terms (at most
+            ``col_start + R - col_start - V`` rows per shard, an [N, E] matmul) are subtracted;
+            merged over the axis as ``m = pmax(lse_k)``, ``lse = m + log(psum(exp(lse_k - m)))``
+            (N values per shard on the wire); the target logit comes from the owning shard
+            (``psum`` of a masked indexed dot).
+  backward: the single-device CCE backward on the shard with the *global* LSE and the target
+            only where the shard owns it: dE_k = sum_j G_ij C_j over the shard's rows,
+            dC_k = G_k^T E; dE is ``psum``-ed over ``vocab_axis``, dC over ``data_axis`` (rows of
+            other data shards) and stays sharded over ``vocab_axis``.
+Excluded-row subtraction is exact in real arithmetic; in float32 it loses precision only when an
+excluded row's logit dominates the whole catalog's softmax mass (relative error ~ 1e-7 *
+exp(z_excluded) / Z). Padding rows are zeros (logit 0) and row 0 is never trained, so this does
+not happen at catalog sizes where vocabulary parallelism is used.
+
+CCE- (``vocab_parallel_sampled_cross_entropy``): stratified sampling over the shards. For a
+sampler ``q`` over the V classes (uniform, or ``q ∝ item_counts``), shard k holds the share
+``pi_k = sum_{j in k} q_j`` and draws ``n_k = max(1, round(n * pi_k))`` ids (0 if ``pi_k == 0``)
+i.i.d. from ``q`` restricted to its rows. Every kept draw (draws equal to the target are dropped)
+enters the partition sum with weight ``pi_k / (n_k q_j)`` (logQ correction
+``log pi_k - log n_k - log q_j``), so ``exp(z_t) + sum_k sum_draws w exp(z)`` is an unbiased
+estimate of the full softmax denominator; loss = log(that) - z_t. For uniform q and equal shards
+``corr = log(V / n)``. This differs from the single-device CCE- correction
+``log(V - 1) - log(n_eff)`` (which renormalises over the draws that survive the target
+exclusion) by O(n / V). Draws are hash functions of ``(seed, shard, global row, slot)``
+(``pallas_kernels.cce_neg.sampling``), so forward and backward regenerate them and the result does
+not depend on the data sharding. The per-shard math is a chunked gather in XLA: the CCE- Pallas
+kernels fold the positive logit into their LSE and draw over their whole classifier, so they
+cannot produce a negatives-only, shard-restricted sum (see ``docs/distributed.md``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import Mesh, PartitionSpec as P
+
+from pallas_kernels.cce import reference as cce_reference
+from pallas_kernels.cce_neg import sampling
+
+__all__ = [
+    "shard_map",
+    "vocab_parallel_cross_entropy",
+    "vocab_parallel_sampled_cross_entropy",
+    "shard_sampler_tables",
+]
+
+
+def shard_map(f, *, mesh, in_specs, out_specs):
+    """``jax.shard_map`` (jax >= 0.7) or ``jax.experimental.shard_map.shard_map``, unchecked.
+
+    Replication checks are off: Pallas calls have no replication rule, and every function here
+    makes its outputs replicated where ``out_specs`` says so with explicit collectives.
+    """
+    if hasattr(jax, "shard_map"):
+        return jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs,
+                             check_vma=False)
+    from jax.experimental.shard_map import shard_map as _shard_map  # jax < 0.7
+
+    return _shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_rep=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """Static description of one vocabulary-parallel call (hashable: a custom_vjp nondiff arg)."""
+
+    mesh: Mesh
+    data_axis: str
+    vocab_axis: str
+    col_start: int  # table row of class 0
+    num_classes: int  # V
+    rows_per_shard: int  # R / K
+    impl: str  # "pallas" | "xla" (CCE) ; "xla" (CCE-)
+    interpret: bool = False
+    block_v: int | None = None
+    kernel_config: object = None
+    # CCE- only
+    num_negatives: int = 0  # n_max: slots drawn per shard (masked beyond the shard's n_k)
+    sampler: str = "uniform"
+
+    @property
+    def n_shards(self) -> int:
+        return self.mesh.shape[self.vocab_axis]
+
+    def excluded_candidates(self) -> np.ndarray:
+        """Local row indices that can be excluded on some shard (static; [E])."""
+        r = self.rows_per_shard
+        head = range(min(self.col_start, r))
+        tail_rows = r * self.n_shards - self.col_start - self.num_classes
+        tail = range(max(r - tail_rows, 0), r)
+        return np.array(sorted(set(head) | set(tail)), np.int32)
+
+
+def _axis_size(mesh: Mesh, name: str) -> int:
+    if name not in mesh.shape:
+        raise ValueError(f"mesh axes are {tuple(mesh.shape)}; axis {name!r} is missing (build the "
+                         "mesh with srs_jax.distributed.make_mesh, which always has 'data' and 'vocab')")
+    return mesh.shape[name]
+
+
+def _check_inputs(embeddings, table, targets, where, mesh, data_axis, vocab_axis, col_start,
+                  num_classes):
+    if embeddings.ndim != 2 or table.ndim != 2 or embeddings.shape[1] != table.shape[1]:
+        raise ValueError(f"embeddings [N, D] and table [R, D] expected, got {embeddings.shape} and "
+                         f"{table.shape}")
+    n = embeddings.shape[0]
+    if targets.shape != (n,) or (where is not None and where.shape != (n,)):
+        raise ValueError(f"targets and where must be [N]=[{n}], got {targets.shape} and "
+                         f"{None if where is None else where.shape}")
+    n_data, n_vocab = _axis_size(mesh, data_axis), _axis_size(mesh, vocab_axis)
+    rows = table.shape[0]
+    if n % n_data:
+        raise ValueError(f"N={n} rows cannot be split over {n_data} '{data_axis}' shards: use a "
+                         f"batch size (x sequence length) divisible by {n_data}")
+    if rows % n_vocab:
+        raise ValueError(f"table has {rows} rows, not divisible by the {n_vocab} '{vocab_axis}' "
+                         "shards: pad it (srs_jax.distributed.pad_item_table)")
+    if num_classes < 1 or col_start < 0 or col_start + num_classes > rows:
+        raise ValueError(f"classes [col_start={col_start}, +V={num_classes}) must lie inside the "
+                         f"table's {rows} rows")
+    return n_data, n_vocab
+
+
+# ------------------------------------------------------------------------------------------------
+# Per-shard pieces of the single-device CCE.
+
+
+def _local_lse(plan: _Plan, e, c):
+    """float32[n] natural-log LSE of e [n, D] against all rows of the local shard c [Vk, D]."""
+    if plan.impl == "pallas":
+        from pallas_kernels.cce import ops
+
+        cfg = ops.resolve_config(e.shape[0], c.shape[0], e.shape[1], None, plan.block_v,
+                                 plan.kernel_config)
+        return ops._lse(e, c, cfg, plan.interpret)
+    return cce_reference._chunked_lse(e, c, None, plan.block_v or 2048)
+
+
+def _local_grads(plan: _Plan, e, c, t_local, valid, lse, g):
+    """(dE [n, D], dC [Vk, D]) of sum_i g_i loss_i with the global ``lse``; t_local = -1 where the
+    shard does not own the target (no one-hot term there)."""
+    res = (e, c, t_local, valid, lse)
+    if plan.impl == "pallas":
+        from pallas_kernels.cce import ops
+
+        cfg = ops.resolve_config(e.shape[0], c.shape[0], e.shape[1], None, plan.block_v,
+                                 plan.kernel_config)
+        de, dc, _, _ = ops._bwd(cfg, plan.interpret, res, g)
+    else:
+        de, dc, _, _ = cce_reference._chunked_bwd(None, plan.block_v or 2048, res, g)
+    return de, dc
+
+
+def _ownership(plan: _Plan, targets):
+    """(global table row of each target, shard-local row or -1, owned bool)."""
+    k = lax.axis_index(plan.vocab_axis)
+    row = targets + plan.col_start
+    local = row - k * plan.rows_per_shard
+    owned = (local >= 0) & (local < plan.rows_per_shard)
+    return jnp.where(owned, local, -1).astype(jnp.int32), owned
+
+
+def _excluded(plan: _Plan, e, c):
+    """Logits [n, E] of this shard's excluded rows, their mask bool[E] and local indices [E]."""
+    cand = plan.excluded_candidates()
+    if cand.size == 0:
+        return None
+    k = lax.axis_index(plan.vocab_axis)
+    glob = k * plan.rows_per_shard + jnp.asarray(cand)
+    mask = (glob < plan.col_start) | (glob >= plan.col_start + plan.num_classes)
+    c_ex = jnp.take(c, jnp.asarray(cand), axis=0)
+    x = lax.dot_general(e, c_ex, (((1,), (1,)), ((), ())),
+                        precision=cce_reference._matmul_precision(e.dtype),
+                        preferred_element_type=jnp.float32)
+    return x, mask, jnp.asarray(cand), c_ex
+
+
+def _merge_lse(plan: _Plan, lse_k, ex=None):
+    """Global LSE from per-shard LSEs (pmax + psum of exp-shifted sums), excluded rows removed."""
+    m = lax.pmax(lse_k, plan.vocab_axis)
+    s = jnp.exp(lse_k - m)
+    if ex is not None:
+        x, mask, _, _ = ex
+        s = s - jnp.sum(jnp.where(mask[None, :], jnp.exp(x - m[:, None]), 0.0), axis=1)
+    s = lax.psum(s, plan.vocab_axis)
+    return m + jnp.log(jnp.maximum(s, jnp.finfo(jnp.float32).tiny))
+
+
+def _cce_fwd_shard(plan: _Plan, e, table, t, valid):
+    c = table.astype(e.dtype)
+    lse_k = _local_lse(plan, e, c)
+    ex = _excluded(plan, e, c)
+    lse = _merge_lse(plan, lse_k, ex)
+    t_local, owned = _ownership(plan, t)
+    z_t = cce_reference.target_logits(e, c, jnp.maximum(t_local, 0), valid & owned)
+    z_t = lax.psum(z_t, plan.vocab_axis)
+    return jnp.where(valid, lse - z_t, 0.0), lse
+
+
+def _cce_bwd_shard(plan: _Plan, e, table, t, valid, lse, g):
+    c = table.astype(e.dtype)
+    g = jnp.where(valid, g.astype(jnp.float32), 0.0)
+    t_local, _ = _ownership(plan, t)
+    de, dc = _local_grads(plan, e, c, t_local, valid, lse, g)
+    de = de.astype(jnp.float32)
+    dc = dc.astype(jnp.float32)
+    ex = _excluded(plan, e, c)
+    if ex is not None:  # remove the excluded rows' softmax terms from dE, zero their dC rows
+        x, mask, cand, c_ex = ex
+        p = jnp.where(mask[None, :], jnp.exp(x - lse[:, None]) * g[:, None], 0.0)
+        de = de - p @ c_ex.astype(jnp.float32)
+        dc = dc.at[cand].multiply(jnp.where(mask, 0.0, 1.0)[:, None])
+    de = lax.psum(de, plan.vocab_axis)
+    dc = lax.psum(dc, plan.data_axis)
+    return de.astype(e.dtype), dc.astype(table.dtype)
+
+
+def _specs(plan: _Plan):
+    rows = P(plan.data_axis)
+    return rows, P(plan.data_axis, None), P(plan.vocab_axis, None)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _cce_rows(plan, e, table, t, valid):
+    return _cce_fwd(plan, e, table, t, valid)[0]
+
+
+def _cce_fwd(plan, e, table, t, valid):
+    rows, mat, tab = _specs(plan)
+    fn = shard_map(functools.partial(_cce_fwd_shard, plan), mesh=plan.mesh,
+                   in_specs=(mat, tab, rows, rows), out_specs=(rows, rows))
+    loss, lse = fn(e, table, t, valid)
+    return loss, (e, table, t, valid, lse)
+
+
+def _cce_bwd(plan, res, g):
+    e, table, t, valid, lse = res
+    rows, mat, tab = _specs(plan)
+    fn = shard_map(functools.partial(_cce_bwd_shard, plan), mesh=plan.mesh,
+                   in_specs=(mat, tab, rows, rows, rows, rows), out_specs=(mat, tab))
+    de, dc = fn(e, table, t, valid, lse, g)
+    return de, dc, None, None
+
+
+_cce_rows.defvjp(_cce_fwd, _cce_bwd)
+
+
+def _reduce(rows, valid, reduction):
+    if reduction == "none":
+        return rows
+    total = jnp.sum(rows)
+    if reduction == "sum":
+        return total
+    if reduction == "mean":
+        return total / jnp.maximum(jnp.sum(valid.astype(jnp.float32)), 1.0)
+    raise ValueError(f"reduction={reduction!r} is not one of ('mean', 'sum', 'none')")
+
+
+def vocab_parallel_cross_entropy(embeddings, table, targets, *, mesh: Mesh, where=None,
+                                 reduction: str = "mean", col_start: int = 0,
+                                 num_classes: int | None = None, impl: str = "auto",
+                                 interpret: bool = False, block_v: int | None = None,
+                                 kernel_config=None, data_axis: str = "data",
+                                 vocab_axis: str = "vocab"):
+    """Exact softmax CE of ``embeddings @ table[col_start : col_start + V].T``, table sharded.
+
+    Args:
+      embeddings: [N, D] float32/bfloat16 rows, N divisible by the ``data_axis`` size.
+      table: [R, D] classifier rows (cast to ``embeddings.dtype`` for the compute; the gradient
+        comes back in the table's dtype), R divisible by the ``vocab_axis`` size.
+      targets: int[N] labels in [0, V) (ignored where ``where`` is False).
+      mesh: a mesh with both axes (either may have size 1).
+      where: optional bool[N] rows that count.
+      reduction: "mean" over counted rows, "sum" or "none" (float32[N]).
+      col_start, num_classes: class c is table row ``col_start + c``; V = ``num_classes``
+        (default R - col_start). Other rows are excluded from the softmax.
+      impl: "pallas" (per-shard Pallas kernels), "xla" (per-shard chunked XLA) or "auto".
+    """
+    num_classes = table.shape[0] - col_start if num_classes is None else int(num_classes)
+    _check_inputs(embeddings, table, targets, where, mesh, data_axis, vocab_axis, col_start,
+                  num_classes)
+    if impl == "auto":
+        impl = "pallas" if jax.default_backend() == "gpu" else "xla"
+    if impl not in ("pallas", "xla"):
+        raise ValueError(f"impl={impl!r}: vocabulary-parallel CCE runs 'pallas', 'xla' or 'auto'")
+    valid = jnp.ones(targets.shape, bool) if where is None else where.astype(bool)
+    t = jnp.where(valid, targets, 0).astype(jnp.int32)
+    plan = _Plan(mesh, data_axis, vocab_axis, int(col_start), num_classes,
+                 table.shape[0] // mesh.shape[vocab_axis], impl, bool(interpret), block_v,
+                 kernel_config)
+    return _reduce(_cce_rows(plan, embeddings, table, t, valid), valid, reduction)
+
+
+# ------------------------------------------------------------------------------------------------
+# CCE- (stratified per-shard negatives).
+
+_SHARD_SALT = 0x85EBCA6B
+
+
+def shard_sampler_tables(num_rows: int, n_shards: int, num_negatives: int, *, col_start: int = 0,
+                         num_classes: int | None = None, item_counts=None):
+    """Host-side per-shard sampler state for ``vocab_parallel_sampled_cross_entropy``.
+
+    Returns a dict of numpy arrays: ``n_draws int32[K]`` (n_k), ``log_w float32[K]``
+    (log pi_k - log n_k), and for popularity sampling ``prob float32[R]``, ``alias int32[R]``
+    (per-shard alias tables over local rows) and ``log_q float32[R]`` (-inf on excluded rows).
+    ``item_counts``: None (uniform) or counts over the V classes (labels 0..V-1).
+    """
+    num_classes = num_rows - col_start if num_classes is None else int(num_classes)
+    if num_rows % n_shards:
+        raise ValueError(f"{num_rows} table rows are not divisible by {n_shards} shards")
+    r = num_rows // n_shards
+    q = np.zeros(num_rows, np.float64)
+    if item_counts is None:
+        q[col_start:col_start + num_classes] = 1.0 / num_classes
+    else:
+        counts = sampling._check_counts(item_counts)
+        if counts.shape != (num_classes,):
+            raise ValueError(f"item_counts has {counts.shape[0]} entries, expected V={num_classes} "
+                             "(counts over labels 0..V-1)")
+        q[col_start:col_start + num_classes] = counts / counts.sum()
+    pi = q.reshape(n_shards, r).sum(axis=1)
+    n_draws = np.where(pi > 0, np.maximum(1, np.rint(num_negatives * pi)), 0).astype(np.int32)
+    with np.errstate(divide="ignore"):
+        log_w = np.where(n_draws > 0, np.log(pi) - np.log(np.maximum(n_draws, 1)), 0.0)
+        log_q = np.log(q)
+    out = {"n_draws": n_draws, "log_w": log_w.astype(np.float32),
+           "log_q": log_q.astype(np.float32)}
+    if item_counts is not None:
+        prob = np.zeros(num_rows, np.float32)
+        alias = np.zeros(num_rows, np.int32)
+        for k in range(n_shards):
+            qk = q[k * r:(k + 1) * r]
+            if qk.sum() > 0:
+                prob[k * r:(k + 1) * r], alias[k * r:(k + 1) * r] = sampling.build_alias_table(qk)
+        out.update(prob=prob, alias=alias)
+    return out
+
+
+def _draws(plan: _Plan, seed_u32, rows_global, table_state):
+    """Local ids int32[n, n_max] and slot-active mask bool[n, n_max] of this shard's draws."""
+    k = lax.axis_index(plan.vocab_axis)
+    seed = sampling.mix32(seed_u32 ^ (k.astype(jnp.uint32) * jnp.uint32(_SHARD_SALT)))
+    n_k, _, log_q, prob, alias = table_state
+    r = plan.rows_per_shard
+    if plan.sampler == "uniform":
+        # Uniform over this shard's valid rows [lo, hi) (the shard's share of the V classes).
+        lo = jnp.clip(plan.col_start - k * r, 0, r)
+        hi = jnp.clip(plan.col_start + plan.num_classes - k * r, 0, r)
+        keys = sampling.stream_keys(seed, rows_global, "row")[:, None]
+        h = sampling.draw_hash(keys, sampling.slot_keys(
+            jnp.arange(plan.num_negatives, dtype=jnp.uint32))[None, :])
+        span = jnp.maximum(hi - lo, 1).astype(jnp.uint32)
+        ids = lo + sampling.mulhi32(h, span).astype(jnp.int32)
+    else:
+        table = sampling.PopularityTable(prob, alias, log_q)
+        ids = sampling.ids_for_streams(seed, rows_global, plan.num_negatives, r, "popularity",
+                                       "row", table)
+    active = jnp.arange(plan.num_negatives)[None, :] < n_k[0]
+    return ids, jnp.broadcast_to(active, ids.shape)
+
+
+def _neg_logits(plan: _Plan, e, c, t_local, ids, active, table_state):
+    """Corrected negative logits float32[n, n_max] (-inf where not used) and gathered rows."""
+    _, log_w, log_q, _, _ = table_state
+    cg = jnp.take(c, ids, axis=0)  # [n, n_max, D]
+    s = jnp.einsum("rd,rkd->rk", e, cg, preferred_element_type=jnp.float32)
+    keep = active & (ids != t_local[:, None])
+    corr = log_w[0] - log_q[ids]
+    return jnp.where(keep, s + corr, -jnp.inf), cg
+
+
+def _chunks(n: int, block: int = 128):
+    bt = min(block, n)
+    while n % bt:
+        bt -= 1
+    return bt, n // bt
+
+
+def _cce_neg_fwd_shard(plan: _Plan, e, table, t, valid, seed_u32, *table_state):
+    c = table.astype(e.dtype)
+    n = e.shape[0]
+    rows_global = lax.axis_index(plan.data_axis) * n + jnp.arange(n)
+    t_local, owned = _ownership(plan, t)
+    z_t = cce_reference.target_logits(e, c, jnp.maximum(t_local, 0), valid & owned)
+    z_t = lax.psum(z_t, plan.vocab_axis)
+    bt, nc = _chunks(n)
+
+    def body(_, xs):
+        ec, tc, rc = xs
+        ids, active = _draws(plan, seed_u32, rc.astype(jnp.uint32), table_state)
+        s, _ = _neg_logits(plan, ec, c, tc, ids, active, table_state)
+        return None, jax.nn.logsumexp(s, axis=1)
+
+    _, lse_k = lax.scan(body, None, (e.reshape(nc, bt, -1), t_local.reshape(nc, bt),
+                                     rows_global.reshape(nc, bt)))
+    lse_k = lse_k.reshape(n)
+    # Merge negatives over shards, then add the positive: lse = logaddexp(z_t, LSE_k lse_k).
+    m = jnp.maximum(lax.pmax(lse_k, plan.vocab_axis), z_t)
+    s = lax.psum(jnp.exp(lse_k - m), plan.vocab_axis) + jnp.exp(z_t - m)
+    lse = m + jnp.log(s)
+    return jnp.where(valid, lse - z_t, 0.0), lse
+
+
+def _cce_neg_bwd_shard(plan: _Plan, e, table, t, valid, seed_u32, lse, g, *table_state):
+    c = table.astype(e.dtype)
+    n, d = e.shape
+    rows_global = lax.axis_index(plan.data_axis) * n + jnp.arange(n)
+    g = jnp.where(valid, g.astype(jnp.float32), 0.0)
+    t_local, owned = _ownership(plan, t)
+    t_safe = jnp.maximum(t_local, 0)
+    # Positive term on the owning shard: d loss / d z_t = p_t - 1.
+    z_t = cce_reference.target_logits(e, c, t_safe, valid & owned)
+    z_t = lax.psum(z_t, plan.vocab_axis)
+    g_pos = jnp.where(owned, (jnp.exp(z_t - lse) - 1.0) * g, 0.0)
+    ef = e.astype(jnp.float32)
+    c_t = jnp.take(c, t_safe, axis=0).astype(jnp.float32)
+    de0 = g_pos[:, None] * c_t
+    dc = jnp.zeros(c.shape, jnp.float32).at[t_safe].add(g_pos[:, None] * ef)
+    bt, nc = _chunks(n)
+
+    def body(dc, xs):
+        ec, tc, rc, lc, gc = xs
+        ids, active = _draws(plan, seed_u32, rc.astype(jnp.uint32), table_state)
+        s, cg = _neg_logits(plan, ec, c, tc, ids, active, table_state)
+        p = jnp.exp(s - lc[:, None]) * gc[:, None]  # 0 where s == -inf
+        de = jnp.einsum("rk,rkd->rd", p, cg.astype(jnp.float32))
+        dc = dc.at[ids.reshape(-1)].add(
+            (p[:, :, None] * ec.astype(jnp.float32)[:, None, :]).reshape(-1, d))
+        return dc, de
+
+    dc, de = lax.scan(body, dc, (e.reshape(nc, bt, d), t_local.reshape(nc, bt),
+                                 rows_global.reshape(nc, bt), lse.reshape(nc, bt),
+                                 g.reshape(nc, bt)))
+    de = lax.psum(de.reshape(n, d) + de0, plan.vocab_axis)
+    dc = lax.psum(dc, plan.data_axis)
+    return de.astype(e.dtype), dc.astype(table.dtype)
+
+
+def _neg_specs(plan: _Plan):
+    rows, mat, tab = _specs(plan)
+    v = P(plan.vocab_axis)
+    return rows, mat, tab, (v, v, v, v, v)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _cce_neg_rows(plan, e, table, t, valid, seed_u32, table_state):
+    return _cce_neg_fwd(plan, e, table, t, valid, seed_u32, table_state)[0]
+
+
+def _cce_neg_fwd(plan, e, table, t, valid, seed_u32, table_state):
+    rows, mat, tab, st = _neg_specs(plan)
+    fn = shard_map(functools.partial(_cce_neg_fwd_shard, plan), mesh=plan.mesh,
+                   in_specs=(mat, tab, rows, rows, P()) + st, out_specs=(rows, rows))
+    loss, lse = fn(e, table, t, valid, seed_u32, *table_state)
+    return loss, (e, table, t, valid, seed_u32, table_state, lse)
+
+
+def _cce_neg_bwd(plan, res, g):
+    e, table, t, valid, seed_u32, table_state, lse = res
+    rows, mat, tab, st = _neg_specs(plan)
+    fn = shard_map(functools.partial(_cce_neg_bwd_shard, plan), mesh=plan.mesh,
+                   in_specs=(mat, tab, rows, rows, P(), rows, rows) + st, out_specs=(mat, tab))
+    de, dc = fn(e, table, t, valid, seed_u32, lse, g, *table_state)
+    return de, dc, None, None, None, None
+
+
+_cce_neg_rows.defvjp(_cce_neg_fwd, _cce_neg_bwd)
+
+
+def vocab_parallel_sampled_cross_entropy(embeddings, table, targets, *, mesh: Mesh,
+                                         num_negatives: int, seed, sampler_tables=None,
+                                         where=None, reduction: str = "mean", col_start: int = 0,
+                                         num_classes: int | None = None,
+                                         data_axis: str = "data", vocab_axis: str = "vocab"):
+    """CCE- with the table sharded over ``vocab_axis`` (estimator in the module docstring).
+
+    Args:
+      num_negatives: n, the total expected number of negatives per row over all shards.
+      seed: int or uint32/int32 scalar (may be traced; new each step).
+      sampler_tables: ``shard_sampler_tables(...)`` (numpy dict; popularity when it has
+        ``prob``); None: uniform, built here from the shapes.
+      Other arguments as in ``vocab_parallel_cross_entropy``.
+    """
+    num_classes = table.shape[0] - col_start if num_classes is None else int(num_classes)
+    _, n_vocab = _check_inputs(embeddings, table, targets, where, mesh, data_axis, vocab_axis,
+                               col_start, num_classes)
+    if not isinstance(num_negatives, (int, np.integer)) or num_negatives < 1:
+        raise ValueError(f"num_negatives must be a positive int, got {num_negatives!r}")
+    if sampler_tables is None:
+        sampler_tables = shard_sampler_tables(table.shape[0], n_vocab, int(num_negatives),
+                                              col_start=col_start, num_classes=num_classes)
+    st = sampler_tables
+    popularity = "prob" in st
+    if st["n_draws"].shape != (n_vocab,) or st["log_q"].shape != (table.shape[0],):
+        raise ValueError(f"sampler_tables were built for {st['n_draws'].shape[0]} shards and "
+                         f"{st['log_q'].shape[0]} rows; this call has {n_vocab} and "
+                         f"{table.shape[0]}: rebuild them with shard_sampler_tables")
+    n_max = int(np.max(st["n_draws"]))
+    rows = table.shape[0]
+    table_state = (jnp.asarray(st["n_draws"]), jnp.asarray(st["log_w"]), jnp.asarray(st["log_q"]),
+                   jnp.asarray(st["prob"]) if popularity else jnp.zeros((rows,), jnp.float32),
+                   jnp.asarray(st["alias"]) if popularity else jnp.zeros((rows,), jnp.int32))
+    valid = jnp.ones(targets.shape, bool) if where is None else where.astype(bool)
+    t = jnp.where(valid, targets, 0).astype(jnp.int32)
+    plan = _Plan(mesh, data_axis, vocab_axis, int(col_start), num_classes, rows // n_vocab, "xla",
+                 num_negatives=n_max, sampler="popularity" if popularity else "uniform")
+    seed_u32 = sampling.seed_to_u32(seed)
+    return _reduce(_cce_neg_rows(plan, embeddings, table, t, valid, seed_u32, table_state), valid,
+                   reduction)
+
+
+def log_sampling_weight_reference(sampler_tables, num_rows: int, n_shards: int):
+    """float64 [R] per-row logQ correction ``log pi_k - log n_k - log q_j`` (tests, docs)."""
+    r = num_rows // n_shards
+    shard = np.arange(num_rows) // r
+    return (np.asarray(sampler_tables["log_w"], np.float64)[shard]
+            - np.asarray(sampler_tables["log_q"], np.float64))
+
+
+
+def shard_negative_ids(n_rows: int, table_rows: int, *, mesh: Mesh, num_negatives: int, seed,
+                       sampler_tables=None, col_start: int = 0, num_classes: int | None = None,
+                       data_axis: str = "data", vocab_axis: str = "vocab"):
+    """The draws of ``vocab_parallel_sampled_cross_entropy`` (tests and references).
+
+    Returns ``(ids int32[K, N, n_max], active bool[K, N, n_max])``: global table rows drawn by
+    shard k for row i, and which slots are used (``s < n_k``). Draws equal to a row's target are
+    included here; the loss drops them.
+    """
+    num_classes = table_rows - col_start if num_classes is None else int(num_classes)
+    n_vocab = mesh.shape[vocab_axis]
+    if sampler_tables is None:
+        sampler_tables = shard_sampler_tables(table_rows, n_vocab, int(num_negatives),
+                                              col_start=col_start, num_classes=num_classes)
+    st = sampler_tables
+    popularity = "prob" in st
+    table_state = (jnp.asarray(st["n_draws"]), jnp.asarray(st["log_w"]), jnp.asarray(st["log_q"]),
+                   jnp.asarray(st["prob"]) if popularity else jnp.zeros((table_rows,), jnp.float32),
+                   jnp.asarray(st["alias"]) if popularity else jnp.zeros((table_rows,), jnp.int32))
+    plan = _Plan(mesh, data_axis, vocab_axis, int(col_start), num_classes, table_rows // n_vocab,
+                 "xla", num_negatives=int(np.max(st["n_draws"])),
+                 sampler="popularity" if popularity else "uniform")
+
+    def body(seed_u32, *ts):
+        n = n_rows // mesh.shape[data_axis]
+        rows_global = lax.axis_index(data_axis) * n + jnp.arange(n)
+        ids, active = _draws(plan, seed_u32, rows_global.astype(jnp.uint32), ts)
+        ids = ids + lax.axis_index(vocab_axis) * plan.rows_per_shard
+        return ids[None], active[None]
+
+    v = P(vocab_axis)
+    out = P(vocab_axis, data_axis, None)
+    fn = shard_map(body, mesh=mesh, in_specs=(P(), v, v, v, v, v), out_specs=(out, out))
+    return jax.jit(fn)(sampling.seed_to_u32(seed), *table_state)

@@ -1,0 +1,45 @@
+"""Training beyond one device: a ``(data, vocab)`` mesh, sharded state, vocabulary-parallel losses.
+
+* ``mesh``: ``make_mesh(config.mesh)``, shardings, item-table padding.
+* ``loss``: ``loss_hook`` (the trainer's call into ``pallas_kernels.vocab_parallel``).
+* ``training``: ``place_state``, ``shard_batch``, ``make_sharded_train_step``.
+* ``topk``: full-ranking top-K over a sharded item table.
+
+See docs/distributed.md.
+"""
+
+from srs_jax.distributed.loss import (
+    LossPlan,
+    classifier_hook,
+    current_plan,
+    loss_hook,
+    make_loss_plan,
+    use_plan,
+)
+from srs_jax.distributed.mesh import (
+    DATA,
+    VOCAB,
+    MeshConfig,
+    batch_sharding,
+    make_mesh,
+    mesh_config,
+    pad_item_table,
+    replicated,
+    shard_tree,
+    state_shardings,
+    unpad_item_table,
+)
+from srs_jax.distributed.topk import sharded_top_k, top_k_items_sharded
+from srs_jax.distributed.training import (
+    make_sharded_train_step,
+    place_state,
+    shard_batch,
+    table_rows,
+)
+
+__all__ = [
+    "DATA", "VOCAB", "LossPlan", "MeshConfig", "batch_sharding", "classifier_hook", "current_plan", "loss_hook",
+    "make_loss_plan", "make_mesh", "make_sharded_train_step", "mesh_config", "pad_item_table",
+    "place_state", "replicated", "shard_batch", "shard_tree", "sharded_top_k", "state_shardings",
+    "table_rows", "top_k_items_sharded", "unpad_item_table", "use_plan",
+]
