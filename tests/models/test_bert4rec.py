@@ -496,3 +496,49 @@ def test_end_to_end_through_the_trainer(tmp_path):
         for k in ("ndcg@10", "hitrate@10"):
             assert 0.0 <= results[split][k] <= 1.0
     assert results["test"]["hitrate@20"] >= results["test"]["hitrate@10"]
+
+
+# --------------------------------------------------------------------------- configs
+
+_BERT4REC_ROWS = {  # issue 6: dataset -> loss -> (batch, length, negatives)
+    "zvuk": {"cce": (1024, 128, 0), "cce_neg": (1024, 128, 2047)},
+    "megamarket": {"cce": (2048, 320, 0), "cce_neg": (2048, 320, 4095)},
+    "30music": {"cce": (256, 720, 0), "cce_neg": (256, 720, 4095)},
+    "gowalla": {"cce": (1024, 320, 0), "cce_neg": (1024, 320, 511)},
+    "beauty": {"cce": (1024, 32, 0), "cce_neg": (1024, 32, 511)},
+    "movielens_20m": {"cce": (256, 512, 0), "cce_neg": (256, 512, 511)},
+}
+
+
+def _config_names():
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[2] / "configs"
+    return sorted(p.stem for p in root.glob("*_bert4rec_*.py") if not p.stem.startswith("_"))
+
+
+def test_bert4rec_configs_match_issue_rows_and_validate():
+    try:
+        checks = importlib.import_module("srs_jax.training.config_checks")
+    except ImportError as err:
+        pytest.skip(f"configs need the trainer (srs_jax.training): {err}")
+    names = _config_names()
+    expected = {f"{d}_bert4rec_{loss}" for d, row in _BERT4REC_ROWS.items() for loss in row}
+    expected |= {"amazon_sports_bert4rec_ce", "amazon_games_bert4rec_ce", "synthetic_bert4rec_cce"}
+    assert expected <= set(names), sorted(expected - set(names))
+    for name in names:
+        c = importlib.import_module(f"configs.{name}").get_config()
+        checks.validate_config(checks.resolve_config(c))
+        assert c.model.name == "bert4rec" and c.workdir == f"runs/{name}", name
+        assert 0 < c.model.mask_prob <= 1 and 0 <= c.model.last_item_mask_prob <= 1
+        dataset, _, loss = name.partition("_bert4rec_")
+        assert c.loss.type == loss
+        if dataset in _BERT4REC_ROWS:
+            batch, length, negatives = _BERT4REC_ROWS[dataset][loss]
+            assert (c.train.batch_size, c.model.max_len, c.loss.num_negatives) == (batch, length, negatives), name
+            assert (c.model.hidden, c.model.num_blocks, c.model.num_heads, c.model.dropout) == (256, 2, 2, 0.1)
+        if dataset.startswith("amazon"):
+            assert c.data.split == "leave_one_out" and c.model.mask_prob == 0.6
+        if name in ("30music_bert4rec_cce", "amazon_sports_bert4rec_ce"):  # longest / Amazon: builds
+            model = b4.build(c.model, 7, rngs=nnx.Rngs(0))
+            assert model.output_embeddings().shape == (7, c.model.hidden)

@@ -1,0 +1,10 @@
+"""BERT4Rec + full cross-entropy (CE) on amazon_sports (leave-one-out, full ranking, history removed).
+
+Run: DATA_DIR=../shared/data python -m experiments.train --config configs/amazon_sports_bert4rec_ce.py --workdir runs/amazon_sports_bert4rec_ce
+"""
+
+from configs._bert4rec_settings import shared_config
+
+
+def get_config():
+    return shared_config("amazon_sports", "ce")

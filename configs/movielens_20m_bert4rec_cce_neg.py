@@ -1,0 +1,10 @@
+"""BERT4Rec + sampled Cut Cross-Entropy (CCE-) on movielens_20m: the reference's BERT4Rec batch / length / negatives.
+
+Run: python -m experiments.train --config configs/movielens_20m_bert4rec_cce_neg.py --workdir runs/movielens_20m_bert4rec_cce_neg
+"""
+
+from configs._bert4rec_settings import benchmark_config
+
+
+def get_config():
+    return benchmark_config("movielens_20m", "cce_neg")

@@ -1,0 +1,18 @@
+"""BERT4Rec + CCE on the built-in synthetic data: a CPU demo of the cloze model.
+
+Run: python -m experiments.train --config configs/synthetic_bert4rec_cce.py --workdir /tmp/srs_bert4rec
+Same data, sizes and windows as ``configs/synthetic_cce.py`` (SASRec), plus the cloze fields.
+"""
+
+from configs import synthetic_cce
+from configs._bert4rec_settings import LAST_ITEM_MASK_PROB, MASK_PROB
+
+
+def get_config():
+    c = synthetic_cce.get_config()
+    c.model.name = "bert4rec"
+    c.model.mask_prob = MASK_PROB
+    c.model.last_item_mask_prob = LAST_ITEM_MASK_PROB
+    c.model.head_transform = True
+    c.workdir = "runs/synthetic_bert4rec_cce"
+    return c

@@ -1,0 +1,10 @@
+"""BERT4Rec + Cut Cross-Entropy (CCE) on zvuk: the reference's BERT4Rec batch / length.
+
+Run: python -m experiments.train --config configs/zvuk_bert4rec_cce.py --workdir runs/zvuk_bert4rec_cce
+"""
+
+from configs._bert4rec_settings import benchmark_config
+
+
+def get_config():
+    return benchmark_config("zvuk", "cce")
