@@ -30,6 +30,12 @@ def _manager(directory: str) -> ocp.CheckpointManager:
                                  item_names=("state", "meta"))
 
 
+def has_checkpoint(workdir: str) -> bool:
+    """Whether ``workdir`` holds a finished latest checkpoint (no directories are created)."""
+    latest = os.path.join(os.path.abspath(workdir), "checkpoints", "latest")
+    return os.path.isdir(latest) and any(name.isdigit() for name in os.listdir(latest))
+
+
 class RunCheckpoints:
     """The two checkpoint slots of a run directory (``latest`` and ``best``)."""
 

@@ -146,14 +146,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume:
     config.workdir = os.path.abspath(workdir)
     config_checks.validate_config(config)
     workdir = config.workdir
-    os.makedirs(workdir, exist_ok=True)
-    ckpts = ckpt_lib.RunCheckpoints(workdir)
-    if not resume and ckpts.latest_step() is not None:
+    if not resume and ckpt_lib.has_checkpoint(workdir):
         raise ValueError(f"{workdir} already holds a run: pass --resume to continue it, or choose "
                          "another --workdir")
+    dataset = data_lib.prepare_dataset(config.data)  # bad data settings fail before any file is written
+    os.makedirs(workdir, exist_ok=True)
     run_files.save_config(workdir, config)
-
-    dataset = data_lib.prepare_dataset(config.data)
+    ckpts = ckpt_lib.RunCheckpoints(workdir)
     windows_in, windows_tg = batches_lib.training_windows(
         dataset.train, int(config.model.max_len), stride=config.train.get("window_stride"))
     windows = {"inputs": np.asarray(windows_in, np.int32), "targets": np.asarray(windows_tg, np.int32)}
