@@ -46,8 +46,9 @@ def parse_args(argv=None):
     p.add_argument("--neg-block", type=int, default=64)
     p.add_argument("--num-warps", type=int, default=None)
     p.add_argument("--num-stages", type=int, default=None)
-    p.add_argument("--dc-accum", default="float32")
-    p.add_argument("--dc-part-items", type=int, default=None, help="0: fused row backward")
+    p.add_argument("--dc-accum", nargs="+", default=["float32"],
+                   help="dC accumulation dtypes to try for sharing=row (shared: float32)")
+    p.add_argument("--dc-part-items", type=int, default=0, help="0: fused row backward")
     p.add_argument("--scatter-rows", type=int, default=8)
     p.add_argument("--copy-gib", type=float, default=2.0)
     p.add_argument("--out", default=None, help="JSON file (written atomically)")
@@ -106,11 +107,13 @@ def cases(args) -> list[dict]:
         if args.sampler == "popularity":
             counts = np.random.default_rng(0).zipf(1.2, size=v).clip(max=10**6)
         bound_ms = 3 * n_rows * (n + 1) * d * dtype.itemsize / bw * 1e3
-        for sharing in args.sharing:
+        variants = [(sh, acc) for sh in args.sharing
+                    for acc in (args.dc_accum if sh == "row" else ["float32"])]
+        for sharing, dc_accum in variants:
             kw = dict(num_negatives=n, sampler=args.sampler, item_counts=counts, sharing=sharing,
                       impl=args.impl, block_rows=args.block_rows, row_block=args.row_block,
                       neg_block=args.neg_block, num_warps=args.num_warps,
-                      num_stages=args.num_stages, dc_accum=args.dc_accum,
+                      num_stages=args.num_stages, dc_accum=dc_accum,
                       dc_part_items=args.dc_part_items, scatter_rows=args.scatter_rows)
             loss = lambda e_, c_, s: sampled_linear_cross_entropy(e_, c_, t, seed=s, **kw)
             fwd = jax.jit(loss)
@@ -120,7 +123,7 @@ def cases(args) -> list[dict]:
                        dtype=str(dtype), sampler=args.sampler, impl=args.impl,
                        block_rows=args.block_rows, row_block=args.row_block,
                        neg_block=args.neg_block, num_warps=args.num_warps,
-                       num_stages=args.num_stages, dc_accum=args.dc_accum,
+                       num_stages=args.num_stages, dc_accum=dc_accum,
                        dc_part_items=args.dc_part_items, scatter_rows=args.scatter_rows)
             try:
                 row["fwd_ms"], row["fwd_all_ms"] = _median_ms(fwd, seeds, args.reps)
@@ -157,10 +160,10 @@ def main(argv=None):
                 python=sys.version.split()[0], argv=sys.argv)
     if args.out:
         write_json(args.out, {"meta": meta, "rows": rows})
-    print(f"{'D':>4} {'sharing':>7} {'fwd ms':>8} {'f+b ms':>8} {'bound':>7} {'x bnd':>6} "
+    print(f"{'D':>4} {'sharing':>7} {'dC acc':>8} {'fwd ms':>8} {'f+b ms':>8} {'bound':>7} {'x bnd':>6} "
           f"{'vs SRS':>7} {'temp MiB':>9}")
     for r in rows:
-        print(f"{r['d']:>4} {r['sharing']:>7} {r.get('fwd_ms', float('nan')):8.2f} "
+        print(f"{r['d']:>4} {r['sharing']:>7} {r['dc_accum']:>8} {r.get('fwd_ms', float('nan')):8.2f} "
               f"{r.get('fwd_bwd_ms', float('nan')):8.2f} {r['gather_bound_ms']:7.2f} "
               f"{r.get('x_bound', float('nan')):6.2f} {r.get('speedup_vs_srs', float('nan')):7.2f} "
               f"{r.get('temp_mib', float('nan')):9.1f} {r.get('error', '')}")

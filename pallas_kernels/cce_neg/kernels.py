@@ -34,8 +34,8 @@ _dot = getattr(plt, "dot", None) or pl.dot
 
 def _compiler_params(st: Static, d: int):
     warps = st.num_warps
-    if warps is None:  # measured on an H200 (docs/perf_sampled.md): 8 warps for [128, 256] tiles
-        warps = 8 if (st.sharing != "row" and d >= 256) else 4
+    if warps is None:  # measured on an H200 (docs/perf_sampled.md): 8 warps pay off at D >= 256
+        warps = 8 if d >= 256 else 4
     return plt.CompilerParams(num_warps=warps, num_stages=st.num_stages)
 
 

@@ -120,11 +120,12 @@ class PopularityTable(NamedTuple):
 
 
 def _check_counts(item_counts) -> np.ndarray:
-    if isinstance(item_counts, jax.core.Tracer):
+    try:
+        counts = np.asarray(item_counts, dtype=np.float64)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError) as err:
         raise ValueError(
             "item_counts is a traced array; build the table outside jit with "
-            "pallas_kernels.cce_neg.popularity_table(counts) and pass that instead")
-    counts = np.asarray(item_counts, dtype=np.float64)
+            "pallas_kernels.cce_neg.popularity_table(counts) and pass that instead") from err
     if counts.ndim != 1 or counts.size < 2:
         raise ValueError(f"item_counts must be a 1-D array over the V >= 2 labels, got shape "
                          f"{counts.shape} (drop the padding slot: counts[1:] of encoded ids)")
