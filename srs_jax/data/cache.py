@@ -24,6 +24,7 @@ from srs_jax.data.dataset import EvalSplit, PreparedDataset, Sequences
 
 log = logging.getLogger(__name__)
 
+# Bump whenever filtering, splitting or encoding change the prepared data: old caches then miss.
 CACHE_VERSION = 1
 # Fields that do not change the prepared data.
 _NOT_HASHED = ("cache_dir", "use_cache", "source_url", "path", "synthetic")
@@ -33,7 +34,9 @@ def fingerprint(cfg) -> str:
     """Hex digest identifying the prepared data of ``cfg`` (module docstring)."""
     settings = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_HASHED}
     if cfg.format == "synthetic":
-        source = {"synthetic": cfg.synthetic.to_dict()}
+        from srs_jax.data.synthetic import GENERATOR_VERSION
+
+        source = {"synthetic": cfg.synthetic.to_dict(), "generator": GENERATOR_VERSION}
     else:
         path = Path(cfg.path).expanduser().resolve()
         st = path.stat()

@@ -22,6 +22,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+# Part of the cache fingerprint of synthetic data: bump whenever the generated data change.
+GENERATOR_VERSION = 2
+
 
 def _lengths(cfg, rng: np.random.Generator) -> np.ndarray:
     sigma = float(cfg.length_sigma)

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from srs_jax.data import cache, dataset_config, prepare_dataset, sources
+from srs_jax.data import cache, dataset_config, prepare_dataset, sources, synthetic
 
 
 def _write(path, seed, n=4000):
@@ -80,13 +80,23 @@ def test_config_change_and_file_touch_rebuild(cfg, monkeypatch, tmp_path):
     prepare_dataset(cfg)
 
 
-def test_synthetic_fingerprint_is_its_config(tmp_path):
+def test_synthetic_fingerprint_is_its_config(tmp_path, monkeypatch):
     c = dataset_config("synthetic")
     c.cache_dir = str(tmp_path)
     c.synthetic.n_users, c.synthetic.n_items = 300, 200
     p = cache.cache_path(c)
     c.synthetic.seed = 1
     assert cache.cache_path(c) != p
+    c.synthetic.seed = 0
+    assert cache.cache_path(c) == p
+    # A new generator or pipeline version makes other data from the same config: no old hit.
+    with monkeypatch.context() as m:
+        m.setattr(synthetic, "GENERATOR_VERSION", synthetic.GENERATOR_VERSION + 1)
+        assert cache.cache_path(c) != p
+    with monkeypatch.context() as m:
+        m.setattr(cache, "CACHE_VERSION", cache.CACHE_VERSION + 1)
+        assert cache.cache_path(c) != p
+    assert cache.cache_path(c) == p
 
 
 def test_interrupted_write_leaves_old_cache_usable(cfg, monkeypatch):
