@@ -43,9 +43,9 @@ class KernelConfig:
 # smaller tiles: the resident E tile, the pipelined C tiles and the f32 dE accumulator must fit
 # in registers and 228 KB of shared memory.
 _DEFAULTS = {
-    64: ((128, 128, 8), (64, 64, 4)),
-    128: ((64, 128, 4), (64, 64, 4)),
-    256: ((256, 64, 8), (64, 32, 4)),
+    64: ((64, 128, 4), (64, 64, 4)),
+    128: ((64, 128, 4), (64, 128, 4)),
+    256: ((256, 64, 8), (64, 64, 4)),
     512: ((64, 32, 4), (32, 32, 4)),  # float32 at D=256: the same bytes per row as bf16 D=512
 }
 
