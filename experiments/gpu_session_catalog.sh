@@ -5,7 +5,7 @@
 #   bash experiments/gpu_session_catalog.sh            # writes $OUT/catalog_scale.json, report, log
 #
 # Budget: < 8 minutes on an H100. One process per loss (clean peak memory), one compile and
-# 1 + 5 steps per point; a loss that runs out of memory skips its larger catalogs, and no new
+# 1 + 3 steps per point; a loss that runs out of memory skips its larger catalogs, and no new
 # point starts after CATALOG_BUDGET_S seconds (default 390). Expects polars / ml_collections /
 # tensorboardX wheels installed to /tmp/site (the lead's command prefix); matplotlib is in the
 # device image. Then, here: python -m experiments.report --out docs/figures <the JSON>.
@@ -20,11 +20,15 @@ export XLA_PYTHON_CLIENT_PREALLOCATE=false
 export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.95}"
 OUT="${OUT:-results/catalog_gpu}"
 mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt" || true
+# Files under $OUT (7): catalog_scale.json, catalog_scale.log (GPU line first), report/{report.md,
+# catalog.md, catalog.csv, memory_vs_catalog.png, step_time_vs_catalog.png}.
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 || true; } \
+  | tee "$OUT/catalog_scale.log"
 
-python -m experiments.catalog_scale --out "$OUT/catalog_scale.json" \
-  --time_budget_s "${CATALOG_BUDGET_S:-390}" "$@" 2>&1 \
-  | { grep -v -E '^[IW][0-9]{4} ' || true; } | tee "$OUT/catalog_scale.log"
+# CCE first: if the budget runs out, the points left are CE ones that run out of memory anyway.
+python -m experiments.catalog_scale --out "$OUT/catalog_scale.json" --losses=cce,cce_neg,ce,ce_neg \
+  --steps 3 --warmup 1 --time_budget_s "${CATALOG_BUDGET_S:-390}" "$@" 2>&1 \
+  | { grep -v -E '^[IW][0-9]{4} ' || true; } | tee -a "$OUT/catalog_scale.log"
 
 if python -c "import matplotlib" 2>/dev/null; then
   python -m experiments.report --out "$OUT/report" "$OUT/catalog_scale.json" 2>&1 | tail -n 40

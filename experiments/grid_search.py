@@ -16,7 +16,7 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from experiments import _cli
+from srs_jax.training import cli as _cli
 from srs_jax.experiments import grid as grid_lib
 
 _CONFIG = config_flags.DEFINE_config_file(

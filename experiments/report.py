@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from experiments import _cli
+from srs_jax.training import cli as _cli
 
 _OUT = flags.DEFINE_string("out", "report", "Output folder.")
 _PLOTS = flags.DEFINE_bool("plots", True, "Write PNG plots (needs matplotlib).")

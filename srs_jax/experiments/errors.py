@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-_OOM_MARKERS = ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory", "OOM when allocating")
+_OOM_MARKERS = ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory", "OUT_OF_MEMORY",
+                "OOM when allocating")
 
 
 def is_out_of_memory(error: BaseException) -> bool:
     """True for host ``MemoryError`` and XLA's RESOURCE_EXHAUSTED (device allocation) errors."""
     if isinstance(error, MemoryError):
         return True
-    # XlaRuntimeError / JaxRuntimeError: matched by message, the class moved between jax versions.
-    return type(error).__name__ in ("XlaRuntimeError", "JaxRuntimeError", "RuntimeError") and any(
-        m in str(error) for m in _OOM_MARKERS)
+    # XlaRuntimeError / JaxRuntimeError (RuntimeError subclasses whose module moved between jax
+    # versions) are matched by their message.
+    return isinstance(error, RuntimeError) and any(m in str(error) for m in _OOM_MARKERS)
 
 
 def short_message(error: BaseException, limit: int = 300) -> str:

@@ -59,3 +59,21 @@ def write_run(workdir: str, config, results: dict, epochs: int = 3) -> dict:
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(results, f)
     return results
+
+
+def catalog_json(path, *, peak=True):
+    """A catalog-scale JSON: CE runs out of memory at 1e6 items, the others fit (made-up sizes)."""
+    points = []
+    for loss, fail_at in (("ce", 10**6), ("ce_neg", None), ("cce", None), ("cce_neg", None)):
+        for v in (10**4, 10**5, 10**6, 10**7):
+            if fail_at and v >= fail_at:
+                status = "oom" if v == fail_at else "skipped"
+                points.append({"loss": loss, "n_items": v, "status": status, "error": "x"})
+            else:
+                b = v * 256 * 16 * (4 if loss == "ce" else 1)
+                points.append({"loss": loss, "n_items": v, "status": "ok", "error": "",
+                               "peak_memory_bytes": b if peak else None,
+                               "compiled_memory_bytes": b, "median_step_s": v * 1e-8 + 0.01,
+                               "tokens_per_s": 131072 / (v * 1e-8 + 0.01)})
+    with open(path, "w") as f:
+        json.dump({"meta": {"device": "fake", "batch_size": 1024}, "points": points}, f)

@@ -174,3 +174,26 @@ def test_cli_isolated_points(tmp_path):
     bad = subprocess.run(cmd[:-1] + ["--grid.batch_size=0"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "grid.batch_size" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_real_trainer_point_and_report(tmp_path):
+    """One tiny point through the real trainer (srs_jax.training.loop.train), then the report."""
+    from srs_jax.experiments import reporting
+
+    cfg = base_config("cce")
+    cfg.data.synthetic.n_users, cfg.data.synthetic.n_items = 300, 150
+    cfg.data.cache_dir = str(tmp_path / "cache")
+    cfg.model.hidden, cfg.model.num_blocks = 16, 1
+    cfg.train.max_epochs, cfg.eval.ks = 1, (1, 10)
+    s = grid_lib.run_grid(cfg, small_grid([64], [12], [3]), str(tmp_path / "g"), isolate=False,
+                          train_fn="srs_jax.training.loop:train", log=lambda m: None)
+    assert s.statuses == {"ok": 1}, grid_lib.read_rows(s.csv_path)[0]["error"]
+    [row] = grid_lib.read_rows(s.csv_path)
+    res = grid_lib._load_results(os.path.join(str(tmp_path / "g"), "runs", "bs64_sl12_nn0_seed42"))
+    assert float(row["test_ndcg@10"]) == pytest.approx(res["test"]["ndcg@10"])
+    assert 0.0 <= float(row["test_coverage@10"]) <= 1.0
+    assert row["peak_memory_gb"] == "" and res["peak_memory_bytes"] is None  # CPU: none, not 0
+    assert row["peak_memory_scope"].startswith("process")
+    inputs = reporting.collect([s.csv_path, str(tmp_path / "g")])
+    assert [r["status"] for r in inputs.run_rows] == ["ok", "ok"]  # the CSV row and the run folder
+    assert inputs.run_rows[0]["ndcg@10"] == pytest.approx(inputs.run_rows[1]["ndcg@10"])

@@ -13,6 +13,7 @@ import pytest
 
 from srs_jax.experiments import grid as grid_lib, reporting, tables
 from tests.experiments import fake_runs
+from tests.experiments.fake_runs import catalog_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -94,23 +95,6 @@ def write_grid_csv(path, rng):
                 res = fake_runs.fake_results(rng, peak_bytes=int(bs * sl * 2**20))
                 row = grid_lib.result_row(point, cfg, status="ok", results=res)
             grid_lib.append_row(path, row)
-
-
-def catalog_json(path, *, peak=True):
-    points = []
-    for loss, fail_at in (("ce", 10**6), ("ce_neg", None), ("cce", None), ("cce_neg", None)):
-        for v in (10**4, 10**5, 10**6, 10**7):
-            if fail_at and v >= fail_at:
-                status = "oom" if v == fail_at else "skipped"
-                points.append({"loss": loss, "n_items": v, "status": status, "error": "x"})
-            else:
-                b = v * 256 * 16 * (4 if loss == "ce" else 1)
-                points.append({"loss": loss, "n_items": v, "status": "ok", "error": "",
-                               "peak_memory_bytes": b if peak else None,
-                               "compiled_memory_bytes": b, "median_step_s": v * 1e-8 + 0.01,
-                               "tokens_per_s": 131072 / (v * 1e-8 + 0.01)})
-    with open(path, "w") as f:
-        json.dump({"meta": {"device": "fake", "batch_size": 1024}, "points": points}, f)
 
 
 def test_grid_csv_and_catalog_json_tables_and_plots(tmp_path):
