@@ -51,6 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--dc-part-items", type=int, default=0, help="0: fused row backward")
     p.add_argument("--scatter-rows", type=int, default=8)
     p.add_argument("--copy-gib", type=float, default=2.0)
+    p.add_argument("--masked-frac", type=float, default=0.0,
+                   help="fraction of rows with where=False (padding in training batches)")
     p.add_argument("--out", default=None, help="JSON file (written atomically)")
     return p.parse_args(argv)
 
@@ -103,6 +105,9 @@ def cases(args) -> list[dict]:
         e = (jax.random.normal(ke, (n_rows, d), jnp.float32) / d**0.25).astype(dtype)
         c = (jax.random.normal(kc, (v, d), jnp.float32) / d**0.25).astype(dtype)
         t = jax.random.randint(kt, (n_rows,), 0, v, jnp.int32)
+        where = None
+        if args.masked_frac > 0:
+            where = jax.random.uniform(jax.random.fold_in(kt, 1), (n_rows,)) >= args.masked_frac
         counts = None
         if args.sampler == "popularity":
             counts = np.random.default_rng(0).zipf(1.2, size=v).clip(max=10**6)
@@ -115,13 +120,14 @@ def cases(args) -> list[dict]:
                       neg_block=args.neg_block, num_warps=args.num_warps,
                       num_stages=args.num_stages, dc_accum=dc_accum,
                       dc_part_items=args.dc_part_items, scatter_rows=args.scatter_rows)
-            loss = lambda e_, c_, s: sampled_linear_cross_entropy(e_, c_, t, seed=s, **kw)
+            loss = lambda e_, c_, s: sampled_linear_cross_entropy(e_, c_, t, seed=s, where=where, **kw)
             fwd = jax.jit(loss)
             fwd_bwd = jax.jit(jax.value_and_grad(loss, (0, 1)))
             seeds = lambda r: (e, c, jnp.int32(1000 + r))
             row = dict(d=d, sharing=sharing, n_rows=n_rows, num_negatives=n, num_items=v,
                        dtype=str(dtype), sampler=args.sampler, impl=args.impl,
-                       block_rows=args.block_rows, row_block=args.row_block,
+                       masked_frac=args.masked_frac, block_rows=args.block_rows,
+                       row_block=args.row_block,
                        neg_block=args.neg_block, num_warps=args.num_warps,
                        num_stages=args.num_stages, dc_accum=dc_accum,
                        dc_part_items=args.dc_part_items, scatter_rows=args.scatter_rows)

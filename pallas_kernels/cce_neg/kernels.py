@@ -62,11 +62,15 @@ def _slot_key(j):
 # ------------------------------------------------------------------ row sharing
 
 
-def _row_logits(st, keys, ef, t, c_ref, tabs, j):
-    """Logits of slot j for every row of the tile: (s f32[Bt] incl. sample correction, keep, ids, cg)."""
+def _row_logits(st, keys, ef, t, c_ref, tabs, j, valid=None):
+    """Logits of slot j for every row of the tile: (s f32[Bt] incl. sample correction, keep, ids, cg).
+
+    Rows where ``valid`` is False are not gathered (their ``cg`` is 0).
+    """
     prob_ref, alias_ref, logq_ref = tabs
     ids = _draw(st, sampling.draw_hash(keys, _slot_key(j)), prob_ref, alias_ref)
-    cg = c_ref[ids, :].astype(jnp.float32)
+    cg = c_ref[ids, :] if valid is None else _masked_rows(st, c_ref, ids, valid)
+    cg = cg.astype(jnp.float32)
     s = jnp.sum(ef * cg, axis=1)
     if st.sampler == "popularity":
         s = s - (jnp.float32(math.log(st.num_negatives)) + logq_ref[ids])
@@ -139,16 +143,19 @@ def _row_bwd_kernel(st, keys_ref, e_ref, t_ref, g_ref, lse_ref, shift_ref, c_ref
     del dc_in_ref  # aliased with dc_ref
     keys, t, g = keys_ref[...], t_ref[...], g_ref[...]
     lse, shift = lse_ref[...], shift_ref[...]
+    # Rows with a zero cotangent (masked rows, padding) neither gather nor scatter: in padded
+    # training batches that skips their HBM traffic. Their contributions are exactly 0.
+    valid = g != 0.0
     ef = e_ref[...].astype(jnp.float32)
-    c_pos = c_ref[t, :].astype(jnp.float32)
+    c_pos = _masked_rows(st, c_ref, t, valid).astype(jnp.float32)
     s_pos = jnp.sum(ef * c_pos, axis=1)
     g_pos = (jnp.exp(s_pos - lse) - 1.0) * g
-    _scatter_rows(st, dc_ref, t, g_pos[:, None] * ef)
+    _scatter_rows(st, dc_ref, t, g_pos[:, None] * ef, mask=valid)
 
     def body(j, de):
-        s, keep, ids, cg = _row_logits(st, keys, ef, t, c_ref, tabs, j)
+        s, keep, ids, cg = _row_logits(st, keys, ef, t, c_ref, tabs, j, valid)
         gj = jnp.where(keep, jnp.exp(s - shift), 0.0) * g
-        _scatter_rows(st, dc_ref, ids, gj[:, None] * ef)
+        _scatter_rows(st, dc_ref, ids, gj[:, None] * ef, mask=valid)
         return de + gj[:, None] * cg
 
     de = jax.lax.fori_loop(0, st.num_negatives, body, g_pos[:, None] * c_pos)
