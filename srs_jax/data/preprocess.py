@@ -17,16 +17,16 @@ import polars as pl
 
 @dataclasses.dataclass(frozen=True)
 class Interactions:
-    """Filtered interactions, rows in original file order.
+    """Filtered interactions, rows in original file order (so a stable sort by time orders by
+    (time, original row)).
 
     user: int32[N] in 0..U-1 (index into ``user_raw_ids``); item: int32[N] in 0..I-1 (index into
-    ``item_raw_ids``); time: int64[N]; row: original row index [N] (increasing).
+    ``item_raw_ids``); time: int64[N].
     """
 
     user: np.ndarray
     item: np.ndarray
     time: np.ndarray
-    row: np.ndarray
     user_raw_ids: np.ndarray
     item_raw_ids: np.ndarray
 
@@ -56,10 +56,12 @@ def _dense_codes(series: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     if series.dtype.is_integer() and len(series):
         lo, hi = int(series.min()), int(series.max())
         if hi - lo <= 4 * len(series) + 1_000_000:  # compact id range: O(N) lookup, no sort
-            shifted = series.to_numpy().astype(np.int64) - lo
+            values = series.to_numpy()
+            shifted = values.astype(np.int64) - lo
             present = np.bincount(shifted, minlength=hi - lo + 1) > 0
             lut = (np.cumsum(present) - 1).astype(np.int32)
-            raw = (np.flatnonzero(present) + lo).astype(series.to_numpy().dtype)
+            raw = (np.flatnonzero(present) + lo).astype(values.dtype)
+            del values, present
             return lut[shifted], raw
     codes = series.rank("dense").cast(pl.Int32).to_numpy() - 1
     raw = series.unique().sort().to_numpy()
@@ -84,10 +86,12 @@ def load_interactions(lf: pl.LazyFrame, cfg) -> Interactions:
         raise ValueError(f"{cfg.name}: the raw data has no rows after the rating/event filters "
                          f"(min_rating={cfg.min_rating}, event_value={cfg.event_value}): check "
                          f"config.data.path and those keys")
-    user, user_raw = _dense_codes(df["user"])
-    item, item_raw = _dense_codes(df["item"])
-    time = df["time"].to_numpy()
-    row = df["row"].to_numpy()
+    # Column by column, dropping each raw column once converted: peak memory matters at 10^8+.
+    df = df.drop("row")
+    user, user_raw = _dense_codes(df.get_column("user"))
+    df = df.drop("user")
+    item, item_raw = _dense_codes(df.get_column("item"))
+    time = df.get_column("time").to_numpy()
     del df
     keep = count_filter(user, item, cfg.min_item_count, cfg.min_user_count)
     if not keep.any():
@@ -96,8 +100,9 @@ def load_interactions(lf: pl.LazyFrame, cfg) -> Interactions:
             f"{cfg.min_item_count}, min_user_count={cfg.min_user_count}): lower "
             f"config.data.min_item_count / min_user_count")
     if not keep.all():
-        user, item, time, row = user[keep], item[keep], time[keep], row[keep]
+        user, item, time = user[keep], item[keep], time[keep]
+    del keep
     user, user_raw = _compact(user, user_raw)
     item, item_raw = _compact(item, item_raw)
-    return Interactions(user=user, item=item, time=np.ascontiguousarray(time), row=row,
+    return Interactions(user=user, item=item, time=np.ascontiguousarray(time),
                         user_raw_ids=user_raw, item_raw_ids=item_raw)

@@ -28,7 +28,6 @@ sequence, test input = training sequence + validation target. ``test_period`` = 
 from __future__ import annotations
 
 import numpy as np
-import polars as pl
 
 from srs_jax.data.dataset import EvalSplit, PreparedDataset, Sequences
 from srs_jax.data.preprocess import Interactions
@@ -43,26 +42,36 @@ def split_dataset(x: Interactions, cfg) -> PreparedDataset:
     raise ValueError(f"config.data.split={cfg.split!r} is unknown: use global_temporal or leave_one_out")
 
 
-def stable_order(*keys: np.ndarray) -> np.ndarray:
-    """Row indices sorting by ``keys`` (first key most significant), ties in input order."""
-    frame = pl.DataFrame({f"k{i}": k for i, k in enumerate(keys)})
-    return frame.select(pl.arg_sort_by(frame.columns, maintain_order=True)).to_series().to_numpy()
+def _narrow(index: np.ndarray) -> np.ndarray:
+    """int32 row indices when they fit (half the memory of numpy's int64 at 10^8 rows)."""
+    return index.astype(np.int32) if len(index) < 2**31 else index
 
 
-def user_time_order(user: np.ndarray, time_order: np.ndarray) -> np.ndarray:
-    """Rows sorted by (user, time, row), given ``time_order`` (rows sorted by (time, row)).
+def time_order(time: np.ndarray) -> np.ndarray:
+    """Rows sorted by (time, original row): a stable sort, since rows are in original order.
 
-    Sorts one unique int64 key ``user * N + time rank`` instead of two columns."""
+    numpy sorts here (not polars): their only allocation is the output, which keeps the peak
+    memory of 10^8-row splits low."""
+    return _narrow(np.argsort(time, kind="stable"))
+
+
+def user_time_order(user: np.ndarray, torder: np.ndarray) -> np.ndarray:
+    """Rows sorted by (user, time, row), given ``torder`` from ``time_order``.
+
+    Sorts one unique int64 key ``user * N + time rank`` (no ties, so any sort is exact)."""
     n = len(user)
-    rank = np.empty(n, np.int64)
-    rank[time_order] = np.arange(n, dtype=np.int64)
-    rank += user.astype(np.int64) * n
-    return pl.Series(rank).arg_sort().to_numpy()
+    key = np.empty(n, np.int64)
+    key[torder] = np.arange(n, dtype=np.int64)
+    key += user.astype(np.int64) * n
+    return _narrow(np.argsort(key))
 
 
-def first_appearance(values: np.ndarray) -> np.ndarray:
-    """Distinct values in order of first appearance."""
-    return pl.Series(values).unique(maintain_order=True).to_numpy()
+def first_appearance(values: np.ndarray, n_values: int) -> np.ndarray:
+    """Distinct values of ``values`` (ints in ``[0, n_values)``) in order of first appearance."""
+    first = np.full(n_values, len(values), np.int64)
+    np.minimum.at(first, values, np.arange(len(values), dtype=np.int64))
+    seen = np.flatnonzero(first < len(values))
+    return seen[np.argsort(first[seen], kind="stable")]
 
 
 def group_rows(user_sorted: np.ndarray, items_sorted: np.ndarray) -> Sequences:
@@ -138,7 +147,7 @@ def _too_few(cfg, what: str, fix: str) -> ValueError:
 def global_temporal(x: Interactions, cfg) -> PreparedDataset:
     """The reference split (module docstring)."""
     n = len(x)
-    torder = stable_order(x.time)
+    torder = time_order(x.time)
     t_star = x.time[torder[int(np.floor(n * cfg.time_quantile))]]
     pre = x.time < t_star
     if not pre.any():
@@ -146,14 +155,14 @@ def global_temporal(x: Interactions, cfg) -> PreparedDataset:
                             f"at time {t_star})", "lower config.data.time_quantile or use "
                             "split='leave_one_out'")
 
-    pre_users = first_appearance(x.user[torder[pre[torder]]])
+    pre_users = first_appearance(x.user[torder[pre[torder]]], x.n_users)
     rng = np.random.default_rng(cfg.seed)
     n_train_users = int(np.floor((1.0 - cfg.val_user_fraction) * len(pre_users) + 0.5))
     is_val = np.zeros(x.n_users, bool)
     is_val[pre_users[rng.permutation(len(pre_users))[n_train_users:]]] = True
 
     train_mask = pre & ~is_val[x.user]
-    first_items = first_appearance(x.item[torder[train_mask[torder]]])
+    first_items = first_appearance(x.item[torder[train_mask[torder]]], x.n_items)
     lut = _encoder(first_items, x.n_items)
     warm = lut[x.item] > 0
     seen_pre = np.zeros(x.n_items, bool)
@@ -194,7 +203,7 @@ def global_temporal(x: Interactions, cfg) -> PreparedDataset:
 
 def leave_one_out(x: Interactions, cfg) -> PreparedDataset:
     """Last item = test, second-to-last = validation (module docstring)."""
-    torder = stable_order(x.time)
+    torder = time_order(x.time)
     uorder = user_time_order(x.user, torder)
     full = group_rows(x.user[uorder], x.item[uorder])  # raw item codes for now
     lengths = full.lengths()
@@ -207,7 +216,7 @@ def leave_one_out(x: Interactions, cfg) -> PreparedDataset:
     train_mask[uorder] = _prefix_mask(full.offsets, np.ones(len(full), bool), train_len)
 
     first_items = first_appearance(np.concatenate(
-        [x.item[torder[train_mask[torder]]], x.item[torder]]))
+        [x.item[torder[train_mask[torder]]], x.item[torder]]), x.n_items)
     lut = _encoder(first_items, x.n_items)
     del torder
     full = Sequences(full.offsets, lut[full.items], full.users)
