@@ -13,6 +13,7 @@ an OOM cannot leave fragments behind for the next point.
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import datetime
@@ -258,8 +259,14 @@ def run_point_isolated(config, workdir: str, train_fn_path: str,
     run_files.write_text_atomic(config_json, config.to_json_best_effort(indent=2) + "\n")
     cmd = [sys.executable, "-m", worker_module, "--worker", f"--point_config={config_json}",
            f"--workdir={workdir}", f"--train_fn={train_fn_path}"]
-    proc = subprocess.run(cmd, stdout=None, stderr=subprocess.PIPE, text=True)
-    sys.stderr.write(proc.stderr[-4000:])
+    # Stream the child's log (training progress) and keep its tail to classify a hard crash.
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, errors="replace")
+    tail: collections.deque[str] = collections.deque(maxlen=40)
+    for line in proc.stderr:
+        sys.stderr.write(line)
+        tail.append(line)
+    proc.wait()
+    stderr = "".join(tail)
     if os.path.exists(status_path):
         with open(status_path) as f:
             st = json.load(f)
@@ -267,9 +274,9 @@ def run_point_isolated(config, workdir: str, train_fn_path: str,
     results = _load_results(workdir)
     if proc.returncode == 0 and results is not None:
         return "ok", results, ""
-    tail = " ".join(proc.stderr.strip().splitlines()[-1:]) if proc.stderr else ""
-    oom = any(m in proc.stderr for m in ("RESOURCE_EXHAUSTED", "out of memory", "MemoryError"))
-    return ("oom" if oom else "error"), None, f"worker exited with code {proc.returncode}: {tail}"[:300]
+    last = " ".join(stderr.strip().splitlines()[-1:])
+    oom = any(m in stderr for m in ("RESOURCE_EXHAUSTED", "out of memory", "MemoryError"))
+    return ("oom" if oom else "error"), None, f"worker exited with code {proc.returncode}: {last}"[:300]
 
 
 @dataclasses.dataclass

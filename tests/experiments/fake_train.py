@@ -2,13 +2,14 @@
 
 Its behaviour is a function of the point: batch size 999 runs out of host memory (a real
 ``MemoryError`` from numpy), max_len 777 raises XLA's RESOURCE_EXHAUSTED error, max_len 666
-raises a plain bug; anything else writes a results.json. Every call is logged to
+raises a plain bug, max_len 555 kills the process; anything else writes a results.json. Every call is logged to
 ``$FAKE_TRAIN_LOG`` (one line per call) so tests can count what actually trained.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 
@@ -28,6 +29,10 @@ def train(config, workdir, resume=False):
 
         raise jax.errors.JaxRuntimeError(
             "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 123456789 bytes.")
+    if config.model.max_len == 555:  # a hard crash (segfault, killed): no exception, no status
+        sys.stderr.write("fatal: the process is going away\n")
+        sys.stderr.flush()
+        os._exit(9)
     if config.model.max_len == 666:
         raise KeyError("a bug that is not an OOM")
     rng = np.random.default_rng(config.train.batch_size * 1000 + config.model.max_len)

@@ -160,17 +160,21 @@ def test_cli_isolated_points(tmp_path):
     env = dict(os.environ, FAKE_TRAIN_LOG=str(tmp_path / "calls.log"), JAX_PLATFORMS="cpu")
     cmd = [sys.executable, "-m", "experiments.grid_search", "--config", "configs/base.py",
            "--config.loss.type=ce_neg", "--config.loss.num_negatives=3", f"--out={out}",
-           "--grid.batch_size=32,999", "--grid.max_len=16", "--grid.num_negatives=3",
+           "--grid.batch_size=32,999", "--grid.max_len=16,555", "--grid.num_negatives=3",
            f"--train_fn={FAKE}"]
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=110)
     assert p.returncode == 0, p.stderr[-2000:]
     rows = grid_lib.read_rows(str(out / "grid.csv"))
-    assert {grid_lib.row_key(r): r["status"] for r in rows} == {(32, 16, 3, 42): "ok",
-                                                                 (999, 16, 3, 42): "oom"}
+    assert {grid_lib.row_key(r): r["status"] for r in rows} == {
+        (32, 16, 3, 42): "ok", (999, 16, 3, 42): "oom", (32, 555, 3, 42): "error",
+        (999, 555, 3, 42): "oom"}
+    crash = [r for r in rows if grid_lib.row_key(r) == (32, 555, 3, 42)][0]
+    assert crash["error"] == "worker exited with code 9: fatal: the process is going away"
     assert all(r["peak_memory_scope"] in ("run", "") for r in rows)
+    assert "fatal: the process is going away" in p.stderr  # the child's log is streamed
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and "0 points run" in p.stdout
-    assert len(read_log(tmp_path / "calls.log")) == 2
+    assert len(read_log(tmp_path / "calls.log")) == 4
     bad = subprocess.run(cmd[:-1] + ["--grid.batch_size=0"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "grid.batch_size" in bad.stderr.strip().splitlines()[-1]
