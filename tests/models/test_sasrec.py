@@ -12,6 +12,12 @@ from flax import nnx
 from srs_jax.models import sasrec
 
 
+@nnx.jit(static_argnames="deterministic")
+def forward(model, ids, deterministic=True):
+    """One compiled forward per shape (eager NNX dispatch is slow on a busy CPU)."""
+    return model(ids, deterministic=deterministic)
+
+
 def make_config(**overrides):
     cfg = ml_collections.ConfigDict(dict(name="sasrec", hidden=32, num_blocks=2, num_heads=2, dropout=0.2,
                                          max_len=12, compute_dtype="float32"))
@@ -81,7 +87,7 @@ def test_forward_matches_float64_reference(seed, hidden, heads, blocks, length):
     model = sasrec.build(cfg, n_items, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
     perturb_params(model, seed)
     ids = random_ids(rng, 6, length, n_items)
-    out = model(jnp.asarray(ids), deterministic=True)
+    out = forward(model, jnp.asarray(ids), deterministic=True)
     assert out.shape == (6, length, hidden) and out.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(out, np.float64), numpy_forward(model, ids), rtol=2e-4, atol=2e-4)
 
@@ -92,11 +98,11 @@ def test_causal_future_items_do_not_change_earlier_outputs():
     model = sasrec.build(make_config(max_len=length), n_items, rngs=nnx.Rngs(params=3, dropout=4))
     ids = rng.integers(1, n_items + 1, size=(5, length)).astype(np.int32)
     ids[:, :2] = 0
-    base = np.asarray(model(jnp.asarray(ids), deterministic=True))
+    base = np.asarray(forward(model, jnp.asarray(ids), deterministic=True))
     for t in [2, 5, length - 1]:
         changed = ids.copy()
         changed[:, t] = (changed[:, t] % n_items) + 1  # a different real item
-        out = np.asarray(model(jnp.asarray(changed), deterministic=True))
+        out = np.asarray(forward(model, jnp.asarray(changed), deterministic=True))
         np.testing.assert_array_equal(out[:, :t], base[:, :t])
         assert np.abs(out[:, t:] - base[:, t:]).max() > 1e-4
 
@@ -106,7 +112,7 @@ def test_padded_rows_are_final_layernorm_bias():
     model = sasrec.build(make_config(), 30, rngs=nnx.Rngs(params=5, dropout=6))
     perturb_params(model, 5)
     ids = random_ids(rng, 8, 12, 30)
-    out = np.asarray(model(jnp.asarray(ids), deterministic=True))
+    out = np.asarray(forward(model, jnp.asarray(ids), deterministic=True))
     beta = np.asarray(model.final_norm.bias[...])
     pad = ids == 0
     assert pad.any() and (~pad).any()
@@ -119,17 +125,17 @@ def test_dropout_deterministic_vs_stochastic():
     rng = np.random.default_rng(7)
     model = sasrec.build(make_config(dropout=0.3), 30, rngs=nnx.Rngs(params=7, dropout=8))
     ids = jnp.asarray(random_ids(rng, 4, 12, 30))
-    d1 = model(ids, deterministic=True)
-    d2 = model(ids, deterministic=True)
+    d1 = forward(model, ids, deterministic=True)
+    d2 = forward(model, ids, deterministic=True)
     np.testing.assert_array_equal(np.asarray(d1), np.asarray(d2))
-    s1 = model(ids, deterministic=False)
-    s2 = model(ids, deterministic=False)  # the dropout stream advanced: a new mask
+    s1 = forward(model, ids, deterministic=False)
+    s2 = forward(model, ids, deterministic=False)  # the dropout stream advanced: a new mask
     assert np.abs(np.asarray(s1) - np.asarray(s2)).max() > 1e-3
     assert np.abs(np.asarray(s1) - np.asarray(d1)).max() > 1e-3
     # Zero dropout: stochastic == deterministic.
     m0 = sasrec.build(make_config(dropout=0.0), 30, rngs=nnx.Rngs(params=7, dropout=8))
-    np.testing.assert_allclose(np.asarray(m0(ids, deterministic=False)), np.asarray(m0(ids, deterministic=True)),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(forward(m0, ids, deterministic=False)),
+                               np.asarray(forward(m0, ids, deterministic=True)), rtol=1e-6, atol=1e-6)
 
 
 def test_functional_split_merge_step_under_jit():
@@ -183,7 +189,7 @@ def test_bfloat16_compute_close_to_float32_params_stay_float32():
     m16 = sasrec.build(make_config(compute_dtype="bfloat16"), 40, rngs=nnx.Rngs(params=11, dropout=12))
     assert all(v[...].dtype == jnp.float32 for _, v in nnx.iter_graph(m16) if isinstance(v, nnx.Param))
     ids = jnp.asarray(random_ids(rng, 5, 12, 40))
-    o32, o16 = m32(ids, deterministic=True), m16(ids, deterministic=True)
+    o32, o16 = forward(m32, ids, deterministic=True), forward(m16, ids, deterministic=True)
     assert o16.dtype == jnp.bfloat16
     err = np.abs(np.asarray(o16, np.float32) - np.asarray(o32))
     assert err.max() < 0.15 and err.mean() < 0.02, (err.max(), err.mean())
