@@ -8,8 +8,11 @@
   ``[block_rows, neg_block]`` logits on the tensor cores.
 
 Backward kernels recompute the logits, write ``dE`` per row tile and accumulate ``dC`` into a
-float32 ``[V, D]`` buffer with atomic adds (``interpret=True``: a sequential per-row update,
-because the interpret-mode discharge of vector-indexed atomics drops duplicate indices).
+``[V, D]`` buffer (float32, or bfloat16 with ``dc_accum``) with atomic adds (``interpret=True``:
+a sequential per-row update, because the interpret-mode discharge of vector-indexed atomics drops
+duplicate indices). The row-sharing backward skips rows with a zero cotangent (masked rows);
+``dc_part_items > 0`` selects the item-partitioned variant (measured slower, see
+docs/perf_sampled.md).
 
 Per-row residuals are O(N): the stream keys, ``lse`` and ``shift`` (``lse`` minus the uniform
 per-row correction). No ``[N, n]`` array exists anywhere.
