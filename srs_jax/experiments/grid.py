@@ -4,7 +4,8 @@ Points run in the reference's loop order (batch size -> length -> negatives -> l
 ``config.seed + launch``). Every point appends one row to a CSV that is rewritten atomically
 (temporary file + rename), so a killed search never leaves a half-written row; a point whose key
 ``(batch_size, max_len, num_negatives, seed)`` is already in the CSV is skipped, which makes the
-search resumable. An out-of-memory point is recorded with ``status = "oom"`` and the search goes on.
+search resumable. An out-of-memory point is recorded with ``status = "oom"`` and the search goes on. Points recorded as ``error`` (a bug, a crashed worker) are retried by a rerun;
+``retry_failed`` also retries ``oom`` and ``nonfinite`` ones.
 
 By default every point trains in its own Python process (``isolate=True``): JAX cannot reset the
 device's peak-memory counter, so only a fresh process gives each point its own peak memory, and
@@ -144,9 +145,15 @@ def append_row(csv_path: str, row: dict) -> None:
     write_rows(csv_path, rows + [row])
 
 
+# Outcomes that a rerun would repeat (same shapes, same seed): skipped on resume. An ``error``
+# (a bug, a crashed worker) is retried by every rerun; ``retry_failed`` retries all but ``ok``.
+FINAL_STATUSES = ("ok", "oom", "nonfinite")
+
+
 def done_keys(rows: list[dict], *, retry_failed: bool = False) -> set[tuple[int, ...]]:
-    """Keys to skip: every recorded point, or only the successful ones with ``retry_failed``."""
-    return {row_key(r) for r in rows if not retry_failed or r["status"] == "ok"}
+    """Keys of the recorded points that a rerun skips."""
+    final = ("ok",) if retry_failed else FINAL_STATUSES
+    return {row_key(r) for r in rows if r["status"] in final}
 
 
 def _gb(n):
@@ -191,7 +198,10 @@ def load_train_fn(path: str = "srs_jax.training.loop:train") -> Callable:
     module, _, name = path.partition(":")
     if not name:
         raise ValueError(f"train function {path!r}: use the form 'package.module:function'")
-    return getattr(importlib.import_module(module), name)
+    fn = getattr(importlib.import_module(module), name, None)
+    if not callable(fn):
+        raise ValueError(f"train function {path!r}: {module} has no function {name!r}")
+    return fn
 
 
 def _load_results(workdir: str) -> dict | None:
@@ -301,7 +311,8 @@ def run_grid(base_config, grid, out_dir: str, *, csv_path: str | None = None,
     if isolate and not isinstance(train_fn, str):
         raise ValueError("isolate=True runs points in child processes: pass train_fn as "
                          "'module:function', or isolate=False")
-    fn = load_train_fn(train_fn) if isinstance(train_fn, str) and not isolate else train_fn
+    # Resolved here even when the points run in child processes: a wrong path fails once, now.
+    fn = load_train_fn(train_fn) if isinstance(train_fn, str) else train_fn
     ran, skipped, statuses = [], [], {}
     for i, point in enumerate(points):
         if tuple(point) in skip:

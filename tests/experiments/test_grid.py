@@ -99,16 +99,20 @@ def test_in_process_resume_oom_and_csv(tmp_path, monkeypatch):
     assert by_key[(32, 666, 3, 42)]["peak_memory_gb"] == ""
     assert len(read_log(log)) == n
 
-    # Same command again: everything is in the CSV, nothing trains.
+    # Same command again: ok and oom points are final and skipped; the 2 errors are retried.
     s2 = grid_lib.run_grid(cfg, g, out, train_fn=FAKE, isolate=False, log=lambda m: None)
-    assert not s2.ran and len(s2.skipped) == n and len(read_log(log)) == n
-    # A larger grid trains only the new points; --retry_failed reruns the failures only.
+    assert sorted(s2.ran) == [(32, 666, 3, 42), (32, 666, 5, 42)] and len(s2.skipped) == n - 2
+    assert len(read_log(log)) == n + 2
+    # A larger grid trains only the new points (and the errors); --retry_failed also reruns OOMs.
     g3 = small_grid([32, 999], [16, 777, 666, 24], [3, 5])
     s3 = grid_lib.run_grid(cfg, g3, out, train_fn=FAKE, isolate=False, log=lambda m: None)
-    assert sorted(s3.ran) == sorted([(32, 24, 3, 42), (32, 24, 5, 42), (999, 24, 3, 42), (999, 24, 5, 42)])
+    assert sorted(s3.ran) == sorted([(32, 24, 3, 42), (32, 24, 5, 42), (999, 24, 3, 42), (999, 24, 5, 42),
+                                     (32, 666, 3, 42), (32, 666, 5, 42)])
     s4 = grid_lib.run_grid(cfg, g3, out, train_fn=FAKE, isolate=False, retry_failed=True,
                            log=lambda m: None)
     assert len(s4.ran) == 16 - 4 and all(p.batch_size == 999 or p.max_len in (777, 666) for p in s4.ran)
+    with pytest.raises(ValueError, match="has no function"):
+        grid_lib.run_grid(cfg, g3, out, train_fn="tests.experiments.fake_train:nope", log=print)
     rows = grid_lib.read_rows(s.csv_path)
     assert len(rows) == 16 and len({grid_lib.row_key(r) for r in rows}) == 16  # replaced, not duplicated
 
@@ -173,8 +177,8 @@ def test_cli_isolated_points(tmp_path):
     assert all(r["peak_memory_scope"] in ("run", "") for r in rows)
     assert "fatal: the process is going away" in p.stderr  # the child's log is streamed
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0 and "0 points run" in p.stdout
-    assert len(read_log(tmp_path / "calls.log")) == 4
+    assert p.returncode == 0 and "1 points run {'error': 1}, 3 already" in p.stdout  # the crash only
+    assert len(read_log(tmp_path / "calls.log")) == 5
     bad = subprocess.run(cmd[:-1] + ["--grid.batch_size=0"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "grid.batch_size" in bad.stderr.strip().splitlines()[-1]
