@@ -22,6 +22,8 @@ def _gather(seqs: Sequences, row: np.ndarray, end: np.ndarray, width: int) -> np
     """int32[S, width]: items ``[end - width, end)`` of rows ``row`` (positions relative to the
     row start), left-padded with 0 where the window starts before the row."""
     out = np.zeros((len(row), width), np.int32)
+    if len(seqs.items) == 0:
+        return out
     step = max(1, _CHUNK_ELEMENTS // max(width, 1))
     cols = np.arange(width - 1, -1, -1, dtype=np.int64)[None, :]  # distance to the end
     for lo in range(0, len(row), step):
@@ -78,8 +80,8 @@ def training_windows(seqs: Sequences, max_len: int, stride: int | None = None
     """
     _check_len(max_len)
     row, end = window_ends(seqs.lengths(), max_len, stride)
-    window = _gather(seqs, row, end, int(max_len) + 1)
-    return np.ascontiguousarray(window[:, :-1]), np.ascontiguousarray(window[:, 1:])
+    # Two L-wide gathers instead of one (L+1)-wide window and two copies: 2/3 of the memory.
+    return _gather(seqs, row, end - 1, int(max_len)), _gather(seqs, row, end, int(max_len))
 
 
 class BatchIterator:

@@ -102,6 +102,8 @@ def test_window_errors():
     with pytest.raises(ValueError, match="stride=0 must be >= 1"):
         training_windows(seqs, 4, stride=0)
     assert training_windows(seqs, 4)[0].shape == (0, 4)
+    no_items = Sequences(np.zeros(3, np.int64), np.zeros(0, np.int32), np.arange(2))
+    np.testing.assert_array_equal(last_items(no_items, 3), np.zeros((2, 3), np.int32))
 
 
 def _arrays(n, rng):
