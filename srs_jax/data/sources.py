@@ -85,7 +85,7 @@ def _standardise(lf: pl.LazyFrame, cfg, columns: dict, path: Path, time_format) 
                          f"(set these keys to the file's column names)")
     for key in ("user", "item"):
         dtype = schema[wanted[key]]
-        if not (dtype.is_integer() or dtype in (pl.String, pl.Categorical)):
+        if not (dtype.is_integer() or _is_text(dtype)):
             raise ValueError(f"{cfg.name}: column {wanted[key]!r} (config.data.columns.{key}) has "
                              f"type {dtype}; ids must be integers or strings")
     time = _time_expr(pl.col(wanted["time"]), schema[wanted["time"]], time_format, cfg)
@@ -97,10 +97,15 @@ def _standardise(lf: pl.LazyFrame, cfg, columns: dict, path: Path, time_format) 
         lf = lf.filter(pl.col(wanted["rating"]) > cfg.min_rating)
     if "event" in wanted:
         lf = lf.filter(pl.col(wanted["event"]) == cfg.event_value)
-    ids = [pl.col(wanted[k]).cast(pl.String) if schema[wanted[k]] == pl.Categorical
+    ids = [pl.col(wanted[k]).cast(pl.String) if _is_text(schema[wanted[k]])
            else pl.col(wanted[k]) for k in ("user", "item")]
     lf = lf.select(ids[0].alias("user"), ids[1].alias("item"), time.alias("time"), "row")
     return lf.drop_nulls(["user", "item", "time"])
+
+
+def _is_text(dtype) -> bool:
+    """String-like id columns (categorical / enum ids are read as their strings)."""
+    return dtype == pl.String or isinstance(dtype, (pl.Categorical, pl.Enum))
 
 
 def _time_expr(col: pl.Expr, dtype, time_format, cfg) -> pl.Expr:

@@ -169,6 +169,20 @@ def test_generic_delimited_with_string_time(tmp_path, rng, sep):
     _check(_collect(cfg), np.ones(n, bool), users, items, np.array(times, dtype="datetime64[us]"))
 
 
+def test_categorical_and_enum_ids_read_as_strings(tmp_path, rng):
+    n, users, items = _base(rng)
+    users, items = np.array([f"u{u}" for u in users]), np.array([f"i{i}" for i in items])
+    times = rng.integers(0, 10**9, n)
+    pl.DataFrame({"user_id": pl.Series(users).cast(pl.Categorical),
+                  "item_id": pl.Series(items).cast(pl.Enum(sorted(set(items)))),
+                  "timestamp": times}).write_parquet(tmp_path / "c.parquet")
+    cfg = _cfg("generic", tmp_path / "c.parquet")
+    cfg.format = "parquet"
+    df = _collect(cfg)
+    assert df["user"].dtype == pl.String and df["item"].dtype == pl.String
+    _check(df, np.ones(n, bool), users, items, times)
+
+
 def test_generic_parquet_float_time(tmp_path, rng):
     n, users, items = _base(rng)
     times = rng.random(n) * 1e9
