@@ -23,6 +23,7 @@ draw is ``k`` if ``u < prob[k]`` else ``alias[k]``. Probabilities are thus quant
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -234,9 +235,15 @@ def sampled_negative_ids(seed, n_rows: int, num_negatives: int, num_items: int, 
             raise ValueError(f"alias table has shape {np.shape(prob)}, expected ({num_items},)")
         table = PopularityTable(jnp.asarray(prob, jnp.float32), jnp.asarray(alias, jnp.int32),
                                 jnp.zeros((num_items,), jnp.float32))
-    streams = jnp.arange(num_streams(n_rows, sharing, block_rows), dtype=jnp.uint32)
-    return ids_for_streams(seed_to_u32(seed), streams, num_negatives, num_items, sampler, sharing,
-                           table)
+    return _ids_jit(seed_to_u32(seed), table, num_streams(n_rows, sharing, block_rows),
+                    num_negatives, num_items, sampler, sharing)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6))
+def _ids_jit(seed_u32, table, n_streams, num_negatives, num_items, sampler, sharing):
+    # One compiled program per configuration (eager callers would otherwise dispatch op by op).
+    streams = jnp.arange(n_streams, dtype=jnp.uint32)
+    return ids_for_streams(seed_u32, streams, num_negatives, num_items, sampler, sharing, table)
 
 
 def expand_ids(ids: jax.Array, n_rows: int, sharing: str, block_rows: int) -> jax.Array:
