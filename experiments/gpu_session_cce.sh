@@ -8,7 +8,7 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 PY=${PY:-python3}
 { date -u; nvidia-smi -L; $PY -c "import sys, jax; print(sys.version.split()[0], jax.__version__, jax.devices())"; } 2>&1 | tee "$OUT/env.log"
 if [ -n "${TESTS:-}" ]; then
-  timeout ${TEST_S:-200} $PY -m pytest -q -m gpu tests/kernels/test_cce.py -p no:cacheprovider \
+  timeout ${TEST_S:-200} $PY -m pytest -q -rA -m gpu tests/kernels/test_cce.py -p no:cacheprovider \
     ${TEST_ARGS:-} 2>&1 | grep -v Warning | tee "$OUT/gpu_tests.log" | tail -30
 fi
 if [ -n "${TUNE:-}" ]; then
