@@ -29,6 +29,10 @@ def raw_path(cfg) -> Path:
         raise FileNotFoundError(
             f"{cfg.name}: config.data.path is not set: point it at the raw file ({cfg.source_url})")
     path = Path(cfg.path).expanduser()
+    # The same file compressed or not (e.g. Beauty_and_Personal_Care.csv[.gz]).
+    other = path.with_suffix("") if path.suffix == ".gz" else path.with_name(path.name + ".gz")
+    if not path.is_file() and other.is_file():
+        return other
     if not path.is_file():
         raise FileNotFoundError(
             f"{cfg.name}: raw file {path.resolve()} not found: download it from {cfg.source_url} "

@@ -194,6 +194,16 @@ def test_generic_parquet_float_time(tmp_path, rng):
 
 
 # ------------------------------------------------------------------------------- errors
+def test_gz_or_plain_variant_is_found(tmp_path):
+    from srs_jax.data.sources import raw_path
+
+    (tmp_path / "Beauty_and_Personal_Care.csv").write_text("user_id,parent_asin,rating,timestamp\n")
+    cfg = _cfg("beauty", tmp_path / "Beauty_and_Personal_Care.csv.gz")
+    assert raw_path(cfg) == tmp_path / "Beauty_and_Personal_Care.csv"
+    (tmp_path / "x.txt.gz").write_bytes(gzip.compress(b"1\t2010-10-19T23:55:27Z\t1.0\t2.0\t3\n"))
+    assert raw_path(_cfg("gowalla_snap", tmp_path / "x.txt")) == tmp_path / "x.txt.gz"
+
+
 def test_missing_file_names_path_and_download(tmp_path):
     cfg = _cfg("zvuk", tmp_path / "nope" / "zvuk-interactions.parquet")
     with pytest.raises(FileNotFoundError, match=r"zvuk: raw file .*nope/zvuk-interactions.parquet "
