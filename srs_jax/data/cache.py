@@ -38,7 +38,9 @@ def fingerprint(cfg) -> str:
 
         source = {"synthetic": cfg.synthetic.to_dict(), "generator": GENERATOR_VERSION}
     else:
-        path = Path(cfg.path).expanduser().resolve()
+        from srs_jax.data.sources import raw_path
+
+        path = raw_path(cfg).resolve()  # the file actually read (it may be the .gz variant)
         st = path.stat()
         source = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
     blob = json.dumps({"version": CACHE_VERSION, "source": source, "settings": settings},

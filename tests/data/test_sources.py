@@ -202,6 +202,16 @@ def test_gz_or_plain_variant_is_found(tmp_path):
     assert raw_path(cfg) == tmp_path / "Beauty_and_Personal_Care.csv"
     (tmp_path / "x.txt.gz").write_bytes(gzip.compress(b"1\t2010-10-19T23:55:27Z\t1.0\t2.0\t3\n"))
     assert raw_path(_cfg("gowalla_snap", tmp_path / "x.txt")) == tmp_path / "x.txt.gz"
+    # End to end, cached: the fingerprint is taken from the file actually read.
+    from srs_jax.data import prepare_dataset
+
+    rows = [(f"U{u}", f"B{i}", "5.0", str(1000 + k)) for k, (u, i) in enumerate(
+        [(u, i) for u in range(8) for i in range(6)])]
+    (tmp_path / "Beauty_and_Personal_Care.csv").write_text(
+        "user_id,parent_asin,rating,timestamp\n" + "".join(",".join(r) + "\n" for r in rows))
+    cfg.cache_dir, cfg.split = str(tmp_path / "cache"), "leave_one_out"
+    assert prepare_dataset(cfg).stats["n_interactions"] == 48
+    assert prepare_dataset(cfg).stats["n_test_users"] == 8  # second call: cache hit
 
 
 def test_missing_file_names_path_and_download(tmp_path):
