@@ -9,8 +9,9 @@ trainer pass the model's whole item table, whose slice ``[1 : V + 1]`` could not
 
 CCE (``vocab_parallel_cross_entropy``), per shard k and row i:
   forward:  lse_k = the single-device CCE log-sum-exp over the shard's rows (Pallas kernel or the
-            chunked XLA path of ``pallas_kernels.cce``); the excluded rows' exp-terms (at most
-            ``col_start + R - col_start - V`` rows per shard, an [N, E] matmul) are subtracted;
+            chunked XLA path of ``pallas_kernels.cce``); the exp-terms of the shard's excluded rows
+            (among the first ``col_start`` and the last ``R - col_start - V`` table rows: an
+            [N, E] matmul with E small) are subtracted;
             merged over the axis as ``m = pmax(lse_k)``, ``lse = m + log(psum(exp(lse_k - m)))``
             (N values per shard on the wire); the target logit comes from the owning shard
             (``psum`` of a masked indexed dot).
@@ -57,6 +58,7 @@ __all__ = [
     "shard_map",
     "vocab_parallel_cross_entropy",
     "vocab_parallel_sampled_cross_entropy",
+    "shard_negative_ids",
     "shard_sampler_tables",
 ]
 

@@ -5,6 +5,8 @@
   vocab  devices on the ``vocab`` axis (default 1: pure data parallelism)
   coordinator_address, num_processes, process_id   several hosts: passed to
          ``jax.distributed.initialize`` (empty / 0: single host, nothing is initialised)
+  enabled  False: the trainer ignores the entry (lets a base config carry the fields so the
+         command line can override them); default True
 
 Shardings: batches by rows over ``data``; every parameter replicated, except the item embedding
 table (any 2-D leaf under an ``item_table`` key) sharded by rows over ``vocab``; optimiser state
@@ -32,6 +34,7 @@ class MeshConfig:
     coordinator_address: str = ""
     num_processes: int = 0
     process_id: int = 0
+    enabled: bool = True
 
 
 def mesh_config(cfg=None) -> MeshConfig:
@@ -48,7 +51,8 @@ def mesh_config(cfg=None) -> MeshConfig:
     return MeshConfig(data=int(get("data", 0) or 0), vocab=int(get("vocab", 1) or 1),
                       coordinator_address=str(get("coordinator_address", "") or ""),
                       num_processes=int(get("num_processes", 0) or 0),
-                      process_id=int(get("process_id", 0) or 0))
+                      process_id=int(get("process_id", 0) or 0),
+                      enabled=bool(get("enabled", True)))
 
 
 def initialize_multihost(cfg: MeshConfig) -> bool:

@@ -15,9 +15,11 @@ import math
 
 import jax
 import numpy as np
+from flax import nnx
 from jax.sharding import Mesh
 
 from srs_jax.distributed import loss as loss_lib
+from srs_jax import models as models_lib
 from srs_jax.distributed import mesh as mesh_lib
 from srs_jax.training import steps as steps_lib
 
@@ -46,6 +48,39 @@ def place_state(state, opt_state, mesh: Mesh, *, pad_multiple: int | None = None
     return state, mesh_lib.shard_tree(opt_state, mesh)
 
 
+def init_sharded_state(model_config, n_items: int, mesh: Mesh, optimizer, *, seed: int,
+                       pad_multiple: int | None = None):
+    """``(graphdef, state, opt_state)`` initialised directly in their shardings.
+
+    The same values as ``build_model`` + ``split_model`` + ``optimizer.init`` on one device (then
+    padded), but no device ever holds the whole item table: the init runs under ``jit`` with
+    sharded outputs, so each device draws only its rows (partitionable threefry). Needed when the
+    table with its Adam moments does not fit on one device (100M items x 256 x 4 B x 3 = 307 GB).
+    """
+    multiple = default_pad_multiple(mesh) if pad_multiple is None else int(pad_multiple)
+
+    def build():
+        model = models_lib.build_model(model_config, n_items,
+                                       rngs=nnx.Rngs(params=seed, dropout=seed + 1))
+        return steps_lib.split_model(model)
+
+    def init():
+        state = build()[1]
+        return state._replace(params=mesh_lib.pad_item_table(state.params, multiple))
+
+    graphdef = steps_lib.split_model(nnx.eval_shape(lambda: models_lib.build_model(
+        model_config, n_items, rngs=nnx.Rngs(params=seed, dropout=seed + 1))))[0]
+    abstract = jax.eval_shape(init)
+    state_sh = abstract._replace(params=mesh_lib.state_shardings(abstract.params, mesh),
+                                 rest=jax.tree.map(lambda _: mesh_lib.replicated(mesh),
+                                                   abstract.rest))
+    state = jax.jit(init, out_shardings=state_sh)()
+    opt_abstract = jax.eval_shape(optimizer.init, state.params)
+    opt_state = jax.jit(optimizer.init, out_shardings=mesh_lib.state_shardings(opt_abstract, mesh))(
+        state.params)
+    return graphdef, state, opt_state
+
+
 def table_rows(state) -> int:
     rows = [leaf.shape[0] for path, leaf in jax.tree_util.tree_leaves_with_path(state.params)
             if mesh_lib._is_table(path, leaf)]
@@ -66,30 +101,34 @@ def shard_batch(batch: dict, mesh: Mesh) -> dict:
 
 def make_sharded_train_step(model_config, loss_config, optimizer, mesh: Mesh, state, opt_state, *,
                             n_items: int, item_counts=None, interpret: bool = False):
-    """``train_step(graphdef, state, opt_state, batch, key, item_counts=None)`` jitted on ``mesh``.
+    """``train_step(graphdef, state, opt_state, batch, key)`` jitted on ``mesh``.
 
-    ``state`` / ``opt_state`` as returned by ``place_state`` (their shardings are kept across
-    steps; both are donated). The returned function raises on first use if the step did not go
-    through ``loss_hook`` while it had to (the trainer patch is missing).
+    Mirrors ``steps.make_train_step``: ``item_counts`` (host ``int[V + 1]``, popularity sampler)
+    is bound as a concrete array, and also turned into the per-shard sampler tables of the
+    vocabulary-parallel CCE-. ``state`` / ``opt_state`` as returned by ``place_state`` (their
+    shardings are kept across steps; both are donated); ``batch`` must be split over ``data``
+    (``shard_batch``). Raises on first use if the step did not go through ``loss_hook`` /
+    ``classifier_hook`` while it had to (the trainer patch is missing).
     """
     plan = loss_lib.make_loss_plan(mesh, loss_config, table_rows(state), n_items,
                                    item_counts=item_counts, interpret=interpret)
+    counts = None if item_counts is None else np.asarray(item_counts)
     state_sh = jax.tree.map(lambda x: x.sharding, state)
     opt_sh = jax.tree.map(lambda x: x.sharding, opt_state)
     rep = mesh_lib.replicated(mesh)
-    fn = functools.partial(steps_lib.train_step, model_config=model_config,
-                           loss_config=loss_config, optimizer=optimizer)
 
-    def traced(graphdef, state, opt_state, batch, key, item_counts=None):
+    def traced(graphdef, state, opt_state, batch, key):
         with loss_lib.use_plan(plan):
-            return fn(graphdef, state, opt_state, batch, key, item_counts)
+            return steps_lib.train_step(graphdef, state, opt_state, batch, key, counts,
+                                        model_config=model_config, loss_config=loss_config,
+                                        optimizer=optimizer)
 
     jitted = jax.jit(traced, static_argnums=0, donate_argnums=(1, 2),
                      out_shardings=(state_sh, opt_sh, rep))
     needs_hook = plan.vocab > 1 or loss_lib.option(loss_config, "type") in ("cce", "cce_neg")
 
-    def step(graphdef, state, opt_state, batch, key, item_counts=None):
-        out = jitted(graphdef, state, opt_state, batch, key, item_counts)
+    def step(graphdef, state, opt_state, batch, key):
+        out = jitted(graphdef, state, opt_state, batch, key)
         if needs_hook and plan.calls == 0:
             raise RuntimeError(
                 "the training step did not call srs_jax.distributed.loss_hook: apply the hook in "
@@ -98,4 +137,60 @@ def make_sharded_train_step(model_config, loss_config, optimizer, mesh: Mesh, st
         return out
 
     step.plan = plan
+    step.jitted = jitted
     return step
+
+
+def setup_training(config, state, opt_state, optimizer, n_items: int, *, item_counts=None):
+    """The trainer's hook: ``(state, opt_state, train_step)`` for ``config.mesh``, or the inputs
+    and ``None`` when ``config`` has no ``mesh`` entry (the single-device path stays as it is).
+
+    Call it right after ``optimizer.init`` and before restoring a checkpoint, so the restore
+    target has the padded, sharded shapes the checkpoints are saved in. The returned step
+    accepts host or single-device batches and shards them over ``data``.
+    """
+    mesh_cfg = config.get("mesh") if hasattr(config, "get") else getattr(config, "mesh", None)
+    if mesh_cfg is None or not mesh_lib.mesh_config(mesh_cfg).enabled:
+        return state, opt_state, None
+    mesh = mesh_lib.make_mesh(mesh_cfg)
+    batch = int(config.train.batch_size)
+    if batch % mesh.shape[mesh_lib.DATA]:
+        raise ValueError(f"train.batch_size={batch} must be a multiple of the {mesh.shape[mesh_lib.DATA]} "
+                         "data shards of config.mesh")
+    state, opt_state = place_state(state, opt_state, mesh)
+    step = make_sharded_train_step(config.model, config.loss, optimizer, mesh, state, opt_state,
+                                   n_items=n_items, item_counts=item_counts)
+    batch_sh = mesh_lib.batch_sharding(mesh)
+
+    def sharded_step(graphdef, state, opt_state, batch, key):
+        return step(graphdef, state, opt_state, jax.device_put(batch, batch_sh), key)
+
+    sharded_step.plan = step.plan
+    sharded_step.mesh = mesh
+    return state, opt_state, sharded_step
+
+
+def sharded_table(state):
+    """``(table [R, H], mesh)`` if the item table is sharded over a ``vocab`` axis > 1, else None."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state.params):
+        if mesh_lib._is_table(path, leaf):
+            sh = getattr(leaf, "sharding", None)
+            mesh = getattr(sh, "mesh", None)
+            if mesh is not None and mesh.shape.get(mesh_lib.VOCAB, 1) > 1:
+                return leaf, mesh
+    return None
+
+
+def top_k_hook(graphdef, state, query, k: int, *, exclude=None, user_chunk: int = 4096,
+               item_chunk: int = 65536):
+    """Evaluation's hook: top-``k`` encoded ids ``int32[U, k]`` from a vocab-sharded table (per-shard
+    top-K merged; the table is never gathered), or ``None`` when the table is not sharded."""
+    found = sharded_table(state)
+    if found is None:
+        return None
+    from srs_jax.distributed.topk import top_k_items_sharded
+
+    table, mesh = found
+    n_items = int(steps_lib.merge_model(graphdef, state).n_items)
+    return top_k_items_sharded(query, table, k, mesh=mesh, n_items=n_items, exclude=exclude,
+                               user_chunk=user_chunk, item_chunk=item_chunk)

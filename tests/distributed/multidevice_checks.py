@@ -1,7 +1,7 @@
 """Multi-device checks on 8 forced CPU devices, run in a subprocess by ``test_distributed.py``.
 
 ``python tests/distributed/multidevice_checks.py [NAME ...]`` runs the named checks (default all)
-and prints one JSON line per check: ``{"check": name, "ok": bool, "error": str, "seconds": s}``.
+and prints one line per check: ``CHECK {"check": name, "ok": bool, "error": str, "seconds": s}``.
 XLA_FLAGS must be set before jax is imported, which is why this is a separate process.
 """
 
@@ -30,6 +30,7 @@ from srs_jax import distributed as dist  # noqa: E402
 from srs_jax import losses as losses_lib  # noqa: E402
 from srs_jax import models as models_lib  # noqa: E402
 from srs_jax.training import steps as steps_lib  # noqa: E402
+from standin import install_cut_standin as _install_cut_standin  # noqa: E402
 
 MESHES = [(8, 1), (1, 8), (2, 4)]
 
@@ -221,29 +222,7 @@ def _batches(rng, n_steps, batch, length, v):
     return out
 
 
-def _install_cut_standin():
-    """Stand-in for the srs_jax/losses/cut.py patch (docs/distributed.md) while it is not applied:
-    cce / cce_neg call ``dist.classifier_hook`` first."""
-    import inspect
-
-    from srs_jax.losses import cut
-
-    if "classifier_hook" in inspect.getsource(cut) or "loss_hook" in inspect.getsource(steps_lib):
-        return
-    for name in ("cce", "cce_neg"):
-        base = losses_lib.LOSSES[name]
-
-        def wrapped(cfg, hidden, classifier, labels, where, *, key=None, item_counts=None,
-                    _base=base):
-            out = dist.classifier_hook(cfg, hidden, classifier, labels, where, key=key)
-            if out is not None:
-                return out
-            return _base(cfg, hidden, classifier, labels, where, key=key, item_counts=item_counts)
-
-        losses_lib.LOSSES[name] = wrapped
-
-
-def _run_steps(loss_cfg, v, mesh_shape, batches, *, devices=None):
+def _run_steps(loss_cfg, v, mesh_shape, batches):
     """Params after len(batches) steps: single device if mesh_shape is None, else sharded."""
     model = models_lib.build_model(_model_config(), v, rngs=nnx.Rngs(params=0, dropout=1))
     graphdef, state = steps_lib.split_model(model)
@@ -254,11 +233,16 @@ def _run_steps(loss_cfg, v, mesh_shape, batches, *, devices=None):
         step = steps_lib.make_train_step(_model_config(), loss_cfg, opt)
         place = lambda b: {k: jnp.asarray(x) for k, x in b.items()}  # noqa: E731
     else:
-        mesh = dist.make_mesh({"data": mesh_shape[0], "vocab": mesh_shape[1]}, devices=devices)
-        state, opt_state = dist.place_state(state, opt_state, mesh, pad_multiple=8)
-        step = dist.make_sharded_train_step(_model_config(), loss_cfg, opt, mesh, state,
-                                            opt_state, n_items=v)
-        place = lambda b: dist.shard_batch(b, mesh)  # noqa: E731
+        # The trainer's entry point: config.mesh -> padded, sharded state and a step that takes
+        # host batches.
+        config = ml_collections.ConfigDict(dict(
+            model=_model_config(), loss=loss_cfg, train=dict(batch_size=len(batches[0]["inputs"])),
+            mesh=dict(data=mesh_shape[0], vocab=mesh_shape[1])))
+        state, opt_state, step = dist.setup_training(config, state, opt_state, opt, v)
+        expect_rows = -(-(v + 1) // 8) * 8 if mesh_shape[1] > 1 else v + 1
+        if dist.table_rows(state) != expect_rows:
+            raise AssertionError(f"table rows {dist.table_rows(state)} != {expect_rows}")
+        place = lambda b: b  # noqa: E731
     losses = []
     for i, b in enumerate(batches):
         state, opt_state, m = step(graphdef, state, opt_state, place(b), jax.random.fold_in(key0, i))
@@ -367,8 +351,31 @@ def check_hooks():
         raise AssertionError("loss_hook must return None without an active plan")
 
 
+def check_benchmark_script():
+    """experiments/benchmark_multi_gpu.py at tiny sizes on 2x4 (vp) writes a finite JSON row."""
+    _install_cut_standin()
+    from experiments import benchmark_multi_gpu as bench
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "vp.json")
+        bench.main(["--mode", "vp", "--vocab", "4", "--items", "301", "--batch", "16",
+                    "--length", "8", "--hidden", "16", "--blocks", "1", "--steps", "2",
+                    "--impl", "xla", "--out", out])
+        payload = json.load(open(out))
+    row = payload["rows"][0]
+    if row["mesh"] != {"data": 2, "vocab": 4} or row["table_rows"] % 8 or row["table_rows"] < 302:
+        raise AssertionError(f"unexpected mesh/table in {row}")
+    if not row["finite"] or row["timed_steps"] != 2 or row["hook_traces"] < 1:
+        raise AssertionError(f"bad benchmark row {row}")
+    if not 0 < row["loss_first"] < 2 * np.log(301):
+        raise AssertionError(f"implausible first loss {row['loss_first']} for 301 items")
+
+
 def check_sharded_top_k():
     """Per-shard top-K merged over vocab equals the single-device top_k_items (ties included)."""
+    from types import SimpleNamespace
+    from unittest import mock
+
     from srs_jax.data import Sequences
     from srs_jax.metrics import top_k_items
 
@@ -392,8 +399,17 @@ def check_sharded_top_k():
         got = dist.top_k_items_sharded(jnp.asarray(q), table, k, mesh=mesh, n_items=v,
                                        exclude=excl, user_chunk=8, item_chunk=4)
         np.testing.assert_array_equal(got, want, err_msg=f"mesh {data}x{vocab}")
+        state = SimpleNamespace(params={"item_table": {"embedding": table}})
+        with mock.patch.object(steps_lib, "merge_model", lambda g, s: SimpleNamespace(n_items=v)):
+            hooked = dist.top_k_hook(None, state, jnp.asarray(q), k, exclude=excl, user_chunk=8)
+        if vocab == 1:
+            if hooked is not None:
+                raise AssertionError("top_k_hook must leave unsharded tables to the default path")
+        else:
+            np.testing.assert_array_equal(hooked, want, err_msg=f"top_k_hook {data}x{vocab}")
 
 
+PREFIX = "CHECK "  # result lines; other output (e.g. the benchmark's JSON row) is ignored
 CHECKS = {name[len("check_"):]: fn for name, fn in sorted(globals().items())
           if name.startswith("check_") and callable(fn)}
 
@@ -410,7 +426,7 @@ def main(names):
             out = {"check": name, "ok": False,
                    "error": f"{type(e).__name__}: {e}\n{traceback.format_exc()[-3000:]}"}
         out["seconds"] = round(time.perf_counter() - t0, 2)
-        print(json.dumps(out), flush=True)
+        print(PREFIX + json.dumps(out), flush=True)
 
 
 if __name__ == "__main__":

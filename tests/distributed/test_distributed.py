@@ -24,7 +24,7 @@ from srs_jax import distributed as dist
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "multidevice_checks.py")
 CHECK_NAMES = ["cce_loss_and_grads", "cce_neg_loss_and_grads", "cce_neg_unbiased",
-               "training_and_checkpoints", "hooks", "sharded_top_k"]
+               "training_and_checkpoints", "hooks", "sharded_top_k", "benchmark_script"]
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +36,8 @@ def multidevice_results():
                           timeout=900, env=env, cwd=os.path.dirname(os.path.dirname(HERE)))
     results = {}
     for line in proc.stdout.splitlines():
-        if line.startswith("{"):
-            row = json.loads(line)
+        if line.startswith("CHECK {"):
+            row = json.loads(line[len("CHECK "):])
             results[row["check"]] = row
     if not results:
         pytest.fail(f"multidevice_checks.py produced no results (rc {proc.returncode}):\n"
@@ -78,6 +78,16 @@ def test_mesh_config_defaults_and_errors():
         dist.make_mesh({"data": 3, "vocab": 1}, devices=jax.devices() * 2)
     with pytest.raises(ValueError, match="coordinator_address"):
         dist.make_mesh({"num_processes": 2})
+    assert dist.mesh_config({"enabled": False}).enabled is False
+
+
+def test_setup_training_without_mesh_is_a_no_op():
+    import ml_collections
+
+    config = ml_collections.ConfigDict(dict(train=dict(batch_size=4)))
+    for cfg in (config, ml_collections.ConfigDict(dict(mesh=dict(enabled=False, vocab=2)))):
+        state, opt_state, step = dist.setup_training(cfg, "state", "opt", None, 10)
+        assert (state, opt_state, step) == ("state", "opt", None)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# One device call on a 4-GPU machine (nvidia-h200-x4): data-parallel throughput at the Zvuk shape
+# (batch 1024, length 128, hidden 256, 1M items, CCE) on 1, 2 and 4 GPUs, then a 100M-item catalog
+# trained with vocabulary parallelism on 4 GPUs. JSON + logs under $OUT; a summary table at the end.
+# Bounded: each run has its own timeout (defaults sum to < 6 minutes of wall time).
+#   bash experiments/gpu_session_multi.sh                  # everything
+#   DP="1 2" VP= bash experiments/gpu_session_multi.sh     # subsets (empty VP skips the 100M run)
+set -u
+export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
+# The 100M run needs most of each GPU: let XLA take 95% up front instead of growing on demand.
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.95}
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+PY=${PY:-python3}
+DP=${DP-1 2 4}
+VP=${VP-4}
+{ date -u; nvidia-smi -L; $PY -c "import sys, jax; print(sys.version.split()[0], jax.__version__, jax.devices())"; } 2>&1 | tee "$OUT/env.log"
+
+for n in $DP; do
+  devs=$(seq -s, 0 $((n - 1)))
+  echo "== data parallel on $n GPU(s): CUDA_VISIBLE_DEVICES=$devs" | tee -a "$OUT/multi.log"
+  CUDA_VISIBLE_DEVICES=$devs timeout ${DP_S:-95} $PY -m experiments.benchmark_multi_gpu --mode dp \
+    --items 1000000 --batch 1024 --length 128 --hidden 256 --steps ${DP_STEPS:-8} --budget-s 40 \
+    --out "$OUT/dp_${n}gpu.json" ${DP_ARGS:-} 2>&1 | grep -v -i warn | tail -3 | tee -a "$OUT/multi.log"
+done
+
+for n in $VP; do
+  devs=$(seq -s, 0 $((n - 1)))
+  echo "== vocabulary parallel, 100M items on $n GPU(s)" | tee -a "$OUT/multi.log"
+  CUDA_VISIBLE_DEVICES=$devs timeout ${VP_S:-150} $PY -m experiments.benchmark_multi_gpu --mode vp \
+    --items ${VP_ITEMS:-100000000} --batch ${VP_BATCH:-256} --length 128 --hidden 256 \
+    --steps ${VP_STEPS:-3} --budget-s 60 --out "$OUT/vp_${n}gpu.json" ${VP_ARGS:-} 2>&1 \
+    | grep -v -i warn | tail -3 | tee -a "$OUT/multi.log"
+done
+
+$PY - "$OUT" <<'PYEOF' | tee "$OUT/summary.md"
+import glob, json, os, sys
+rows = []
+for path in sorted(glob.glob(os.path.join(sys.argv[1], "*gpu.json"))):
+    rows += json.load(open(path))["rows"]
+base = {r["items"]: r["tokens_per_s"] for r in rows if r["mode"] == "dp" and r["devices"] == 1}
+print("| mode | GPUs | mesh | items | batch | ms/step | tokens/s | speedup vs 1 | peak GiB/GPU | loss first -> last |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for r in rows:
+    b = base.get(r["items"])
+    sp = f"{r['tokens_per_s'] / b:.2f}x" if (b and r["mode"] == "dp") else "-"
+    peak = max([p for p in r["peak_bytes"] if p] or [0]) / 2**30
+    print(f"| {r['mode']} | {r['devices']} | {r['mesh']} | {r['items']:,} | {r['batch']} | "
+          f"{r['ms_per_step']:.1f} | {r['tokens_per_s']:,.0f} | {sp} | {peak:.1f} | "
+          f"{r['loss_first']:.3f} -> {r['loss_last']:.3f} |")
+PYEOF
