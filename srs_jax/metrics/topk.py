@@ -108,6 +108,7 @@ def top_k_items(query, item_embeddings, k: int, *, exclude=None, user_chunk: int
                              "pass the input histories of the same users, in the same order")
     user_chunk = min(int(user_chunk), max(n_users, 1))
     out = np.zeros((n_users, k), np.int32)
+    pending = []  # device results; read back at the end so host work overlaps device work
     for start in range(0, n_users, user_chunk):
         stop = min(start + user_chunk, n_users)
         q = query[start:stop]
@@ -117,6 +118,7 @@ def top_k_items(query, item_embeddings, k: int, *, exclude=None, user_chunk: int
         if exclude is not None:
             excl = jnp.asarray(_exclusion_block(offsets, seen, start, stop, user_chunk))
         scores, idx = _chunked_top_k_jit(q, item_embeddings, k, item_chunk=int(item_chunk), exclude=excl)
-        scores, idx = np.asarray(scores)[: stop - start], np.asarray(idx)[: stop - start]
-        out[start:stop] = np.where(np.isneginf(scores), 0, idx + 1)
+        pending.append((start, stop, jnp.where(jnp.isneginf(scores), 0, idx + 1)))
+    for start, stop, ids in pending:
+        out[start:stop] = np.asarray(ids)[: stop - start]
     return out
