@@ -6,6 +6,9 @@
   different random ids): ``pallas_kernels.sampled_linear_cross_entropy``; its seed is drawn
   from the step key. Popularity sampling needs concrete ``item_counts`` (not a jit argument),
   because the kernels build an alias table from them once on the host.
+
+Inside an active ``srs_jax.distributed`` mesh both defer to its vocabulary-parallel versions
+(``classifier_hook``; outside a mesh that is one lookup at trace time and returns None).
 """
 
 from __future__ import annotations
@@ -19,12 +22,22 @@ from srs_jax.losses.common import masked_mean, num_negatives, option, safe_label
 
 def cce(cfg, hidden, classifier, labels, where, *, key=None, item_counts=None):
     """Full-softmax CE through the CCE kernels -> f32 scalar (mean over ``where`` rows)."""
-    del key, item_counts
+    del item_counts
+    sharded = _mesh_loss(cfg, hidden, classifier, labels, where, key)
+    if sharded is not None:
+        return sharded
     import pallas_kernels
 
     rows = pallas_kernels.linear_cross_entropy(hidden, classifier, safe_labels(labels, where), where=where,
                                                reduction="none", impl=option(cfg, "impl"))
     return masked_mean(rows, where)
+
+
+def _mesh_loss(cfg, hidden, classifier, labels, where, key):
+    """The vocabulary-parallel loss when a device mesh is active (docs/distributed.md), else None."""
+    from srs_jax.distributed.loss import classifier_hook  # late: that module imports this one
+
+    return classifier_hook(cfg, hidden, classifier, labels, where, key=key)
 
 
 def kernel_seed(key: jax.Array) -> jax.Array:
@@ -34,6 +47,9 @@ def kernel_seed(key: jax.Array) -> jax.Array:
 
 def cce_neg(cfg, hidden, classifier, labels, where, *, key, item_counts=None):
     """CE- through the CCE- kernels (negatives drawn in-kernel from a seed of ``key``) -> f32 scalar."""
+    sharded = _mesh_loss(cfg, hidden, classifier, labels, where, key)
+    if sharded is not None:
+        return sharded
     import pallas_kernels
 
     sampler = option(cfg, "sampler")
