@@ -108,12 +108,18 @@ def linear_cross_entropy(
     """
     embeddings = jnp.asarray(embeddings)
     classifier = jnp.asarray(classifier)
+    if where is not None and not isinstance(where, jax.core.Tracer):
+        where = jnp.asarray(where)
     targets = jnp.asarray(targets) if not isinstance(targets, jax.core.Tracer) else targets
     _validate(embeddings, classifier, targets, where, reduction, impl, filter_eps)
     _check_positive("block_n", block_n)
     _check_positive("block_v", block_v)
     n = embeddings.shape[0]
     valid = jnp.ones((n,), jnp.bool_) if where is None else where
+    if where is not None:
+        # Masked rows (padding) may hold anything, NaN included: zero them so that g = 0 times
+        # their logits can never put a NaN into dC. Autodiff of the select zeroes their dE.
+        embeddings = jnp.where(where[:, None], embeddings, jnp.zeros((), embeddings.dtype))
     targets = targets.astype(jnp.int32)
     # One compute dtype; the cast is differentiated, so dC returns in the classifier's dtype.
     classifier = classifier.astype(embeddings.dtype)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
@@ -101,13 +102,7 @@ def exp2(x, use_asm: bool):
         return jnp.exp2(x)
     return plgpu.elementwise_inline_asm(
         "ex2.approx.ftz.f32 $0, $1;", args=[x], constraints="=r,r", pack=1,
-        result_shape_dtypes=[jax_shape_dtype(x)])[0]
-
-
-def jax_shape_dtype(x):
-    import jax
-
-    return jax.ShapeDtypeStruct(x.shape, x.dtype)
+        result_shape_dtypes=[jax.ShapeDtypeStruct(x.shape, x.dtype)])[0]
 
 
 def traced(index: int, program_axis: int = 0):

@@ -294,6 +294,22 @@ def test_bad_input_raises(kwargs, match):
         linear_cross_entropy(e, c, t, **kwargs)
 
 
+@pytest.mark.parametrize("impl,kw", [("xla", {}), ("pallas", dict(interpret=True, block_v=16))])
+def test_masked_rows_may_hold_non_finite_embeddings(impl, kw):
+    # Padding rows may carry anything (NaN, inf); results equal those with zeroed padding.
+    e, c, t, where = make_inputs(_rng("nan", impl), 23, 41, 16, jnp.float32)
+    w = np.asarray(where)
+    bad = np.asarray(e).copy()
+    bad[~w] = np.where(np.arange(16) % 2, np.nan, np.inf)
+    fn = lambda e_, c_: linear_cross_entropy(e_, c_, t, where=where, impl=impl, **kw)
+    loss_bad, (de_bad, dc_bad) = jax.value_and_grad(fn, (0, 1))(jnp.asarray(bad), c)
+    clean = jnp.where(where[:, None], e, 0.0)
+    loss, (de, dc) = jax.value_and_grad(fn, (0, 1))(clean, c)
+    assert np.isfinite(float(loss_bad)) and float(loss_bad) == float(loss)
+    np.testing.assert_array_equal(np.asarray(de_bad), np.asarray(de))
+    np.testing.assert_array_equal(np.asarray(dc_bad), np.asarray(dc))
+
+
 def test_masked_rows_may_hold_out_of_range_targets():
     e, c, t, _ = make_inputs(_rng("oor"), 4, 6, 8, jnp.float32)
     t = jnp.asarray([0, 10**6, 2, -5], jnp.int32)

@@ -1,0 +1,34 @@
+"""Smoke test of ``python -m experiments.benchmark_loss`` on CPU (Pallas interpreter, tiny shapes)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from experiments import benchmark_loss
+
+
+def test_benchmark_writes_rows_for_every_case_and_shape(tmp_path, capsys):
+    out = tmp_path / "res" / "cce.json"
+    benchmark_loss.main(["--n", "40", "--v", "70", "--d", "16", "--v-sweep", "33", "--sweep-d", "16",
+                         "--reps", "1", "--interpret", "--out", str(out)])
+    payload = json.loads(out.read_text())
+    assert [p.name for p in out.parent.iterdir()] == ["cce.json"]  # no temporary left behind
+    rows = payload["rows"]
+    assert {(r["case"], r["v"]) for r in rows} == {
+        (c, v) for c in ("cce_pallas", "chunked_xla", "naive_xla") for v in (70, 33)}
+    for r in rows:
+        assert "error" not in r, r
+        assert r["fwd_ms"] > 0 and r["fwd_bwd_ms"] > 0
+        # The bound uses the rates written in meta.
+        fwd_bound, total = benchmark_loss.bounds_ms(
+            r["n"], r["v"], r["d"], payload["meta"]["bf16_matmul_flops"], payload["meta"]["exp2_per_s"])
+        assert r["fwd_bound_ms"] == pytest.approx(fwd_bound)
+        assert r["fwd_bwd_frac_of_bound"] == pytest.approx(total / r["fwd_bwd_ms"])
+    assert "cce_pallas" in capsys.readouterr().out
+
+
+def test_unknown_case_is_rejected():
+    with pytest.raises(SystemExit, match="unknown cases"):
+        benchmark_loss.main(["--cases", "liger"])
