@@ -11,7 +11,8 @@ command therefore runs each loss in its own process, catalogs in ascending order
 with ``V``, so the mark after a point is that point's peak); after a loss runs out of memory its
 larger catalogs are recorded as ``skipped`` (they would need more). XLA's compile-time estimate
 (arguments + outputs + temporaries - aliased) is recorded too; it is per point and also exists on
-CPU, where the runtime peak is ``None``.
+CPU, where the runtime peak is ``None``; so is ``resident_bytes``, the bytes in use after the model,
+Adam state and batches are built (before the first step).
 """
 
 from __future__ import annotations
@@ -83,6 +84,17 @@ def _compiled_bytes(compiled) -> int | None:
             + get("temp_size_in_bytes") - get("alias_size_in_bytes"))
 
 
+def _bytes_in_use() -> int | None:
+    """Bytes allocated on the first device now, or None where the backend keeps no statistics."""
+    import jax
+
+    try:
+        stats = jax.local_devices()[0].memory_stats()
+    except Exception:  # some backends raise instead of returning None
+        return None
+    return int(stats["bytes_in_use"]) if stats and "bytes_in_use" in stats else None
+
+
 def _train_step(steps_lib, config, optimizer):
     """The trainer's jitted step and the trailing arguments it takes (``item_counts`` is an
     argument in older versions of ``make_train_step`` and bound inside it in newer ones)."""
@@ -114,6 +126,8 @@ def measure_point(config, n_items: int, *, steps: int = 5, warmup: int = 1) -> d
     batches = _random_batches(jax.random.key(config.seed), steps + warmup, batch_size, max_len, n_items)
     step, extra = _train_step(steps_lib, config, optimizer)
     key0 = jax.random.key(config.seed + 2)
+    jax.block_until_ready((state, opt_state, batches))
+    resident = _bytes_in_use()  # model + Adam state + batches, before any step
 
     t0 = time.perf_counter()
     compiled = step.lower(graphdef, state, opt_state, batches[0], key0, *extra).compile()
@@ -129,7 +143,7 @@ def measure_point(config, n_items: int, *, steps: int = 5, warmup: int = 1) -> d
     median = statistics.median(times)
     return {
         "status": "ok", "error": "", "n_params": n_params,
-        "peak_memory_bytes": profiling.peak_memory_bytes(),
+        "peak_memory_bytes": profiling.peak_memory_bytes(), "resident_bytes": resident,
         "compiled_memory_bytes": _compiled_bytes(compiled),
         "compile_s": compile_s, "median_step_s": median, "step_times_s": times,
         "tokens_per_s": batch_size * max_len / median, "loss_first": losses[0],

@@ -96,8 +96,9 @@ def write_report(inputs: Inputs, out_dir: str, *, plots: bool = True) -> dict[st
         put("catalog.md", tables.to_markdown(inputs.catalog_rows, tables.CATALOG_COLUMNS))
         put("catalog.csv", tables.to_csv(inputs.catalog_rows, tables.CATALOG_COLUMNS))
         md += ["## Catalog scale", ""] + [f"- {_meta_lines(m)}" for m in inputs.catalog_meta] + [
-            "", "Peak memory = device peak_bytes_in_use; XLA estimate = compile-time arguments + "
-            "outputs + temporaries; step = median step time.", "",
+            "", "Peak memory = device peak_bytes_in_use; state = bytes in use before the first step "
+            "(model, Adam moments, batches); XLA estimate = compile-time arguments + outputs + "
+            "temporaries; step = median step time.", "",
             tables.to_markdown(inputs.catalog_rows, tables.CATALOG_COLUMNS)]
     if plots:
         from srs_jax.experiments import plots as plots_lib

@@ -34,7 +34,7 @@ RUN_COLUMNS = (
     Column("status", "Status", ""))
 CATALOG_COLUMNS = (
     Column("loss", "Loss", ""), Column("n_items", "Items", ",d"), Column("status", "Status", ""),
-    Column("peak_memory_gb", "Peak memory, GB", ".3g"),
+    Column("peak_memory_gb", "Peak memory, GB", ".3g"), Column("resident_gb", "State, GB", ".3g"),
     Column("compiled_memory_gb", "XLA estimate, GB", ".3g"), Column("step_ms", "Step, ms", ".1f"),
     Column("tokens_per_s", "Tokens/s", ",.0f"))
 
@@ -140,6 +140,7 @@ def catalog_rows(study: dict) -> list[dict]:
         step = _num(p.get("median_step_s"))
         out.append({"loss": p["loss"], "n_items": int(p["n_items"]), "status": p["status"],
                     "peak_memory_gb": _gb(p.get("peak_memory_bytes")),
+                    "resident_gb": _gb(p.get("resident_bytes")),
                     "compiled_memory_gb": _gb(p.get("compiled_memory_bytes")),
                     "step_ms": step * 1e3 if step else None,
                     "tokens_per_s": _num(p.get("tokens_per_s")), "error": p.get("error", "")})

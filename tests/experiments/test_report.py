@@ -166,10 +166,10 @@ def test_cli(tmp_path):
     catalog_json(cat, peak=False)
     p = subprocess.run([sys.executable, "-m", "experiments.report", str(tmp_path / "runs"), cat,
                         f"--out={tmp_path / 'o'}"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=100)
+                       timeout=200)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "| Dataset | Loss | BS |" in p.stdout and "XLA estimate" in p.stdout
     assert (tmp_path / "o" / "memory_vs_catalog.png").exists()
     p = subprocess.run([sys.executable, "-m", "experiments.report", str(tmp_path / "nope")],
-                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+                       cwd=ROOT, capture_output=True, text=True, timeout=200)
     assert p.returncode != 0 and p.stderr.strip().splitlines()[-1].startswith("error: FileNotFoundError")
