@@ -28,8 +28,9 @@ SETTINGS = {
              "ce": (64, 64, 0), "ce_neg": (128, 32, 2048)},
 }
 
-# The two small leave-one-out sets of ../shared/data (no reference numbers; SASRec-paper scale:
-# length 50, batch 128). Path: $DATA_DIR/<file>, DATA_DIR defaults to data/.
+# The two small leave-one-out sets of ../shared/data (no reference numbers). Scale of the published
+# SASRec runs on these files (length 50, batch 128, hidden 64, one head: SASRec paper; eSASRec's
+# README for S3-Rec Sports); the reference's 2 blocks. Path: $DATA_DIR/<file>, default data/.
 SHARED = {
     "amazon_sports": "amazon_sports_s3rec.txt",
     "amazon_games": "amazon_video_games_sasrec.txt",
@@ -68,6 +69,9 @@ def shared_config(dataset: str, loss: str) -> ml_collections.ConfigDict:
     c = base.get_config(SHARED_DATA_NAME[dataset])
     c.data.path = os.path.join(os.environ.get("DATA_DIR", "data"), SHARED[dataset])
     c.model.max_len = length
+    c.model.hidden = 64
+    c.model.num_heads = 1
+    c.model.dropout = 0.3
     c.train.batch_size = batch
     c.train.max_epochs = 200
     c.train.patience = 10

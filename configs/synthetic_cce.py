@@ -11,12 +11,12 @@ from configs import base
 def get_config():
     c = base.get_config("synthetic")
     c.model.hidden = 64
-    c.model.max_len = 50
+    c.model.max_len = 32
     c.model.dropout = 0.2
     c.loss.type = "cce"
     c.train.batch_size = 128
-    c.train.max_epochs = 10
-    c.train.patience = 3
+    c.train.max_epochs = 4
+    c.train.patience = 2
     c.train.window_stride = 25
     c.workdir = "runs/synthetic_cce"
     return c

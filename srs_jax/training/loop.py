@@ -184,9 +184,17 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume:
         _train_peak_taken=bool(meta["profile"]["train_seconds"]))
     monitor = str(config.eval.monitor)
     writer = _tensorboard(workdir)
+    budget = float(config.train.get("max_train_seconds") or 0.0)
+    started, epochs_here = time.perf_counter(), 0
     try:
         while meta["stopped"] is None and meta["epoch"] < int(config.train.max_epochs):
+            if budget and epochs_here and time.perf_counter() - started > budget:
+                # Checked between epochs (each run trains >= 1 epoch). Not persisted: a resumed
+                # run gets a fresh budget and continues.
+                _log(f"[srs_jax] time budget of {budget:g}s spent after epoch {meta['epoch']}")
+                break
             epoch = int(meta["epoch"])
+            epochs_here += 1
             state, opt_state, stats = _train_epoch(config, epoch, windows, train_step, graphdef,
                                                    state, opt_state, meta, writer,
                                                    warm=bool(profile.compile_seconds))
@@ -241,7 +249,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume:
     profile.finish()
     results.update(profile.summary())
     results.update(best_epoch=meta["best_epoch"], epochs_run=meta["epoch"],
-                   stopped=meta["stopped"] or "max_epochs",
+                   stopped=meta["stopped"] or ("max_epochs" if meta["epoch"] >= int(config.train.max_epochs)
+                                                else "time budget (train.max_train_seconds)"),
                    workdir=workdir)
     run_files.write_json(os.path.join(workdir, run_files.RESULTS_FILE), results)
     ckpts.close()

@@ -13,7 +13,7 @@ from srs_jax.training import config_checks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG_FILES = sorted(f for f in glob.glob(os.path.join(ROOT, "configs", "*.py"))
-                      if os.path.basename(f) not in ("__init__.py", "benchmarks.py"))
+                      if not os.path.basename(f).startswith("_") and os.path.basename(f) != "benchmarks.py")
 
 
 def _load(path):

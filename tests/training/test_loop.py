@@ -164,3 +164,10 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
     ck.close()
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         checkpoints.RunCheckpoints(str(tmp_path / "empty")).restore_best(tree)
+
+
+def test_time_budget_stops_after_the_current_epoch(tmp_path):
+    cfg = tiny_config(tmp_path, max_epochs=5, max_train_seconds=1e-6)
+    results = loop.train(cfg, str(tmp_path / "run"))
+    assert results["epochs_run"] == 1 and results["stopped"].startswith("time budget")
+    assert results["best_epoch"] == 1 and "ndcg@10" in results["test"]

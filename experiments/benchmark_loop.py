@@ -1,0 +1,97 @@
+"""Is the host the bottleneck? Steps/s of the training loop vs the bare jitted step, same batches.
+
+    python -m experiments.benchmark_loop --config configs/zvuk_cce.py --steps 200 [--config.x=y ...]
+
+"bare": the batches already on the device, ``train_step`` called back to back, one sync at the end.
+"loop": ``srs_jax.training.loop`` 's epoch function on the same windows: host batching
+(BatchIterator), background prefetch to the device, lagged metric fetches, NaN checks, progress
+bar. Prints one JSON line; the target is ``ratio = loop / bare >= 0.95``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jax
+import numpy as np
+from absl import flags
+from ml_collections import config_flags
+
+from srs_jax.training import cli as _cli
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/synthetic_cce.py", "Config file.")
+_STEPS = flags.DEFINE_integer("steps", 100, "Timed steps per measurement.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Measurements of each kind (median reported).")
+_OUT = flags.DEFINE_string("out", None, "Also write the JSON result to this file.")
+
+
+def main(argv):
+    del argv
+    from srs_jax import data as data_lib
+    from srs_jax.data import batches as batches_lib
+    from srs_jax.training import config_checks, loop, steps
+
+    config = config_checks.resolve_config(_CONFIG.value)
+    config_checks.validate_config(config)
+    config.train.log_every = min(int(config.train.log_every), max(_STEPS.value // 4, 1))
+    dataset = data_lib.prepare_dataset(config.data)
+    inputs, targets = batches_lib.training_windows(dataset.train, int(config.model.max_len),
+                                                   stride=config.train.get("window_stride"))
+    bs, n = int(config.train.batch_size), int(_STEPS.value)
+    if inputs.shape[0] < bs:
+        raise ValueError(f"only {inputs.shape[0]} training windows for batch_size {bs}")
+    # Exactly n full batches (repeat windows if the dataset is small), so both paths see n steps.
+    rows = np.resize(np.arange(inputs.shape[0]), n * bs)
+    windows = {"inputs": np.asarray(inputs[rows], np.int32), "targets": np.asarray(targets[rows], np.int32)}
+    graphdef, state = loop.build_state(config, dataset.n_items)
+    optimizer = steps.make_optimizer(config.train, 10 * n)
+    opt_state = optimizer.init(state.params)
+    counts = np.asarray(dataset.item_counts) if config.loss.sampler == "popularity" else None
+    train_step = steps.make_train_step(config.model, config.loss, optimizer, counts)
+
+    iterator = batches_lib.BatchIterator(windows, bs, seed=int(config.seed), epoch=0)
+    device_batches = [jax.device_put(b) for b in iterator]
+    key = jax.random.key(0)
+    t0 = time.perf_counter()
+    state, opt_state, m = train_step(graphdef, state, opt_state, device_batches[0], key)
+    jax.block_until_ready(m)
+    compile_s = time.perf_counter() - t0
+
+    def bare():
+        nonlocal state, opt_state
+        t = time.perf_counter()
+        for i, b in enumerate(device_batches):
+            state, opt_state, m = train_step(graphdef, state, opt_state, b, jax.random.fold_in(key, i))
+        jax.block_until_ready((state.params, m))
+        return n / (time.perf_counter() - t)
+
+    def looped():
+        nonlocal state, opt_state
+        meta = {"global_step": 0, "epoch": 0}
+        state, opt_state, stats = loop._train_epoch(config, 0, windows, train_step, graphdef, state,
+                                                    opt_state, meta, writer=None, warm=True)
+        return stats["timed_steps"] / stats["train_seconds"]
+
+    bare_runs, loop_runs = [], []
+    for _ in range(int(_REPEATS.value)):  # interleaved, so drift affects both alike
+        bare_runs.append(bare())
+        loop_runs.append(looped())
+    result = {
+        "config": config.data.name, "loss": config.loss.type, "batch_size": bs,
+        "max_len": int(config.model.max_len), "n_items": int(dataset.n_items), "steps": n,
+        "device": jax.local_devices()[0].device_kind, "compile_s": round(compile_s, 2),
+        "bare_steps_per_s": float(np.median(bare_runs)), "loop_steps_per_s": float(np.median(loop_runs)),
+        "bare_runs": [round(x, 3) for x in bare_runs], "loop_runs": [round(x, 3) for x in loop_runs],
+    }
+    result["ratio"] = result["loop_steps_per_s"] / result["bare_steps_per_s"]
+    line = json.dumps(result)
+    print(line)
+    if _OUT.value:
+        from srs_jax.training.run_files import write_text_atomic
+
+        write_text_atomic(_OUT.value, line + "\n")
+
+
+if __name__ == "__main__":
+    _cli.run_main(main)
