@@ -96,7 +96,8 @@ def linear_cross_entropy(
         chunked pure JAX), "naive" (materialised logits; small shapes only) or "auto" (pallas on
         GPU, xla elsewhere).
       interpret: run the Pallas kernels in the interpreter (CPU tests).
-      block_n, block_v: rows x catalog columns per tile (None: the implementation's default).
+      block_n, block_v: rows x catalog columns per tile (None: the implementation's default;
+        "xla": 4096 x 2048, the largest float32 temporary).
       filter_eps: reserved for gradient filtering; must be None (not implemented). Exactness is
         the point at recommender scale: a fresh model has every probability below any useful
         eps, so filtering would drop all negative gradients.
@@ -132,7 +133,7 @@ def linear_cross_entropy(
         rows = reference.naive_row_losses(embeddings, classifier, targets, valid)
     elif impl == "xla":
         rows = reference.chunked_row_losses(
-            embeddings, classifier, targets, valid, block_n, block_v or 2048)
+            embeddings, classifier, targets, valid, block_n or 4096, block_v or 2048)
     else:
         from pallas_kernels.cce import ops  # imported lazily: only the Pallas path needs it
 

@@ -51,13 +51,25 @@ _DEFAULTS = {
 }
 
 
+# Forward programs wanted in flight: two per SM of an H100/H200 (132 SMs).
+_TARGET_PROGRAMS = 264
+_MAX_SPLITS = 8
+
+
 def default_config(n: int, v: int, d: int, itemsize: int = 2) -> KernelConfig:
-    """Defaults by the bytes of one row (float32 rows count as bf16 rows twice as long)."""
-    del n, v  # tiles depend on the row size only so far
+    """Defaults by the bytes of one row (float32 rows count as bf16 rows twice as long).
+
+    Small N (fewer row tiles than ~2 per SM) splits the catalog over up to 8 programs per row
+    tile so the forward fills the GPU; the split path is tested, its speed-up is not measured.
+    """
     width = d * max(1, itemsize // 2)
     key = next((k for k in sorted(_DEFAULTS) if width <= k), max(_DEFAULTS))
     (fbn, fbv, fw), (bbn, bbv, bw) = _DEFAULTS[key]
-    return KernelConfig(fwd_block_n=fbn, fwd_block_v=fbv, fwd_warps=fw, fwd_stages=3, num_splits=1,
+    row_tiles = -(-n // fbn)
+    catalog_tiles = -(-v // fbv)
+    splits = max(1, min(_MAX_SPLITS, -(-_TARGET_PROGRAMS // row_tiles), catalog_tiles // 16))
+    return KernelConfig(fwd_block_n=fbn, fwd_block_v=fbv, fwd_warps=fw, fwd_stages=3,
+                        num_splits=splits,
                         bwd_block_n=bbn, bwd_block_v=bbv, bwd_warps=bw, bwd_stages=2,
                         bwd_mode="two_pass", exp_asm=True)
 
