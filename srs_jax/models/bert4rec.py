@@ -157,7 +157,7 @@ class Bert4Rec(nnx.Module):
         self.item_table = nnx.Embed(
             n_items + 2, hidden, dtype=self.dtype, param_dtype=jnp.float32, embedding_init=_trunc_normal, rngs=rngs
         )
-        self.item_table.embedding.value = self.item_table.embedding.value.at[0].set(0.0)
+        self.item_table.embedding[...] = self.item_table.embedding[...].at[0].set(0.0)
         self.positions = nnx.Param(_trunc_normal(rngs.params(), (max_len, hidden), jnp.float32))
         self.embed_norm = _layer_norm(hidden, rngs)
         self.embed_dropout = nnx.Dropout(dropout, rngs=rngs)
@@ -179,8 +179,8 @@ class Bert4Rec(nnx.Module):
             raise ValueError(f"input length {t} exceeds model.max_len={self.max_len}: cut inputs to the last max_len items")
         ids = jnp.where(input_ids == MASK_TOKEN, self.mask_id, input_ids).astype(jnp.int32)
         key_valid = ids != 0
-        table = self.item_table.embedding.value
-        x = jnp.take(table, ids, axis=0) + self.positions.value[self.max_len - t :][None]
+        table = self.item_table.embedding[...]
+        x = jnp.take(table, ids, axis=0) + self.positions[...][self.max_len - t :][None]
         x = self.embed_norm(x).astype(self.dtype)
         x = self.embed_dropout(x, deterministic=deterministic)
         for block in self.blocks:
@@ -191,7 +191,7 @@ class Bert4Rec(nnx.Module):
 
     def output_embeddings(self) -> jax.Array:
         """Tied classifier: rows of items 1..V of the input table, [V, H] in the compute dtype."""
-        return self.item_table.embedding.value[1 : self.n_items + 1].astype(self.dtype)
+        return self.item_table.embedding[...][1 : self.n_items + 1].astype(self.dtype)
 
 
 def _compute_dtype(name: Any):

@@ -68,7 +68,7 @@ def _gelu(x):
 
 
 def _p(v) -> np.ndarray:
-    return np.asarray(v.value, np.float64)
+    return np.asarray(v[...], np.float64)
 
 
 def reference_forward(model: b4.Bert4Rec, ids: np.ndarray) -> np.ndarray:
@@ -149,8 +149,8 @@ def test_forward_bf16_close_to_float64_reference():
     assert err.max() < 0.1, err.max()
     assert err.mean() < 0.02, err.mean()
     # Padding stays invisible in bf16 too: a different padding row changes no real output.
-    table = model.item_table.embedding.value
-    model.item_table.embedding.value = table.at[0].set(jax.random.normal(jax.random.key(0), table.shape[1:]) * 5)
+    table = model.item_table.embedding[...]
+    model.item_table.embedding[...] = table.at[0].set(jax.random.normal(jax.random.key(0), table.shape[1:]) * 5)
     again = np.asarray(forward(model, jnp.asarray(ids)).astype(jnp.float32))
     np.testing.assert_array_equal(again[real], got[real].astype(np.float32))
 
@@ -158,11 +158,11 @@ def test_forward_bf16_close_to_float64_reference():
 def test_shapes_table_rows_and_tied_head():
     n_items = 17
     model = b4.build(model_config(hidden=24, num_heads=3, max_len=9), n_items, rngs=nnx.Rngs(0))
-    assert model.item_table.embedding.value.shape == (n_items + 2, 24)
-    np.testing.assert_array_equal(np.asarray(model.item_table.embedding.value[0]), 0.0)
+    assert model.item_table.embedding[...].shape == (n_items + 2, 24)
+    np.testing.assert_array_equal(np.asarray(model.item_table.embedding[...][0]), 0.0)
     out = model.output_embeddings()
     assert out.shape == (n_items, 24)
-    np.testing.assert_array_equal(np.asarray(out), np.asarray(model.item_table.embedding.value[1 : n_items + 1]))
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(model.item_table.embedding[...][1 : n_items + 1]))
     for t in (1, 9):
         h = forward(model, jnp.ones((3, t), jnp.int32))
         assert h.shape == (3, t, 24) and h.dtype == jnp.float32
@@ -173,7 +173,7 @@ def test_shapes_table_rows_and_tied_head():
         return m(ids, deterministic=True)[0, -1] @ m.output_embeddings()[6]
 
     grads = nnx.jit(nnx.grad(score))(model)
-    g = np.asarray(grads.item_table.embedding.value)
+    g = np.asarray(grads.item_table.embedding[...])
     assert np.abs(g[7]).sum() > 0  # item 7 = output row 6 (through the head) ...
     assert np.abs(g[n_items + 1]).sum() > 0  # ... and the [mask] row (through the input)
     assert np.abs(g[0]).sum() == 0 and np.abs(g[10]).sum() == 0  # padding, unused item
@@ -212,12 +212,12 @@ def test_padding_never_attended():
     # positions of the first t-5 slots (rows with <= 5 items must stay identical, longer rows
     # must change: the perturbation is not a no-op).
     real = ids != 0
-    table = model.item_table.embedding.value
-    model.item_table.embedding.value = table.at[0].set(jax.random.normal(jax.random.key(0), table.shape[1:]) * 5)
+    table = model.item_table.embedding[...]
+    model.item_table.embedding[...] = table.at[0].set(jax.random.normal(jax.random.key(0), table.shape[1:]) * 5)
     perturbed = np.asarray(forward(model, jnp.asarray(ids)).astype(jnp.float32))
     np.testing.assert_array_equal(perturbed[real], full[real])
-    noise = jax.random.normal(jax.random.key(1), (t - 5, model.positions.value.shape[1]))
-    model.positions.value = model.positions.value.at[: t - 5].add(noise)
+    noise = jax.random.normal(jax.random.key(1), (t - 5, model.positions[...].shape[1]))
+    model.positions[...] = model.positions[...].at[: t - 5].add(noise)
     perturbed = np.asarray(forward(model, jnp.asarray(ids)).astype(jnp.float32))
     short = lengths <= 5
     np.testing.assert_array_equal(perturbed[short][real[short]], full[short][real[short]])
