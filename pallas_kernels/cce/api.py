@@ -127,6 +127,9 @@ def linear_cross_entropy(
 
     if impl == "auto":
         impl = "pallas" if _on_gpu() else "xla"
+    if impl == "pallas" and not interpret and not _on_gpu():
+        raise ValueError(f"impl='pallas' compiles Triton kernels and needs a GPU (backend is "
+                         f"{jax.default_backend()!r}); pass interpret=True or impl='xla'")
     if n == 0:
         rows = jnp.zeros((0,), jnp.float32)
     elif impl == "naive":
