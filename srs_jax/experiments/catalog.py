@@ -165,9 +165,10 @@ def run_loss(base, loss: str, catalogs, *, shape: dict, steps: int, warmup: int,
              log: Callable[[str], None] = print) -> None:
     """Every catalog of one loss, ascending; after an OOM the larger catalogs are ``skipped``."""
     config = point_config(base, loss, **shape)
+    where = device_fields(config)
     failed_at = None
     for n_items in sorted(int(v) for v in catalogs):
-        point = {"loss": loss, "n_items": n_items}
+        point = {"loss": loss, "n_items": n_items, **where}
         if failed_at is not None:
             emit({**point, "status": "skipped",
                   "error": f"not run: {loss} already ran out of memory at {failed_at} items"})
@@ -215,19 +216,27 @@ def read_jsonl(path: str) -> list[dict]:
     return [json.loads(line) for line in text.split("\n")[:-1] if line.strip()]
 
 
-def metadata(*, shape: dict, steps: int, warmup: int, losses, catalogs, isolate: str,
-             base) -> dict:
+def device_fields(config) -> dict:
+    """Where a point runs (recorded by the process that runs it)."""
     import jax
 
-    dev = jax.local_devices()[0]
+    return {"device": str(jax.local_devices()[0].device_kind), "backend": jax.default_backend(),
+            "compute_dtype": str(config.model.compute_dtype)}
+
+
+def metadata(*, shape: dict, steps: int, warmup: int, losses, catalogs, isolate: str,
+             base) -> dict:
+    """The study's settings. Never touches a device: with ``isolate='loss'`` this process must not
+    hold GPU memory (or a preallocated pool) while the workers measure."""
+    import jax
+
     return {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": str(dev.device_kind), "backend": jax.default_backend(),
         "jax": jax.__version__, "python": platform.python_version(), **shape,
         "steps": steps, "warmup": warmup, "losses": list(losses), "catalogs": [int(v) for v in catalogs],
-        "isolate": isolate, "compute_dtype": point_config(base, "cce", **shape).model.compute_dtype,
-        "sharing": base.loss.sharing, "impl": base.loss.impl, "sampler": base.loss.sampler,
-        "num_blocks": int(base.model.num_blocks), "num_heads": int(base.model.num_heads),
+        "isolate": isolate, "sharing": base.loss.sharing, "impl": base.loss.impl,
+        "sampler": base.loss.sampler, "num_blocks": int(base.model.num_blocks),
+        "num_heads": int(base.model.num_heads),
         "data": "random item ids drawn on the device per step (no dataset)",
         "command": " ".join([os.path.basename(sys.executable), "-m", "experiments.catalog_scale"]
                             + sys.argv[1:]),
@@ -270,18 +279,36 @@ def run_study(base, *, losses=LOSSES, catalogs=CATALOGS, shape: dict = ZVUK_SHAP
                f"--steps={steps}", f"--warmup={warmup}", *(worker_args or [])]
         if remaining is not None:
             cmd.append(f"--time_budget_s={remaining}")
-        proc = subprocess.run(cmd)
+        code, tail = _run_streaming(cmd)
         done = {(r["loss"], r["n_items"]) for r in read_jsonl(jsonl)}
-        for n_items in sorted(int(v) for v in catalogs):
-            if (loss, n_items) not in done:  # the worker died on this point (or before it)
-                append_jsonl(jsonl, {"loss": loss, "n_items": n_items, "status": "error",
-                                     "error": f"worker exited with code {proc.returncode} before "
-                                              "recording this point"})
+        missing = [v for v in sorted(int(v) for v in catalogs) if (loss, v) not in done]
+        # A worker that died hard (no exception to catch) on an allocation is an OOM too.
+        oom = any(m in tail for m in ("RESOURCE_EXHAUSTED", "out of memory", "OUT_OF_MEMORY"))
+        last = " ".join(tail.strip().splitlines()[-1:])[:200]
+        for i, n_items in enumerate(missing):
+            status = ("oom" if i == 0 else "skipped") if oom else "error"
+            append_jsonl(jsonl, {"loss": loss, "n_items": n_items, "status": status,
+                                 "error": f"worker exited with code {code} before recording this "
+                                          f"point: {last}"})
     points = read_jsonl(jsonl)
+    for key in ("device", "backend", "compute_dtype"):
+        meta[key] = next((p[key] for p in points if p.get(key)), None)
     result = {"meta": meta, "points": points}
     run_files.write_json(out_path, result)
     os.remove(jsonl)
     return result
+
+
+def _run_streaming(cmd: list[str]) -> tuple[int, str]:
+    """Runs ``cmd``, passing its stderr through; returns (exit code, last lines of stderr)."""
+    import collections
+
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, errors="replace")
+    tail: collections.deque[str] = collections.deque(maxlen=40)
+    for line in proc.stderr:
+        sys.stderr.write(line)
+        tail.append(line)
+    return proc.wait(), "".join(tail)
 
 
 def load_study(path: str) -> dict:

@@ -114,3 +114,33 @@ def test_cli_small_worker_process(tmp_path):
     assert pt["n_params"] > 64 * 16 and pt["compiled_memory_bytes"] > 0
     assert "| cce_neg | 64 | ok |" in p.stdout
     assert sorted(os.listdir(tmp_path)) == ["cat.json"]  # the points JSONL is removed
+
+
+def test_parent_bookkeeping_of_dying_workers_and_no_device_in_parent(tmp_path):
+    """Workers that die: an allocation failure becomes ``oom`` (larger catalogs ``skipped``), any
+    other death ``error``. The parent never initialises a JAX backend (on a GPU it would hold
+    memory, or a preallocated pool, while the workers measure)."""
+    out = tmp_path / "study.json"
+    code = f"""
+from jax._src import xla_bridge
+from configs import base
+from srs_jax.experiments import catalog
+res = catalog.run_study(base.get_config("synthetic"), losses=["cce", "ce", "ce_neg"],
+                        catalogs=[300, 20, 4000], shape={TINY!r}, steps=1, warmup=0,
+                        out_path={str(out)!r}, worker_module="tests.experiments.fake_catalog_worker",
+                        log=lambda m: None)
+assert not xla_bridge._backends, xla_bridge._backends
+"""
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=200)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "Segmentation fault" in p.stderr  # worker logs pass through
+    data = json.loads(out.read_text())
+    got = {(q["loss"], q["n_items"]): q["status"] for q in data["points"]}
+    assert got == {("cce", 20): "ok", ("cce", 300): "ok", ("cce", 4000): "ok",
+                   ("ce", 20): "ok", ("ce", 300): "oom", ("ce", 4000): "skipped",
+                   ("ce_neg", 20): "error", ("ce_neg", 300): "error", ("ce_neg", 4000): "error"}
+    ce300 = [q for q in data["points"] if (q["loss"], q["n_items"]) == ("ce", 300)][0]
+    assert ce300["error"].startswith("worker exited with code 6") and "RESOURCE_EXHAUSTED" in ce300["error"]
+    assert (data["meta"]["device"], data["meta"]["compute_dtype"]) == ("fake-gpu", "bfloat16")
+    assert sorted(os.listdir(tmp_path)) == ["study.json"]

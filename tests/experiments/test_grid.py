@@ -205,3 +205,22 @@ def test_real_trainer_point_and_report(tmp_path):
     inputs = reporting.collect([s.csv_path, str(tmp_path / "g")])
     assert [r["status"] for r in inputs.run_rows] == ["ok", "ok"]  # the CSV row and the run folder
     assert inputs.run_rows[0]["ndcg@10"] == pytest.approx(inputs.run_rows[1]["ndcg@10"])
+
+
+def test_isolated_parent_holds_no_device(tmp_path):
+    """With isolate=True the parent never initialises a JAX backend: on a GPU it would otherwise
+    hold memory (or a preallocated pool) while each point trains in its child."""
+    code = f"""
+from jax._src import xla_bridge
+import ml_collections
+from configs import base
+from srs_jax.experiments import grid
+c = base.get_config("synthetic")
+g = ml_collections.ConfigDict(dict(batch_size=(8,), max_len=(4,), num_negatives=(1,), launches=1))
+s = grid.run_grid(c, g, {str(tmp_path)!r}, train_fn={FAKE!r}, isolate=True, log=lambda m: None)
+assert s.statuses == {{"ok": 1}}, s
+assert not xla_bridge._backends, xla_bridge._backends
+"""
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=200, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert p.returncode == 0, p.stderr[-3000:]
