@@ -53,6 +53,8 @@ def parse_args(argv=None):
     p.add_argument("--budget-s", type=float, default=90.0,
                    help="stop timing after this many seconds of timed steps (at least 2 steps)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--analyze", action="store_true",
+                   help="only compile the step and report XLA's per-device memory analysis")
     p.add_argument("--out", default=None, help="JSON file (written atomically)")
     return p.parse_args(argv)
 
@@ -113,6 +115,19 @@ def run(args) -> dict:
     rng = np.random.default_rng(args.seed)
     dev_batch = dist.shard_batch(_random_batch(rng, batch, args.length, args.items), mesh)
     key = jax.random.key(args.seed)
+    common = {"mode": args.mode, "devices": n_dev, "mesh": dict(mesh.shape),
+              "device_kind": jax.devices()[0].device_kind, "items": args.items, "batch": batch,
+              "length": args.length, "hidden": args.hidden, "blocks": args.blocks,
+              "loss": args.loss, "impl": args.impl, "compute_dtype": dtype,
+              "table_rows": dist.table_rows(state)}
+    if args.analyze:
+        # Per-device bytes, also in units of one f32 item-table shard (rows / vocab x hidden x 4).
+        ma = step.jitted.lower(graphdef, state, opt_state, dev_batch, key).compile().memory_analysis()
+        shard = dist.table_rows(state) // vocab * args.hidden * 4
+        fields = ("argument", "output", "alias", "temp")
+        mem = {f"{f}_bytes": int(getattr(ma, f"{f}_size_in_bytes")) for f in fields}
+        mem.update({f"{f}_shards": round(mem[f"{f}_bytes"] / shard, 2) for f in fields})
+        return {**common, "analysis": mem, "init_s": round(init_s, 2)}
 
     t0 = time.perf_counter()
     state, opt_state, m = step(graphdef, state, opt_state, dev_batch, jax.random.fold_in(key, 0))
@@ -131,11 +146,7 @@ def run(args) -> dict:
     ms = 1e3 * statistics.median(times)
     tokens = batch * args.length
     row = {
-        "mode": args.mode, "devices": n_dev, "mesh": dict(mesh.shape),
-        "device_kind": jax.devices()[0].device_kind, "items": args.items, "batch": batch,
-        "length": args.length, "hidden": args.hidden, "blocks": args.blocks, "loss": args.loss,
-        "impl": args.impl, "compute_dtype": dtype, "table_rows": dist.table_rows(state),
-        "timed_steps": len(times), "ms_per_step": round(ms, 3),
+        **common, "timed_steps": len(times), "ms_per_step": round(ms, 3),
         "ms_per_step_all": [round(1e3 * t, 3) for t in times],
         "tokens_per_s": round(tokens / (ms / 1e3), 1), "compile_s": round(compile_s, 2),
         "init_s": round(init_s, 2), "peak_bytes": _peak_bytes(),

@@ -2,6 +2,10 @@
 # One device call on a 4-GPU machine (nvidia-h200-x4): data-parallel throughput at the Zvuk shape
 # (batch 1024, length 128, hidden 256, 1M items, CCE) on 1, 2 and 4 GPUs, then a 100M-item catalog
 # trained with vocabulary parallelism on 4 GPUs. JSON + logs under $OUT; a summary table at the end.
+# The 100M run uses hidden 128 by default: table + Adam moments = 100M x 128 x 4 B x 3 = 154 GB
+# (more than one H200's 139 GiB), ~38 GB per GPU on 4. At hidden 256 the per-GPU estimate
+# (state 3 x 25.6 GB + temporaries of 4 table-shard sizes, XLA's CPU memory analysis at small
+# scale, docs/distributed.md) exceeds 139 GiB. VP_ANALYZE=1 prints XLA's GPU estimate first.
 # Bounded: each run has its own timeout (defaults sum to < 6 minutes of wall time).
 #   bash experiments/gpu_session_multi.sh                  # everything
 #   DP="1 2" VP= bash experiments/gpu_session_multi.sh     # subsets (empty VP skips the 100M run)
@@ -25,9 +29,14 @@ done
 
 for n in $VP; do
   devs=$(seq -s, 0 $((n - 1)))
+  if [ -n "${VP_ANALYZE:-}" ]; then  # compile only: XLA's per-GPU memory estimate for this shape
+    CUDA_VISIBLE_DEVICES=$devs timeout ${VP_S:-150} $PY -m experiments.benchmark_multi_gpu --mode vp \
+      --items ${VP_ITEMS:-100000000} --batch ${VP_BATCH:-256} --length 128 --hidden ${VP_HIDDEN:-128} \
+      --analyze ${VP_ARGS:-} 2>&1 | grep -v -i warn | tail -1 | tee -a "$OUT/multi.log"
+  fi
   echo "== vocabulary parallel, 100M items on $n GPU(s)" | tee -a "$OUT/multi.log"
   CUDA_VISIBLE_DEVICES=$devs timeout ${VP_S:-150} $PY -m experiments.benchmark_multi_gpu --mode vp \
-    --items ${VP_ITEMS:-100000000} --batch ${VP_BATCH:-256} --length 128 --hidden 256 \
+    --items ${VP_ITEMS:-100000000} --batch ${VP_BATCH:-256} --length 128 --hidden ${VP_HIDDEN:-128} \
     --steps ${VP_STEPS:-3} --budget-s 60 --out "$OUT/vp_${n}gpu.json" ${VP_ARGS:-} 2>&1 \
     | grep -v -i warn | tail -3 | tee -a "$OUT/multi.log"
 done

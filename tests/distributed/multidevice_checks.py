@@ -72,8 +72,8 @@ def check_cce_loss_and_grads():
     for (data, vocab) in MESHES:
         mesh = dist.make_mesh({"data": data, "vocab": vocab})
         for impl, dtype, rtol, atol in cases:
-            if impl == "pallas" and (data, vocab) != (2, 4):
-                continue  # the interpreter is slow: one mesh is enough for the kernel path
+            if (impl == "pallas" or dtype == jnp.bfloat16) and (data, vocab) != (2, 4):
+                continue  # compiles cost time: one mesh each for the kernel path and bf16
             n = 8 * int(rng.integers(2, 6))
             d = int(rng.choice([8, 16, 24]))
             v = int(rng.integers(20, 60))
@@ -130,6 +130,8 @@ def check_cce_neg_loss_and_grads():
     for (data, vocab) in MESHES:
         mesh = dist.make_mesh({"data": data, "vocab": vocab})
         for sampler in ("uniform", "popularity"):
+            if sampler == "popularity" and (data, vocab) == (8, 1):
+                continue  # one shard: popularity draws are tested on the sharded meshes
             n = 8 * int(rng.integers(2, 5))
             d, v = 16, int(rng.integers(30, 70))
             neg = int(rng.integers(5, 20))
