@@ -40,6 +40,9 @@ ZVUK_SHAPE = dict(batch_size=1024, max_len=128, hidden=256, num_negatives=2047)
 SMALL_SHAPE = dict(batch_size=8, max_len=16, hidden=32, num_negatives=15)
 SMALL_CATALOGS = (100, 1_000, 10_000)
 STATUSES = ("ok", "oom", "skipped", "error", "not_run")
+# Worker defaults (the caller's environment wins): allocate on demand, so the pool does not hide
+# what a point needs, and let one point use 95% of the card rather than XLA's default 75%.
+WORKER_ENV = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.95"}
 
 
 def point_config(base, loss: str, *, batch_size: int, max_len: int, hidden: int,
@@ -238,6 +241,7 @@ def metadata(*, shape: dict, steps: int, warmup: int, losses, catalogs, isolate:
         "sampler": base.loss.sampler, "num_blocks": int(base.model.num_blocks),
         "num_heads": int(base.model.num_heads),
         "data": "random item ids drawn on the device per step (no dataset)",
+        "xla_env": {k: os.environ.get(k, v if isolate == "loss" else None) for k, v in WORKER_ENV.items()},
         "command": " ".join([os.path.basename(sys.executable), "-m", "experiments.catalog_scale"]
                             + sys.argv[1:]),
     }
@@ -303,7 +307,8 @@ def _run_streaming(cmd: list[str]) -> tuple[int, str]:
     """Runs ``cmd``, passing its stderr through; returns (exit code, last lines of stderr)."""
     import collections
 
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, errors="replace")
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, errors="replace",
+                            env={**WORKER_ENV, **os.environ})
     tail: collections.deque[str] = collections.deque(maxlen=40)
     for line in proc.stderr:
         sys.stderr.write(line)

@@ -143,4 +143,5 @@ assert not xla_bridge._backends, xla_bridge._backends
     ce300 = [q for q in data["points"] if (q["loss"], q["n_items"]) == ("ce", 300)][0]
     assert ce300["error"].startswith("worker exited with code 6") and "RESOURCE_EXHAUSTED" in ce300["error"]
     assert (data["meta"]["device"], data["meta"]["compute_dtype"]) == ("fake-gpu", "bfloat16")
+    assert data["meta"]["xla_env"]["XLA_PYTHON_CLIENT_PREALLOCATE"] in ("false", "False", "0")
     assert sorted(os.listdir(tmp_path)) == ["study.json"]
