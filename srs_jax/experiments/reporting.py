@@ -45,6 +45,9 @@ def collect(paths: list[str]) -> Inputs:
         else:
             raise FileNotFoundError(f"{p}: not a folder, .csv or .json; pass run folders, grid "
                                     "CSVs (experiments.grid_search) or catalog JSONs")
+    # A grid point's run folder given as well (e.g. the grid's --out): keep the CSV row only.
+    in_grid = {r["workdir"] for r in runs if r.get("workdir")}
+    runs = [r for r in runs if r.get("workdir") or r["source"] not in in_grid]
     return Inputs(tables.sort_runs(runs), cat, meta)
 
 

@@ -129,6 +129,7 @@ def grid_rows(csv_path: str) -> list[dict]:
             "step_ms": step_s * 1e3 if step_s else None, "tokens_per_s": _num(r.get("tokens_per_s")),
             "status": r["status"], "device": r.get("device"),
             "source": f"{os.path.abspath(csv_path)}#seed={r['seed']}",
+            "workdir": os.path.abspath(r["workdir"]) if r.get("workdir") else None,
         })
     return out
 

@@ -202,9 +202,13 @@ def test_real_trainer_point_and_report(tmp_path):
     assert 0.0 <= float(row["test_coverage@10"]) <= 1.0
     assert row["peak_memory_gb"] == "" and res["peak_memory_bytes"] is None  # CPU: none, not 0
     assert row["peak_memory_scope"].startswith("process")
-    inputs = reporting.collect([s.csv_path, str(tmp_path / "g")])
-    assert [r["status"] for r in inputs.run_rows] == ["ok", "ok"]  # the CSV row and the run folder
-    assert inputs.run_rows[0]["ndcg@10"] == pytest.approx(inputs.run_rows[1]["ndcg@10"])
+    from_csv = reporting.collect([s.csv_path]).run_rows
+    from_dir = reporting.collect([str(tmp_path / "g")]).run_rows  # finds runs/<point>/
+    assert len(from_csv) == len(from_dir) == 1
+    for key in ("ndcg@10", "coverage@10", "surprisal@10", "epoch_s", "step_ms", "batch_size", "max_len"):
+        assert from_csv[0][key] == pytest.approx(from_dir[0][key]), key
+    both = reporting.collect([s.csv_path, str(tmp_path / "g")]).run_rows
+    assert len(both) == 1 and both[0]["workdir"] == from_dir[0]["source"]  # one row per point
 
 
 def test_isolated_parent_holds_no_device(tmp_path):
