@@ -95,6 +95,13 @@ def pallas_row_losses(embeddings, classifier, targets, valid, *, interpret=False
                       block_v=None, config: common.KernelConfig | None = None):
     """float32[N] per-row CCE losses (0 on rows with valid == False) by the Pallas kernels."""
     n, d = embeddings.shape
+    d_pad = max(_MIN_DOT, common.next_pow2(d))
+    for name, rows in (("classifier", classifier.shape[0]), ("embeddings", n)):
+        # Element offsets inside the kernels are 32-bit (cf. apple/ml-cross-entropy#37).
+        if rows * d_pad >= 2**31:
+            raise ValueError(f"{name} has {rows} x {d_pad} >= 2^31 elements, past the kernels' "
+                             f"32-bit offsets; shard it (pallas_kernels.vocab_parallel) or use "
+                             f"impl='xla'")
     cfg = resolve_config(n, classifier.shape[0], d, block_n, block_v, config,
                          embeddings.dtype.itemsize)
     return _row_losses(embeddings, classifier, targets, valid, cfg, interpret)

@@ -245,14 +245,16 @@ def test_single_item_catalog(impl):
     assert abs(float(linear_cross_entropy(e, c, t, where=where, impl=impl))) <= 1e-6
 
 
-def test_jit_and_mixed_dtypes():
-    # bf16 embeddings with a float32 table (mixed-precision training): the compute runs in bf16
-    # with f32 accumulation; each gradient comes back in its input's dtype.
-    rng = _rng("mixed")
+@pytest.mark.parametrize("impl,kw", [("xla", {}), ("pallas", dict(interpret=True, block_v=16))])
+def test_jit_and_mixed_dtypes(impl, kw):
+    # bf16 embeddings with a float32 table (mixed-precision training), targets and mask traced
+    # under jit: the compute runs in bf16 with f32 accumulation; each gradient comes back in its
+    # input's dtype.
+    rng = _rng("mixed", impl)
     e, c, t, where = make_inputs(rng, 40, 64, 16, jnp.float32)
     e16 = e.astype(jnp.bfloat16)
     fn = jax.jit(jax.value_and_grad(
-        lambda e_, c_, t_, w_: linear_cross_entropy(e_, c_, t_, where=w_, impl="xla"), (0, 1)))
+        lambda e_, c_, t_, w_: linear_cross_entropy(e_, c_, t_, where=w_, impl=impl, **kw), (0, 1)))
     loss, (de, dc) = fn(e16, c, t, where)
     assert de.dtype == jnp.bfloat16 and dc.dtype == jnp.float32
     ref = linear_cross_entropy(e16, c.astype(jnp.bfloat16), t, where=where, impl="naive")
@@ -316,6 +318,16 @@ def test_pallas_without_gpu_or_interpreter_is_refused():
     e, c, t, where = make_inputs(_rng("nogpu"), 4, 6, 8, jnp.float32)
     with pytest.raises(ValueError, match="interpret=True"):
         linear_cross_entropy(e, c, t, where=where, impl="pallas")
+
+
+def test_pallas_refuses_tables_past_32_bit_offsets():
+    # Shape-only check (no data is touched): 2^25 rows x 64 = 2^31 elements.
+    e = jax.ShapeDtypeStruct((8, 64), jnp.bfloat16)
+    c = jax.ShapeDtypeStruct((2**25, 64), jnp.bfloat16)
+    t = jax.ShapeDtypeStruct((8,), jnp.int32)
+    fn = lambda e_, c_, t_: linear_cross_entropy(e_, c_, t_, impl="pallas", interpret=True)
+    with pytest.raises(ValueError, match="32-bit offsets"):
+        jax.eval_shape(fn, e, c, t)
 
 
 def test_masked_rows_may_hold_out_of_range_targets():
