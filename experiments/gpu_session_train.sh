@@ -25,9 +25,9 @@ T0=$(date +%s)
   ls -l "$DATA_DIR"
 } > "$OUT/env.txt" 2>&1
 
-train() {  # name, timeout_s, args...
-  local name=$1 limit=$2; shift 2
-  timeout "$limit" python -m experiments.train --workdir "$WORK/$name" \
+train() {  # name, timeout_s, config file, overrides... (--config must precede --config.x overrides)
+  local name=$1 limit=$2 cfg=$3; shift 3
+  timeout "$limit" python -m experiments.train --config "$cfg" --workdir "$WORK/$name" \
     --config.data.cache_dir="$WORK/cache_$name" "$@" > "$OUT/logs/$name.log" 2>&1
   echo "$name rc=$?" >> "$OUT/logs/status.txt"
   mkdir -p "$OUT/runs/$name"
@@ -39,7 +39,7 @@ train() {  # name, timeout_s, args...
 # --- 1. quality (parallel) ---------------------------------------------------------------------
 for ds in amazon_sports amazon_games; do
   for loss in ce cce cce_neg; do
-    train "${ds}_${loss}" 220 --config "configs/${ds}_${loss}.py" --config.train.max_train_seconds=110 &
+    train "${ds}_${loss}" 240 "configs/${ds}_${loss}.py" --config.train.max_train_seconds=140 &
   done
 done
 wait
@@ -50,12 +50,12 @@ BIG=(--config.model.hidden=256 --config.model.num_heads=2 --config.model.dropout
      --config.model.max_len=200 --config.train.batch_size=256 --config.train.max_epochs=2
      --config.eval.popularity_baseline=False)
 for loss in ce cce cce_neg; do
-  train "compare_games_${loss}" 75 --config "configs/amazon_games_${loss}.py" "${BIG[@]}"
+  train "compare_games_${loss}" 65 "configs/amazon_games_${loss}.py" "${BIG[@]}"
 done
 echo "phase 2 done after $(( $(date +%s) - T0 ))s" >> "$OUT/logs/status.txt"
 
 # --- 3. host overhead --------------------------------------------------------------------------
-timeout 60 python -m experiments.benchmark_loop --config configs/amazon_games_cce.py --steps 200 \
+timeout 40 python -m experiments.benchmark_loop --config configs/amazon_games_cce.py --steps 100 \
   --repeats 3 --config.data.cache_dir="$WORK/cache_bench" --out "$OUT/benchmark_loop.json" \
   > "$OUT/logs/benchmark_loop.log" 2>&1
 echo "benchmark_loop rc=$?" >> "$OUT/logs/status.txt"
