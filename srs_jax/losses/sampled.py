@@ -37,12 +37,6 @@ def negative_logits(hidden, classifier, neg_ids):
     return jnp.einsum("nh,nkh->nk", hidden, rows, preferred_element_type=jnp.float32)
 
 
-def _draw(cfg, key, hidden, classifier, item_counts, n):
-    return samplers.sample_negatives(
-        key, hidden.shape[0], n, classifier.shape[0], sampler=option(cfg, "sampler"),
-        item_counts=item_counts, sharing=option(cfg, "sharing"))
-
-
 def negative_ids(cfg, key, n_rows: int, n_items: int, *, kind=None, labels=None, where=None,
                  item_counts=None):
     """The negative labels loss ``kind`` (default ``cfg.type``) draws from ``key`` (tests, analysis).

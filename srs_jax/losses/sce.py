@@ -37,8 +37,7 @@ def sce(cfg, hidden, classifier, labels, where, *, key, item_counts=None):
     if n_buckets < 1 or size_x < 1 or size_y < 1:
         raise ValueError(f"sce_n_buckets={n_buckets}, sce_bucket_size_x/y={size_x}/{size_y} must be positive")
     y = safe_labels(labels, where)
-    w = classifier.astype(hidden.dtype)
-    correct = row_dot(hidden, w[y])  # [N] float32, with gradient
+    correct = row_dot(hidden, classifier[y])  # [N] float32, with gradient
 
     # Bucket centres and selections carry no gradient.
     x0 = jax.lax.stop_gradient(hidden).astype(jnp.float32) * where[:, None]
@@ -54,7 +53,8 @@ def sce(cfg, hidden, classifier, labels, where, *, key, item_counts=None):
     _, items = chunked_top_k(centres, jax.lax.stop_gradient(classifier), size_y,
                              item_chunk=int(option(cfg, "sce_item_chunk")))  # [n_b, by]
 
-    logits = jnp.einsum("bxh,byh->bxy", hidden[rows], w[items], preferred_element_type=jnp.float32)
+    logits = jnp.einsum("bxh,byh->bxy", hidden[rows], classifier[items].astype(hidden.dtype),
+                        preferred_element_type=jnp.float32)
     target = y[rows]
     logits = jnp.where(items[:, None, :] == target[:, :, None], -jnp.inf, logits)
     c = correct[rows]
