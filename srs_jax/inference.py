@@ -25,8 +25,13 @@ def _cached_run(workdir: str) -> SavedRun:
     return load_run(workdir)
 
 
-def _user_histories(run: SavedRun, users: Sequence) -> list[np.ndarray]:
-    ds = run.dataset
+_LATEST: list = []  # [(dataset, raw user -> index, index -> history)] for the last dataset used
+
+
+def _latest_histories(ds) -> tuple[dict, dict]:
+    """Built once per loaded dataset: O(total interactions) in Python."""
+    if _LATEST and _LATEST[0][0] is ds:
+        return _LATEST[0][1], _LATEST[0][2]
     raw = np.asarray(ds.user_raw_ids)
     index = {str(u): i for i, u in enumerate(raw.tolist())}
     latest: dict[int, np.ndarray] = {}
@@ -38,6 +43,12 @@ def _user_histories(run: SavedRun, users: Sequence) -> list[np.ndarray]:
         for j, (u, a, b) in enumerate(zip(split.users.tolist(), s.offsets[:-1].tolist(),
                                           s.offsets[1:].tolist())):
             latest[int(u)] = np.append(s.items[a:b], split.targets[j])
+    _LATEST[:] = [(ds, index, latest)]  # one dataset's maps kept, not every one ever loaded
+    return index, latest
+
+
+def _user_histories(run: SavedRun, users: Sequence) -> list[np.ndarray]:
+    index, latest = _latest_histories(run.dataset)
     out = []
     for u in users:
         if str(u) not in index or index[str(u)] not in latest:
