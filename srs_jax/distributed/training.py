@@ -90,13 +90,22 @@ def table_rows(state) -> int:
 
 
 def shard_batch(batch: dict, mesh: Mesh) -> dict:
-    """Host batch (numpy dict) -> device arrays split by rows over ``data``."""
+    """Host batch (dict of arrays, the *global* batch) -> device arrays split by rows over ``data``.
+
+    With several processes every process passes the same global batch (``BatchIterator`` is a
+    function of ``(seed, epoch)``) and contributes the rows of its own devices.
+    """
     n_data = mesh.shape[mesh_lib.DATA]
+    sharding = mesh_lib.batch_sharding(mesh)
     for name, x in batch.items():
         if np.shape(x)[0] % n_data:
             raise ValueError(f"batch[{name!r}] has {np.shape(x)[0]} rows, not divisible by the "
                              f"{n_data} data shards: make train.batch_size a multiple of {n_data}")
-    return jax.device_put(batch, mesh_lib.batch_sharding(mesh))
+    if jax.process_count() == 1:
+        return jax.device_put(batch, sharding)
+    return {name: jax.make_array_from_callback(np.shape(x), sharding,
+                                               lambda idx, x=x: np.asarray(x)[idx])
+            for name, x in batch.items()}
 
 
 def make_sharded_train_step(model_config, loss_config, optimizer, mesh: Mesh, state, opt_state, *,
@@ -160,10 +169,8 @@ def setup_training(config, state, opt_state, optimizer, n_items: int, *, item_co
     state, opt_state = place_state(state, opt_state, mesh)
     step = make_sharded_train_step(config.model, config.loss, optimizer, mesh, state, opt_state,
                                    n_items=n_items, item_counts=item_counts)
-    batch_sh = mesh_lib.batch_sharding(mesh)
-
     def sharded_step(graphdef, state, opt_state, batch, key):
-        return step(graphdef, state, opt_state, jax.device_put(batch, batch_sh), key)
+        return step(graphdef, state, opt_state, shard_batch(batch, mesh), key)
 
     sharded_step.plan = step.plan
     sharded_step.mesh = mesh

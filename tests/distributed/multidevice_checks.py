@@ -21,6 +21,11 @@ sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..",
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+
+# Compiles dominate this file's time: keep them in the repo's (git-ignored) .cache between runs.
+jax.config.update("jax_compilation_cache_dir", os.path.abspath(os.path.join(
+    os.path.dirname(__file__), "..", "..", ".cache", "jax_distributed_tests")))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
@@ -201,9 +206,11 @@ def check_cce_neg_unbiased():
             raise AssertionError(f"biased partition estimate: {mean} vs {z_full} (sem {sem})")
 
 
-def _model_config():
-    return ml_collections.ConfigDict(dict(name="sasrec", hidden=16, num_blocks=1, num_heads=2,
-                                          dropout=0.1, max_len=6, compute_dtype="float32"))
+def _model_config(name="sasrec"):
+    extra = dict(mask_prob=0.3) if name == "bert4rec" else {}
+    return ml_collections.ConfigDict(dict(name=name, hidden=16, num_blocks=1, num_heads=2,
+                                          dropout=0.1, max_len=6, compute_dtype="float32",
+                                          **extra))
 
 
 def _train_config():
@@ -224,24 +231,26 @@ def _batches(rng, n_steps, batch, length, v):
     return out
 
 
-def _run_steps(loss_cfg, v, mesh_shape, batches):
+def _run_steps(loss_cfg, v, mesh_shape, batches, model_name="sasrec"):
     """Params after len(batches) steps: single device if mesh_shape is None, else sharded."""
-    model = models_lib.build_model(_model_config(), v, rngs=nnx.Rngs(params=0, dropout=1))
+    model_cfg = _model_config(model_name)
+    model = models_lib.build_model(model_cfg, v, rngs=nnx.Rngs(params=0, dropout=1))
     graphdef, state = steps_lib.split_model(model)
     opt = steps_lib.make_optimizer(_train_config(), 100)
     opt_state = opt.init(state.params)
     key0 = jax.random.key(7)
     if mesh_shape is None:
-        step = steps_lib.make_train_step(_model_config(), loss_cfg, opt)
+        step = steps_lib.make_train_step(model_cfg, loss_cfg, opt)
         place = lambda b: {k: jnp.asarray(x) for k, x in b.items()}  # noqa: E731
     else:
         # The trainer's entry point: config.mesh -> padded, sharded state and a step that takes
         # host batches.
         config = ml_collections.ConfigDict(dict(
-            model=_model_config(), loss=loss_cfg, train=dict(batch_size=len(batches[0]["inputs"])),
+            model=model_cfg, loss=loss_cfg, train=dict(batch_size=len(batches[0]["inputs"])),
             mesh=dict(data=mesh_shape[0], vocab=mesh_shape[1])))
         state, opt_state, step = dist.setup_training(config, state, opt_state, opt, v)
-        expect_rows = -(-(v + 1) // 8) * 8 if mesh_shape[1] > 1 else v + 1
+        rows = v + (2 if model_name == "bert4rec" else 1)  # BERT4Rec: a [mask] row V + 1
+        expect_rows = -(-rows // 8) * 8 if mesh_shape[1] > 1 else rows
         if dist.table_rows(state) != expect_rows:
             raise AssertionError(f"table rows {dist.table_rows(state)} != {expect_rows}")
         place = lambda b: b  # noqa: E731
@@ -249,7 +258,8 @@ def _run_steps(loss_cfg, v, mesh_shape, batches):
     for i, b in enumerate(batches):
         state, opt_state, m = step(graphdef, state, opt_state, place(b), jax.random.fold_in(key0, i))
         losses.append(float(m["loss"]))
-    params = jax.device_get(dist.unpad_item_table(state.params, v + 1))
+    params = jax.device_get(dist.unpad_item_table(
+        state.params, v + (2 if model_name == "bert4rec" else 1)))
     return params, losses, state, opt_state
 
 
@@ -281,8 +291,9 @@ def _checkpoint_restore_on_other_mesh(state, opt_state, v):
 
 
 def check_training_and_checkpoints():
-    """A few Adam steps on (8 data), (8 vocab), (2 data x 4 vocab) equal one device's (cce); the
-    2x4 state is saved with the trainer's Orbax code and restored on 1x8 and 8x1."""
+    """A few Adam steps on (8 data), (8 vocab), (2 data x 4 vocab) equal one device's (cce, SASRec;
+    BERT4Rec on 2x4); the 2x4 state is saved with the trainer's Orbax code and restored on 1x8
+    and 8x1."""
     _install_cut_standin()
     rng = np.random.default_rng(4)
     v = 29  # table 30 rows: padded to 32 on the mesh
@@ -302,6 +313,12 @@ def check_training_and_checkpoints():
             raise AssertionError("padding rows of the item table moved during training")
         if shape == (2, 4):
             _checkpoint_restore_on_other_mesh(state, opt_state, v)
+    # BERT4Rec: table rows V + 2 (the [mask] row is an input but no class), cloze targets.
+    ref, ref_losses, _, _ = _run_steps(cfg, v, None, batches, "bert4rec")
+    got, losses, _, _ = _run_steps(cfg, v, (2, 4), batches, "bert4rec")
+    _close("bert4rec losses (2, 4)", losses, ref_losses, 1e-5, 1e-6)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(ref)):
+        _close(f"bert4rec (2, 4) {jax.tree_util.keystr(path)}", a, b, 2e-4, 2e-5)
 
 
 def check_hooks():
