@@ -16,7 +16,9 @@ Any field can be overridden: --config.train.batch_size=512 --config.loss.type=ce
   'cosine'), ``grad_clip`` (0 = off), ``eval_batch_size``, ``prefetch`` (batches queued on the
   device), ``log_every`` (steps between progress-bar / NaN checks), ``window_stride`` (None = one
   window per user, the reference; k = sliding windows), ``max_train_seconds`` (0 = no limit; else
-  no new epoch starts after this many seconds of the run and the best checkpoint is evaluated).
+  no new epoch starts after this many seconds of the run and the best checkpoint is evaluated),
+  ``checkpoint_every_steps`` (0 = the latest checkpoint at epoch ends only; k = also every k
+  steps inside an epoch, and ``--resume`` continues from that step).
 * ``eval``: ``ks``, ``metrics``, ``monitor`` (the val metric for early stopping and the best
   checkpoint), ``coverage_mode`` ('reference' | 'conventional'), ``user_chunk`` x
   ``item_chunk`` (largest score block in the top-K search), ``popularity_baseline``.
@@ -51,7 +53,8 @@ def get_config(dataset: str = "synthetic") -> ml_collections.ConfigDict:
     c.train = ml_collections.ConfigDict(dict(
         batch_size=256, lr=1e-3, b1=0.9, b2=0.98, eps=1e-8, max_epochs=20, patience=4,
         warmup_steps=0, schedule="constant", grad_clip=0.0, eval_batch_size=1024, prefetch=2,
-        log_every=50, window_stride=config_dict.placeholder(int), max_train_seconds=0.0))
+        log_every=50, window_stride=config_dict.placeholder(int), max_train_seconds=0.0,
+        checkpoint_every_steps=0))
 
     c.eval = ml_collections.ConfigDict(dict(
         ks=(1, 5, 10, 20, 100),

@@ -46,58 +46,67 @@ def build_state(config, n_items: int):
 
 
 def _initial_meta() -> dict:
-    return {"epoch": 0, "global_step": 0, "best_value": None, "best_epoch": None,
-            "bad_epochs": 0, "history": [], "stopped": None,
+    return {"epoch": 0, "global_step": 0, "step_in_epoch": 0, "partial": None,
+            "best_value": None, "best_epoch": None, "bad_epochs": 0, "history": [], "stopped": None,
             "profile": {"train_seconds": [], "epoch_seconds": [], "steps": 0, "tokens": 0,
                         "peak_train_bytes": None}}
 
 
 def _fetch(pending: list[dict]) -> dict:
-    """Host copy of a list of per-step metric dicts -> sums and the first non-finite step."""
+    """Host copy of a list of per-step metric dicts: losses of the finite steps, target tokens,
+    and the index of the first non-finite step (or None)."""
     if not pending:
-        return {"loss_sum": 0.0, "steps": 0, "tokens": 0.0, "bad": None}
+        return {"losses": [], "tokens": 0.0, "bad": None}
     host = jax.device_get(pending)
     finite = np.array([m["finite"] for m in host])
     bad = int(np.argmin(finite)) if finite.min() < 1 else None
-    good = finite > 0
-    return {"loss_sum": float(np.sum([m["loss"] for m, g in zip(host, good) if g])),
-            "steps": int(good.sum()), "tokens": float(np.sum([m["n_targets"] for m in host])),
+    return {"losses": [float(m["loss"]) for m in host if m["finite"] > 0],
+            "tokens": float(np.sum([m["n_targets"] for m in host])),
             "bad": bad, "bad_loss": float(host[bad]["loss"]) if bad is not None else None}
 
 
 def _train_epoch(config, epoch, windows, train_step, graphdef, state, opt_state, meta,
-                 writer, warm):
-    """Runs one epoch of steps; returns ``(state, opt_state, stats)``."""
+                 writer, warm, save_mid_epoch=None):
+    """Runs the (rest of the) epoch; returns ``(state, opt_state, stats)``.
+
+    A run resumed from a mid-epoch checkpoint (``meta["step_in_epoch"] > 0``) skips the batches
+    already seen; ``meta["partial"]`` carries that epoch's losses, tokens and seconds so far.
+    ``save_mid_epoch(meta, state, opt_state)`` is called every ``train.checkpoint_every_steps``.
+    """
     tc = config.train
     n_windows = windows["inputs"].shape[0]
     n_steps = math.ceil(n_windows / int(tc.batch_size))
+    start = int(meta.get("step_in_epoch") or 0)
+    partial = meta.get("partial") or {"losses": [], "tokens": 0.0, "seconds": 0.0}
     iterator = batches_lib.BatchIterator(windows, int(tc.batch_size), seed=int(config.seed),
-                                         epoch=epoch, shuffle=True)
+                                         epoch=epoch, shuffle=True, start_step=start)
     base_key = jax.random.key(int(config.seed))
     log_every = int(tc.log_every)
-    loss_sum, steps_done, tokens, pending, logged = 0.0, 0, 0.0, [], []
-    compile_seconds = 0.0
+    every = int(tc.get("checkpoint_every_steps") or 0)
+    losses, tokens = list(partial["losses"]), float(partial["tokens"])
+    pending, logged = [], []
+    compile_seconds, save_seconds = 0.0, 0.0
+    step0 = int(meta["global_step"])  # global step of this call's first batch
+    last_saved = step0
     t0 = time.perf_counter()
-    bar = tqdm(total=n_steps, desc=f"epoch {epoch + 1}/{tc.max_epochs}", unit="step",
+    bar = tqdm(total=n_steps, initial=start, desc=f"epoch {epoch + 1}/{tc.max_epochs}", unit="step",
                mininterval=2.0, leave=False, disable=None)
 
     def drain(batch_metrics, first_step):
-        nonlocal loss_sum, steps_done, tokens
+        nonlocal tokens
         got = _fetch(batch_metrics)
         if got["bad"] is not None:
-            step = first_step + got["bad"]
             raise NonFiniteLossError(
                 f"non-finite loss ({got['bad_loss']}) or gradient at epoch {epoch + 1}, global step "
-                f"{step}: stopped; the last good checkpoint (epoch {meta['epoch']}) is kept in "
-                f"checkpoints/latest. Lower config.train.lr or set config.train.grad_clip")
-        loss_sum += got["loss_sum"]
-        steps_done += got["steps"]
+                f"{first_step + got['bad']}: stopped; the last good checkpoint (epoch {meta['epoch']}, "
+                f"global step {last_saved}) is kept in checkpoints/latest. Lower config.train.lr or "
+                f"set config.train.grad_clip")
+        losses.extend(got["losses"])
         tokens += got["tokens"]
         return got
 
     try:
         with Prefetcher(iterator, int(tc.prefetch)) as batches:
-            step0 = int(meta["global_step"])
             pending_start = step0
             for i, batch in enumerate(batches):
                 key = jax.random.fold_in(base_key, step0 + i)
@@ -111,24 +120,39 @@ def _train_epoch(config, epoch, windows, train_step, graphdef, state, opt_state,
                     # Fetch the previous interval (already computed) so the device queue never drains.
                     if logged:
                         got = drain(logged, pending_start - log_every)
-                        if got["steps"]:
-                            loss = got["loss_sum"] / got["steps"]
+                        if got["losses"]:
+                            loss = sum(got["losses"]) / len(got["losses"])
                             if writer is not None:
                                 writer.add_scalar("train/loss", loss, pending_start)
                             elapsed = time.perf_counter() - t0
-                            bar.set_postfix(loss=f"{loss:.4f}", steps_s=f"{steps_done / elapsed:.1f}",
+                            bar.set_postfix(loss=f"{loss:.4f}", steps_s=f"{(i + 1) / elapsed:.1f}",
                                             tok_s=f"{tokens / elapsed:.3g}")
                     logged, pending = pending, []
                     pending_start += log_every
                 bar.update(1)
+                done = start + i + 1
+                if every and save_mid_epoch is not None and done % every == 0 and done < n_steps:
+                    # Everything up to here must be finite before it becomes the latest checkpoint.
+                    drain(logged, pending_start - log_every)
+                    drain(pending, pending_start)
+                    logged, pending, pending_start = [], [], step0 + i + 1
+                    t_save = time.perf_counter()
+                    seconds = partial["seconds"] + t_save - t0 - compile_seconds - save_seconds
+                    save_mid_epoch(dict(meta, global_step=step0 + i + 1, step_in_epoch=done,
+                                        partial={"losses": losses, "tokens": tokens, "seconds": seconds}),
+                                   state, opt_state)
+                    last_saved = step0 + i + 1
+                    save_seconds += time.perf_counter() - t_save
             drain(logged, pending_start - log_every)
             drain(pending, pending_start)
             jax.block_until_ready(state.params)
     finally:
         bar.close()
-    seconds = time.perf_counter() - t0 - compile_seconds
-    return state, opt_state, {"train_loss": loss_sum / max(steps_done, 1), "steps": n_steps,
-                              "tokens": int(tokens), "train_seconds": seconds,
+    seconds = partial["seconds"] + time.perf_counter() - t0 - compile_seconds - save_seconds
+    # fsum: the epoch loss does not depend on how the epoch was split by a resume.
+    return state, opt_state, {"train_loss": math.fsum(losses) / max(len(losses), 1),
+                              "steps_run": n_steps - start, "tokens": int(tokens),
+                              "train_seconds": seconds,
                               "timed_steps": n_steps - (0 if warm else 1),
                               "compile_seconds": compile_seconds}
 
@@ -171,7 +195,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume:
         else:
             tree, meta = ckpts.restore_latest(ckpt_lib.checkpoint_tree(state, opt_state))
             state, opt_state = state._replace(params=tree["params"]), tree["opt_state"]
-            _log(f"[srs_jax] resumed after epoch {meta['epoch']} (global step {meta['global_step']})")
+            _log(f"[srs_jax] resumed after epoch {meta['epoch']} + {meta.get('step_in_epoch') or 0} "
+                 f"steps (global step {meta['global_step']})")
 
     item_counts = np.asarray(dataset.item_counts) if config.loss.sampler == "popularity" else None
     train_step = steps_lib.make_train_step(config.model, config.loss, optimizer, item_counts)
@@ -184,6 +209,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume:
         _train_peak_taken=bool(meta["profile"]["train_seconds"]))
     monitor = str(config.eval.monitor)
     writer = _tensorboard(workdir)
+    def save_mid_epoch(mid_meta, st, ost):
+        ckpts.save_latest(mid_meta["global_step"], ckpt_lib.checkpoint_tree(st, ost), mid_meta)
+
     budget = float(config.train.get("max_train_seconds") or 0.0)
     started, epochs_here = time.perf_counter(), 0
     try:
@@ -195,9 +223,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume:
                 break
             epoch = int(meta["epoch"])
             epochs_here += 1
-            state, opt_state, stats = _train_epoch(config, epoch, windows, train_step, graphdef,
-                                                   state, opt_state, meta, writer,
-                                                   warm=bool(profile.compile_seconds))
+            state, opt_state, stats = _train_epoch(
+                config, epoch, windows, train_step, graphdef, state, opt_state, meta, writer,
+                warm=bool(profile.compile_seconds), save_mid_epoch=save_mid_epoch)
             profile.compile_seconds += stats["compile_seconds"]
             profile.end_training_phase(stats["train_seconds"], stats["timed_steps"], stats["tokens"])
             t_val = time.perf_counter()
@@ -208,7 +236,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume:
 
             value = val[monitor]
             meta["epoch"] = epoch + 1
-            meta["global_step"] = int(meta["global_step"]) + stats["steps"]
+            meta["global_step"] = int(meta["global_step"]) + stats["steps_run"]
+            meta["step_in_epoch"], meta["partial"] = 0, None
             improved = _improved(value, meta["best_value"])
             if improved:
                 meta.update(best_value=value, best_epoch=epoch + 1, bad_epochs=0)

@@ -171,3 +171,32 @@ def test_time_budget_stops_after_the_current_epoch(tmp_path):
     results = loop.train(cfg, str(tmp_path / "run"))
     assert results["epochs_run"] == 1 and results["stopped"].startswith("time budget")
     assert results["best_epoch"] == 1 and "ndcg@10" in results["test"]
+
+
+def test_resume_from_a_mid_epoch_checkpoint_is_bit_exact(two_epoch_run, one_epoch_run, tmp_path,
+                                                         monkeypatch):
+    full_dir, full_results = two_epoch_run
+    workdir = _copy(one_epoch_run, tmp_path)
+    real_save = checkpoints.RunCheckpoints.save_latest
+
+    def save_then_die(self, step, tree, meta):
+        real_save(self, step, tree, meta)
+        if meta.get("step_in_epoch") == 6:  # "killed" right after the 2nd mid-epoch checkpoint
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoints.RunCheckpoints, "save_latest", save_then_die)
+    cfg = tiny_config(tmp_path, max_epochs=2, checkpoint_every_steps=3)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(cfg, workdir, resume=True)
+    _, meta = _latest(workdir)
+    assert (meta["epoch"], meta["step_in_epoch"]) == (1, 6) and len(meta["partial"]["losses"]) == 6
+    monkeypatch.undo()
+    results = loop.train(cfg, workdir, resume=True)
+    a, meta_a = _latest(str(full_dir))
+    b, meta_b = _latest(workdir)
+    assert meta_b["epoch"] == 2 and meta_b["step_in_epoch"] == 0
+    assert meta_a["global_step"] == meta_b["global_step"]
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert [r["train_loss"] for r in _jsonl(str(full_dir))] == [r["train_loss"] for r in _jsonl(workdir)]
+    assert results["test"] == full_results["test"]
