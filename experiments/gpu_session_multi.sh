@@ -8,7 +8,7 @@
 # scale, docs/distributed.md) exceeds 139 GiB. VP_ANALYZE=1 prints XLA's GPU estimate first.
 # Bounded: each run has its own timeout (defaults sum to < 6 minutes of wall time).
 #   bash experiments/gpu_session_multi.sh                  # everything
-#   DP="1 2" VP= bash experiments/gpu_session_multi.sh     # subsets (empty VP skips the 100M run)
+#   DP="1 2" VP= SMOKE= bash experiments/gpu_session_multi.sh   # subsets (empty = skip that step)
 set -u
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 # The 100M run needs most of each GPU: let XLA take 95% up front instead of growing on demand.
@@ -18,6 +18,12 @@ PY=${PY:-python3}
 DP=${DP-1 2 4}
 VP=${VP-4}
 { date -u; nvidia-smi -L; $PY -c "import sys, jax; print(sys.version.split()[0], jax.__version__, jax.devices())"; } 2>&1 | tee "$OUT/env.log"
+
+if [ -n "${SMOKE-1}" ]; then  # Pallas CCE inside shard_map on all GPUs vs one device (~1 min)
+  echo "== smoke: vocabulary-parallel Pallas CCE on all GPUs" | tee -a "$OUT/multi.log"
+  timeout ${SMOKE_S:-120} $PY tests/distributed/gpu_smoke.py 2>&1 | grep -v -i warn | tail -4 \
+    | tee -a "$OUT/multi.log"
+fi
 
 for n in $DP; do
   devs=$(seq -s, 0 $((n - 1)))
