@@ -33,6 +33,7 @@ from srs_jax.distributed.topk import sharded_top_k, top_k_items_sharded
 from srs_jax.distributed.training import (
     init_sharded_state,
     make_sharded_train_step,
+    padded_like_training,
     place_state,
     setup_training,
     shard_batch,
@@ -44,7 +45,8 @@ from srs_jax.distributed.training import (
 __all__ = [
     "DATA", "VOCAB", "LossPlan", "MeshConfig", "batch_sharding", "classifier_hook",
     "current_plan", "init_sharded_state", "loss_hook", "make_loss_plan", "make_mesh",
-    "make_sharded_train_step", "mesh_config", "pad_item_table", "place_state", "replicated",
+    "make_sharded_train_step", "mesh_config", "pad_item_table", "padded_like_training",
+    "place_state", "replicated",
     "setup_training", "shard_batch", "shard_tree", "sharded_table", "sharded_top_k",
     "state_shardings", "table_rows", "top_k_hook", "top_k_items_sharded", "unpad_item_table",
     "use_plan",

@@ -81,6 +81,19 @@ def init_sharded_state(model_config, n_items: int, mesh: Mesh, optimizer, *, see
     return graphdef, state, opt_state
 
 
+def padded_like_training(config, tree):
+    """``tree`` (e.g. a fresh single-device checkpoint target) with its item table padded as a
+    run with ``config.mesh`` saved it, so such a checkpoint restores on one device; cut the
+    restored table back with ``unpad_item_table(params, rows)``. No-op without a mesh."""
+    mesh_cfg = config.get("mesh") if hasattr(config, "get") else getattr(config, "mesh", None)
+    if mesh_cfg is None:
+        return tree
+    cfg = mesh_lib.mesh_config(mesh_cfg)
+    if not cfg.enabled or cfg.vocab == 1:
+        return tree
+    return mesh_lib.pad_item_table(tree, math.lcm(cfg.vocab, 8))
+
+
 def table_rows(state) -> int:
     rows = [leaf.shape[0] for path, leaf in jax.tree_util.tree_leaves_with_path(state.params)
             if mesh_lib._is_table(path, leaf)]

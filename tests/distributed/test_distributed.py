@@ -138,6 +138,19 @@ def test_pad_and_unpad_item_table():
     np.testing.assert_array_equal(back["item_table"]["embedding"], tree["item_table"]["embedding"])
 
 
+def test_padded_like_training_matches_place_state_padding():
+    import ml_collections
+
+    tree = {"params": {"item_table": {"embedding": jnp.ones((30, 4))}}}
+    for vocab, rows in ((1, 30), (2, 32), (4, 32), (3, 48)):
+        cfg = ml_collections.ConfigDict(dict(mesh=dict(data=1, vocab=vocab)))
+        got = dist.padded_like_training(cfg, tree)["params"]["item_table"]["embedding"]
+        assert got.shape == (rows, 4)
+    cfg = ml_collections.ConfigDict(dict(mesh=dict(enabled=False, vocab=4)))
+    assert dist.padded_like_training(cfg, tree) is tree
+    assert dist.padded_like_training(ml_collections.ConfigDict(dict(seed=1)), tree) is tree
+
+
 def test_vocab_parallel_input_errors():
     mesh = dist.make_mesh({"data": 1, "vocab": 1}, devices=jax.devices()[:1])
     e = jnp.zeros((4, 8))
