@@ -45,7 +45,8 @@ class LossPlan:
 def make_loss_plan(mesh: Mesh, loss_config, table_rows: int, n_items: int, *, item_counts=None,
                    interpret: bool = False) -> LossPlan:
     """A ``LossPlan`` for ``loss_config`` with an item table of ``table_rows`` rows (ids 1..V at
-    rows 1..V). ``item_counts``: ``int[V + 1]`` by encoded id (popularity sampling only)."""
+    rows 1..V). ``item_counts``: ``int[V + 1]`` by encoded id or ``int[V]`` by label (popularity
+    sampling only)."""
     name = option(loss_config, "type")
     tables = None
     if name == "cce_neg":
@@ -56,7 +57,12 @@ def make_loss_plan(mesh: Mesh, loss_config, table_rows: int, n_items: int, *, it
         if option(loss_config, "sampler") == "popularity":
             if item_counts is None:
                 raise ValueError("loss.sampler='popularity' needs the training item counts")
-            counts = np.asarray(item_counts)[1:n_items + 1]
+            counts = np.asarray(item_counts)
+            if counts.shape == (n_items + 1,):  # by encoded id (slot 0 = padding) -> by label
+                counts = counts[1:]
+            if counts.shape != (n_items,):
+                raise ValueError(f"item_counts has shape {counts.shape}; expected [V + 1] by "
+                                 f"encoded id or [V] by label, V = {n_items}")
         tables = vocab_parallel.shard_sampler_tables(
             table_rows, mesh.shape[VOCAB], num_negatives(loss_config), col_start=1,
             num_classes=n_items, item_counts=counts)

@@ -338,10 +338,14 @@ def check_hooks():
     labels = jnp.asarray(rng.integers(0, v, n).astype(np.int32))
     where = jnp.asarray(rng.random(n) > 0.2)
     key = jax.random.key(3)
+    counts = rng.integers(1, 7, v + 1)
+    counts[0] = 0  # by encoded id: slot 0 is padding
     for cfg in (ml_collections.ConfigDict(dict(type="cce", impl="xla")),
                 ml_collections.ConfigDict(dict(type="cce_neg", num_negatives=9, sampler="uniform",
-                                               sharing="row"))):
-        plan = dist.make_loss_plan(mesh, cfg, rows, v)
+                                               sharing="row")),
+                ml_collections.ConfigDict(dict(type="cce_neg", num_negatives=9,
+                                               sampler="popularity", sharing="row"))):
+        plan = dist.make_loss_plan(mesh, cfg, rows, v, item_counts=counts)
 
         def via_model(tab):
             model = SimpleNamespace(item_table=SimpleNamespace(embedding=tab), n_items=v)
@@ -360,9 +364,13 @@ def check_hooks():
             want = pallas_kernels.linear_cross_entropy(hidden, jnp.asarray(table[1:v + 1]), labels,
                                                        where=where, impl="naive")
         else:
+            tables = vp.shard_sampler_tables(
+                rows, 4, 9, col_start=1, num_classes=v,
+                item_counts=counts[1:] if cfg.sampler == "popularity" else None)
             want = vp.vocab_parallel_sampled_cross_entropy(
                 hidden, jnp.asarray(table), labels, mesh=mesh, num_negatives=9,
-                seed=kernel_seed(key), where=where, col_start=1, num_classes=v)
+                seed=kernel_seed(key), sampler_tables=tables, where=where, col_start=1,
+                num_classes=v)
         _close(f"{cfg.type} hook value", la, want, 1e-5, 1e-6)
         if plan.calls != 2:
             raise AssertionError(f"plan.calls={plan.calls}, expected 2 traces through the hooks")
