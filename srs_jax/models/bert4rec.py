@@ -50,6 +50,8 @@ from flax import nnx
 MASK_TOKEN = -1  # input id meaning "[mask]" (mapped to table row V + 1 by the model)
 LN_EPS = 1e-12  # BERT's LayerNorm epsilon; LayerNorm runs in float32
 INIT_STD = 0.02  # BERT's truncated-normal initialiser range
+DEFAULT_MASK_PROB = 0.2  # when config.model has no mask_prob (e.g. configs/base.py + model.name override)
+DEFAULT_LAST_ITEM_MASK_PROB = 0.1  # the authors' generator: 1 "mask last" copy per 10 cloze copies
 
 _trunc_normal = nnx.initializers.truncated_normal(stddev=INIT_STD)
 
@@ -225,8 +227,8 @@ def build(model_config, n_items: int, *, rngs: nnx.Rngs) -> Bert4Rec:
 
 
 def _check_masking(model_config) -> tuple[float, float]:
-    mask_prob = float(_cfg(model_config, "mask_prob", 0.2, required=False))
-    last_prob = float(_cfg(model_config, "last_item_mask_prob", 0.0, required=False))
+    mask_prob = float(_cfg(model_config, "mask_prob", DEFAULT_MASK_PROB, required=False))
+    last_prob = float(_cfg(model_config, "last_item_mask_prob", DEFAULT_LAST_ITEM_MASK_PROB, required=False))
     if not 0.0 < mask_prob <= 1.0:
         raise ValueError(f"model.mask_prob={mask_prob} must be in (0, 1]")
     if not 0.0 <= last_prob <= 1.0:
