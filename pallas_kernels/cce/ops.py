@@ -57,51 +57,94 @@ def _pad_vec(x, n_pad, value):
     return jnp.pad(x, (0, n_pad - x.shape[0]), constant_values=value)
 
 
-def _lse(embeddings, classifier, cfg, interpret):
+def _lse_one(embeddings, classifier, cfg, interpret):
     e_pad, c_pad = _padded(embeddings, classifier, cfg)
     lse = forward.lse_rows(e_pad, c_pad, classifier.shape[0], cfg, interpret=interpret)
     return lse[: embeddings.shape[0]]
 
 
+def _as_chunks(chunks, v: int, d: int):
+    """((lo, hi, cfg), ...) from a chunk tuple, or from one KernelConfig (callers such as
+    ``pallas_kernels.vocab_parallel`` pass one config for their shard: it is chunked here too)."""
+    if isinstance(chunks, common.KernelConfig):
+        return tuple((lo, hi, chunks) for lo, hi in catalog_chunks(v, d))
+    return chunks
+
+
+def _lse(embeddings, classifier, chunks, interpret):
+    # One kernel launch per catalog chunk, merged in float32 (a [chunks, N] logsumexp).
+    chunks = _as_chunks(chunks, *classifier.shape)
+    parts = [_lse_one(embeddings, classifier[lo:hi], cfg, interpret) for lo, hi, cfg in chunks]
+    return parts[0] if len(parts) == 1 else jax.nn.logsumexp(jnp.stack(parts), axis=0)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _row_losses(embeddings, classifier, targets, valid, cfg, interpret):
-    return _fwd(embeddings, classifier, targets, valid, cfg, interpret)[0]
+def _row_losses(embeddings, classifier, targets, valid, chunks, interpret):
+    return _fwd(embeddings, classifier, targets, valid, chunks, interpret)[0]
 
 
-def _fwd(embeddings, classifier, targets, valid, cfg, interpret):
-    lse = _lse(embeddings, classifier, cfg, interpret)
+def _fwd(embeddings, classifier, targets, valid, chunks, interpret):
+    lse = _lse(embeddings, classifier, chunks, interpret)
     z_t = reference.target_logits(embeddings, classifier, targets, valid)
     loss = jnp.where(valid, lse - z_t, 0.0)
     return loss, (embeddings, classifier, targets, valid, lse)
 
 
-def _bwd(cfg, interpret, res, g_n):
+def _bwd(chunks, interpret, res, g_n):
     embeddings, classifier, targets, valid, lse = res
     n, d = embeddings.shape
-    e_pad, c_pad = _padded(embeddings, classifier, cfg)
-    n_pad = e_pad.shape[0]
-    g = _pad_vec(jnp.where(valid, g_n.astype(jnp.float32), 0.0), n_pad, 0.0)
-    t = _pad_vec(jnp.where(valid, targets, -1).astype(jnp.int32), n_pad, -1)
-    lse2 = _pad_vec(lse * common.LOG2E, n_pad, 0.0)
-    de, dc = backward.grads(e_pad, c_pad, classifier.shape[0], lse2, t, g, cfg,
-                            interpret=interpret)
-    return de[:n, :d], dc[:, :d], None, None
+    chunks = _as_chunks(chunks, *classifier.shape)
+    g_valid = jnp.where(valid, g_n.astype(jnp.float32), 0.0)
+    t_valid = jnp.where(valid, targets, -1).astype(jnp.int32)
+    de_total, dcs = None, []
+    for lo, hi, cfg in chunks:
+        c = classifier[lo:hi]
+        e_pad, c_pad = _padded(embeddings, c, cfg)
+        n_pad = e_pad.shape[0]
+        # Targets outside this chunk never match one of its columns.
+        t_chunk = jnp.where((t_valid >= lo) & (t_valid < hi), t_valid - lo, -1)
+        de, dc = backward.grads(e_pad, c_pad, hi - lo, _pad_vec(lse * common.LOG2E, n_pad, 0.0),
+                                _pad_vec(t_chunk, n_pad, -1), _pad_vec(g_valid, n_pad, 0.0),
+                                cfg, interpret=interpret)
+        de = de[:n, :d]
+        de_total = de if de_total is None else de_total + de
+        dcs.append(dc[:, :d])
+    dc = dcs[0] if len(dcs) == 1 else jnp.concatenate(dcs, axis=0)
+    return de_total.astype(embeddings.dtype), dc.astype(classifier.dtype), None, None
 
 
 _row_losses.defvjp(_fwd, _bwd)
 
+# Element offsets inside the kernels are 32-bit (cf. apple/ml-cross-entropy#37): a catalog whose
+# padded table has 2^31 elements or more is cut into chunks below that, one launch each.
+_MAX_ELEMENTS = 2**31 - 1
+
+
+def catalog_chunks(v: int, d: int, max_rows: int | None = None) -> tuple[tuple[int, int], ...]:
+    """[lo, hi) row ranges of the classifier, each addressable with 32-bit element offsets."""
+    d_pad = max(_MIN_DOT, common.next_pow2(d))
+    rows = _MAX_ELEMENTS // d_pad if max_rows is None else min(max_rows, _MAX_ELEMENTS // d_pad)
+    if rows < 1:
+        raise ValueError(f"max_rows={max_rows} must be >= 1")
+    k = -(-v // rows)
+    size = -(-v // k)  # balanced chunks
+    return tuple((lo, min(v, lo + size)) for lo in range(0, v, size))
+
 
 def pallas_row_losses(embeddings, classifier, targets, valid, *, interpret=False, block_n=None,
-                      block_v=None, config: common.KernelConfig | None = None):
-    """float32[N] per-row CCE losses (0 on rows with valid == False) by the Pallas kernels."""
+                      block_v=None, config: common.KernelConfig | None = None,
+                      max_chunk_rows: int | None = None):
+    """float32[N] per-row CCE losses (0 on rows with valid == False) by the Pallas kernels.
+
+    Catalogs past the kernels' 32-bit offsets (V x D >= 2^31, e.g. 10M items at D = 256) run as
+    several chunks whose log-sum-exps are merged; ``max_chunk_rows`` caps the chunk size (tests).
+    """
     n, d = embeddings.shape
     d_pad = max(_MIN_DOT, common.next_pow2(d))
-    for name, rows in (("classifier", classifier.shape[0]), ("embeddings", n)):
-        # Element offsets inside the kernels are 32-bit (cf. apple/ml-cross-entropy#37).
-        if rows * d_pad >= 2**31:
-            raise ValueError(f"{name} has {rows} x {d_pad} >= 2^31 elements, past the kernels' "
-                             f"32-bit offsets; shard it (pallas_kernels.vocab_parallel) or use "
-                             f"impl='xla'")
-    cfg = resolve_config(n, classifier.shape[0], d, block_n, block_v, config,
-                         embeddings.dtype.itemsize)
-    return _row_losses(embeddings, classifier, targets, valid, cfg, interpret)
+    if n * d_pad >= 2**31:
+        raise ValueError(f"embeddings have {n} x {d_pad} >= 2^31 elements, past the kernels' "
+                         f"32-bit offsets; split the batch (or use impl='xla')")
+    chunks = tuple(
+        (lo, hi, resolve_config(n, hi - lo, d, block_n, block_v, config, embeddings.dtype.itemsize))
+        for lo, hi in catalog_chunks(classifier.shape[0], d, max_chunk_rows))
+    return _row_losses(embeddings, classifier, targets, valid, chunks, interpret)

@@ -320,14 +320,32 @@ def test_pallas_without_gpu_or_interpreter_is_refused():
         linear_cross_entropy(e, c, t, where=where, impl="pallas")
 
 
-def test_pallas_refuses_tables_past_32_bit_offsets():
-    # Shape-only check (no data is touched): 2^25 rows x 64 = 2^31 elements.
+def test_tables_past_32_bit_offsets_are_cut_into_chunks():
+    # Shape-only check (no data is touched): 2^25 rows x 64 = 2^31 elements (10M items at D = 256
+    # are past it too) runs as two launches, each below 2^31 elements.
+    from pallas_kernels.cce import ops
+
+    assert ops.catalog_chunks(2**25, 64) == ((0, 2**24), (2**24, 2**25))
+    assert all((hi - lo) * 256 < 2**31 for lo, hi in ops.catalog_chunks(10**7, 256))
     e = jax.ShapeDtypeStruct((8, 64), jnp.bfloat16)
     c = jax.ShapeDtypeStruct((2**25, 64), jnp.bfloat16)
     t = jax.ShapeDtypeStruct((8,), jnp.int32)
     fn = lambda e_, c_, t_: linear_cross_entropy(e_, c_, t_, impl="pallas", interpret=True)
-    with pytest.raises(ValueError, match="32-bit offsets"):
-        jax.eval_shape(fn, e, c, t)
+    assert jax.eval_shape(fn, e, c, t).shape == ()
+
+
+@pytest.mark.parametrize("dtype_name,reduction", [("float32", "mean"), ("bfloat16", "none")])
+def test_chunked_catalog_matches_float64_reference(monkeypatch, dtype_name, reduction):
+    # Lower the 32-bit limit so that a tiny ragged catalog is cut into 3-5 uneven chunks; the
+    # merged log-sum-exp and the per-chunk gradients must equal the one-piece reference.
+    from pallas_kernels.cce import ops
+
+    rng = _rng("chunks", dtype_name, reduction)
+    n, v, d = int(rng.integers(9, 40)), int(rng.integers(70, 140)), 16
+    monkeypatch.setattr(ops, "_MAX_ELEMENTS", d * int(rng.integers(v // 5 + 1, v // 3)))
+    assert 3 <= len(ops.catalog_chunks(v, d)) <= 5
+    e, c, t, where = make_inputs(rng, n, v, d, DTYPES[dtype_name])
+    check_case(e, c, t, where, reduction, "pallas", dtype_name, interpret=True, block_v=16)
 
 
 def test_masked_rows_may_hold_out_of_range_targets():
