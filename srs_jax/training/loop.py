@@ -188,6 +188,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume:
     graphdef, state = build_state(config, dataset.n_items)
     optimizer = steps_lib.make_optimizer(config.train, n_steps * int(config.train.max_epochs))
     opt_state = optimizer.init(state.params)
+    # config.mesh: padded, sharded state and a sharded step (None without a mesh); before the
+    # resume block so checkpoints restore into the sharded shapes (docs/distributed.md).
+    from srs_jax import distributed
+
+    state, opt_state, sharded_step = distributed.setup_training(
+        config, state, opt_state, optimizer, dataset.n_items,
+        item_counts=dataset.item_counts if config.loss.sampler == "popularity" else None)
     meta = _initial_meta()
     if resume:
         if ckpts.latest_step() is None:
@@ -199,7 +206,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume:
                  f"steps (global step {meta['global_step']})")
 
     item_counts = np.asarray(dataset.item_counts) if config.loss.sampler == "popularity" else None
-    train_step = steps_lib.make_train_step(config.model, config.loss, optimizer, item_counts)
+    train_step = sharded_step or steps_lib.make_train_step(config.model, config.loss, optimizer,
+                                                           item_counts)
     encode_fn = steps_lib.make_encode_step(config.model)
     profile = profiling.RunProfile(
         train_seconds=list(meta["profile"]["train_seconds"]),

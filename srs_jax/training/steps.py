@@ -111,6 +111,14 @@ def train_step(graphdef, state: TrainState, opt_state, batch: dict, key: jax.Arr
         model = nnx.merge(graphdef, params, jax.tree.map(lambda x: x, rest))
         hidden = model(input_ids, deterministic=False)
         hidden = hidden.reshape(-1, hidden.shape[-1])
+        # On a device mesh, cce/cce_neg run vocabulary-parallel on the (sharded) item table;
+        # None everywhere else (docs/distributed.md).
+        from srs_jax.distributed.loss import loss_hook
+
+        vp_loss = loss_hook(loss_config, model, hidden, labels, where, key=k_loss,
+                            item_counts=item_counts)
+        if vp_loss is not None:
+            return vp_loss
         classifier = model.output_embeddings().astype(hidden.dtype)
         return losses_lib.compute_loss(loss_config, hidden, classifier, labels, where,
                                        key=k_loss, item_counts=item_counts)

@@ -436,6 +436,69 @@ def check_sharded_top_k():
             np.testing.assert_array_equal(hooked, want, err_msg=f"top_k_hook {data}x{vocab}")
 
 
+def _install_eval_standin():
+    """Stand-in for the evaluation.py patch (docs/distributed.md, patch 3) while it is not applied."""
+    import inspect
+
+    from srs_jax.training import evaluation
+
+    if "top_k_hook" in inspect.getsource(evaluation):
+        return
+    base = evaluation.top_k
+
+    def top_k(graphdef, state, histories, k, *, config, encode_fn):
+        from srs_jax.data import batches as batches_lib
+
+        if dist.sharded_table(state) is None:
+            return base(graphdef, state, histories, k, config=config, encode_fn=encode_fn)
+        windows = batches_lib.last_items(histories, int(config.model.max_len))
+        query = evaluation.encode_histories(encode_fn, graphdef, state, windows,
+                                            config.train.eval_batch_size)
+        return dist.top_k_hook(graphdef, state, query, int(k), exclude=histories,
+                               user_chunk=int(config.eval.user_chunk),
+                               item_chunk=int(config.eval.item_chunk))
+
+    evaluation.top_k = top_k
+
+
+def check_trainer_end_to_end():
+    """``loop.train`` with ``config.mesh`` = 2 data x 4 vocab (SASRec, cce, synthetic data, one
+    epoch) gives one device's training loss and (up to rank flips of near-tied scores) metrics."""
+    from configs import synthetic_cce
+    from srs_jax.training import loop
+
+    _install_eval_standin()
+
+    def config(workdir, mesh):
+        c = synthetic_cce.get_config()
+        c.data.synthetic.n_users = 240
+        c.data.synthetic.n_items = 150
+        c.data.synthetic.mean_length = 12.0
+        c.data.cache_dir = os.path.join(workdir, "cache")
+        c.data.split = "leave_one_out"
+        c.model.update(hidden=16, max_len=12, dropout=0.1, compute_dtype="float32")
+        c.loss.impl = "xla"
+        c.train.update(batch_size=32, lr=1e-2, eps=1e-4, window_stride=None, max_epochs=1,
+                       log_every=3, eval_batch_size=64, prefetch=0)
+        c.eval.update(ks=(1, 10), user_chunk=48, item_chunk=64, popularity_baseline=False)
+        if mesh is not None:
+            c.mesh = ml_collections.ConfigDict(dict(data=mesh[0], vocab=mesh[1]))
+        return c
+
+    with tempfile.TemporaryDirectory() as tmp:
+        one = loop.train(config(tmp, None), os.path.join(tmp, "one"))
+        many = loop.train(config(tmp, (2, 4)), os.path.join(tmp, "many"))
+        rows = [json.loads(line) for line in open(os.path.join(tmp, "many", "metrics.jsonl"))]
+        rows_one = [json.loads(line) for line in open(os.path.join(tmp, "one", "metrics.jsonl"))]
+    _close("train loss", [r["train_loss"] for r in rows], [r["train_loss"] for r in rows_one],
+           1e-5, 1e-6)
+    for split in ("val", "test"):
+        for name in ("ndcg@10", "hitrate@10"):
+            _close(f"{split} {name}", many[split][name], one[split][name], 0.0, 0.02)
+    if not one["test"]["hitrate@10"] > 0:
+        raise AssertionError(f"degenerate run: {one['test']}")
+
+
 PREFIX = "CHECK "  # result lines; other output (e.g. the benchmark's JSON row) is ignored
 CHECKS = {name[len("check_"):]: fn for name, fn in sorted(globals().items())
           if name.startswith("check_") and callable(fn)}
