@@ -35,6 +35,14 @@ def top_k(graphdef, state, histories, k: int, *, config, encode_fn) -> np.ndarra
     """Top-``k`` encoded item ids ``int32[U, k]`` after each history (a ``Sequences``), its items removed."""
     windows = batches_lib.last_items(histories, int(config.model.max_len))
     query = encode_histories(encode_fn, graphdef, state, windows, config.train.eval_batch_size)
+    from srs_jax import distributed  # late import: distributed imports the trainer's modules
+
+    # A vocab-sharded table: per-shard top-K merged, never gathered (None without a mesh).
+    hooked = distributed.top_k_hook(graphdef, state, query, int(k), exclude=histories,
+                                    user_chunk=int(config.eval.user_chunk),
+                                    item_chunk=int(config.eval.item_chunk))
+    if hooked is not None:
+        return hooked
     items = steps_lib.output_embeddings(graphdef, state)
     return np.asarray(metrics_lib.top_k_items(
         query, items, int(k), exclude=histories, user_chunk=int(config.eval.user_chunk),

@@ -34,12 +34,17 @@ def load_run(workdir: str, *, which: str = "best") -> SavedRun:
     dataset = data_lib.prepare_dataset(config.data)
     graphdef, state = build_state(config, dataset.n_items)
     optimizer = steps_lib.make_optimizer(config.train, 1)
-    target = ckpt_lib.checkpoint_tree(state, optimizer.init(state.params))
+    from srs_jax import distributed  # late import: distributed imports the trainer's modules
+
+    # A run trained with a vocab-sharded table saved it padded; restore padded, then cut back.
+    target = distributed.padded_like_training(
+        config, ckpt_lib.checkpoint_tree(state, optimizer.init(state.params)))
     ckpts = ckpt_lib.RunCheckpoints(workdir)
     try:
         restore = ckpts.restore_best if which == "best" else ckpts.restore_latest
         tree, meta = restore(target)
     finally:
         ckpts.close()
-    return SavedRun(workdir, config, dataset, graphdef, state._replace(params=tree["params"]),
+    params = distributed.unpad_item_table(tree["params"], distributed.table_rows(state))
+    return SavedRun(workdir, config, dataset, graphdef, state._replace(params=params),
                     int(meta["epoch"]))
