@@ -26,10 +26,8 @@ import dataclasses
 import datetime
 import importlib
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from typing import Callable
 
@@ -39,6 +37,7 @@ import jax.numpy as jnp
 from pallas_kernels.cce import linear_cross_entropy
 from pallas_kernels.cce import common
 from pallas_kernels.cce.common import KernelConfig
+from srs_jax.atomic_files import write_json_atomic
 
 P_EXP_PER_SM = 4.12e12 / 132  # exp2 per second per SM (H100, measured: cce_kernels.md §6.1)
 
@@ -235,15 +234,6 @@ def run_sampled(args):
     return bs.cases(bs.parse_args(argv))
 
 
-def write_json(path: str, payload) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=1)
-    os.replace(tmp, path)
-
-
 def print_table(rows):
     print(f"{'case':>12} {'N':>7} {'V':>8} {'D':>4} {'fwd ms':>8} {'f+b ms':>8} {'fwd %bnd':>8} "
           f"{'f+b %bnd':>8} {'temp MiB':>9} {'grads MiB':>9}")
@@ -272,7 +262,7 @@ def main(argv=None):
                 python=sys.version.split()[0], argv=sys.argv, bf16_matmul_flops=p_mm,
                 exp2_per_s=p_exp, memory_limit_bytes=mem_limit)
     if args.out:
-        write_json(args.out, {"meta": meta, "rows": rows, "sampled_rows": sampled})
+        write_json_atomic(args.out, {"meta": meta, "rows": rows, "sampled_rows": sampled}, indent=1)
     print_table(rows)
 
 

@@ -24,12 +24,12 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 
 import jax
 import ml_collections
 import numpy as np
+from srs_jax.atomic_files import write_json_atomic
 
 
 def parse_args(argv=None):
@@ -57,15 +57,6 @@ def parse_args(argv=None):
                    help="only compile the step and report XLA's per-device memory analysis")
     p.add_argument("--out", default=None, help="JSON file (written atomically)")
     return p.parse_args(argv)
-
-
-def write_json(path: str, payload) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=1)
-    os.replace(tmp, path)
 
 
 def _peak_bytes():
@@ -165,7 +156,7 @@ def main(argv=None) -> dict:
             "nccl_nvls_enable": os.environ.get("NCCL_NVLS_ENABLE")}
     print(json.dumps(row), flush=True)
     if args.out:
-        write_json(args.out, {"meta": meta, "rows": [row]})
+        write_json_atomic(args.out, {"meta": meta, "rows": [row]}, indent=1)
     return row
 
 

@@ -14,10 +14,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 
 import jax
@@ -25,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pallas_kernels.cce_neg import sampled_linear_cross_entropy
+from srs_jax.atomic_files import write_json_atomic
 
 # Reference CCE- (MemoryEfficientSRS, fp16, H100) at N=131072, n+1=512: cce_kernels.md §7.2.
 SRS_FWD_BWD_MS = {64: 28.7, 128: 49.3, 256: 100.1}
@@ -149,15 +148,6 @@ def cases(args) -> list[dict]:
     return rows
 
 
-def write_json(path: str, payload) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=1)
-    os.replace(tmp, path)
-
-
 def main(argv=None):
     args = parse_args(argv)
     rows = cases(args)
@@ -165,7 +155,7 @@ def main(argv=None):
                 device=str(jax.devices()[0].device_kind), jax=jax.__version__,
                 python=sys.version.split()[0], argv=sys.argv)
     if args.out:
-        write_json(args.out, {"meta": meta, "rows": rows})
+        write_json_atomic(args.out, {"meta": meta, "rows": rows}, indent=1)
     print(f"{'D':>4} {'sharing':>7} {'dC acc':>8} {'fwd ms':>8} {'f+b ms':>8} {'bound':>7} {'x bnd':>6} "
           f"{'vs SRS':>7} {'temp MiB':>9}")
     for r in rows:
