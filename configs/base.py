@@ -22,7 +22,8 @@ Any field can be overridden: --config.train.batch_size=512 --config.loss.type=ce
 * ``eval``: ``ks``, ``metrics``, ``monitor`` (the val metric for early stopping and the best
   checkpoint), ``coverage_mode`` ('reference' | 'conventional'), ``user_chunk`` x
   ``item_chunk`` (largest score block in the top-K search), ``popularity_baseline``.
-* ``mesh``: devices (``srs_jax/distributed/mesh.py``): ``enabled`` (False: one device), ``data``,
+* ``mesh``: devices (``srs_jax/distributed/mesh.py``): ``enabled`` (default True: all local devices on
+  ``data``; False: one device), ``data``,
   ``vocab`` (item-table shards), multi-host ``coordinator_address`` / ``num_processes`` /
   ``process_id``.
 * ``workdir``: run directory ('' = must be given with --workdir).
@@ -68,10 +69,11 @@ def get_config(dataset: str = "synthetic") -> ml_collections.ConfigDict:
         item_chunk=65536,
         popularity_baseline=True))
 
-    # Several devices (docs/distributed.md): --config.mesh.enabled=True puts every local device on
-    # the data axis; --config.mesh.vocab=k shards the item table over k of them.
+    # Several devices (docs/distributed.md): by default every local device is on the data axis
+    # (one device: the plain single-device step); --config.mesh.vocab=k shards the item table over
+    # k of them; --config.mesh.enabled=False keeps one device even when several are visible.
     c.mesh = ml_collections.ConfigDict(dict(
-        enabled=False, data=0, vocab=1, coordinator_address="", num_processes=0, process_id=0))
+        enabled=True, data=0, vocab=1, coordinator_address="", num_processes=0, process_id=0))
 
     c.workdir = ""
     return c

@@ -165,7 +165,8 @@ def make_sharded_train_step(model_config, loss_config, optimizer, mesh: Mesh, st
 
 def setup_training(config, state, opt_state, optimizer, n_items: int, *, item_counts=None):
     """The trainer's hook: ``(state, opt_state, train_step)`` for ``config.mesh``, or the inputs
-    and ``None`` when ``config`` has no ``mesh`` entry (the single-device path stays as it is).
+    and ``None`` when ``config`` has no (enabled) ``mesh`` entry or the mesh has one device (the
+    single-device path stays as it is).
 
     Call it right after ``optimizer.init`` and before restoring a checkpoint, so the restore
     target has the padded, sharded shapes the checkpoints are saved in. The returned step
@@ -175,6 +176,8 @@ def setup_training(config, state, opt_state, optimizer, n_items: int, *, item_co
     if mesh_cfg is None or not mesh_lib.mesh_config(mesh_cfg).enabled:
         return state, opt_state, None
     mesh = mesh_lib.make_mesh(mesh_cfg)
+    if mesh.size == 1:  # one device (the default config on a one-GPU or CPU machine): plain step
+        return state, opt_state, None
     batch = int(config.train.batch_size)
     if batch % mesh.shape[mesh_lib.DATA]:
         raise ValueError(f"train.batch_size={batch} must be a multiple of the {mesh.shape[mesh_lib.DATA]} "

@@ -481,7 +481,9 @@ def check_trainer_end_to_end():
         c.train.update(batch_size=32, lr=1e-2, eps=1e-4, window_stride=None, max_epochs=1,
                        log_every=3, eval_batch_size=64, prefetch=0)
         c.eval.update(ks=(1, 10), user_chunk=48, item_chunk=64, popularity_baseline=False)
-        if mesh is not None:
+        if mesh is None:
+            c.mesh.enabled = False  # one device although 8 are visible
+        else:
             c.mesh = ml_collections.ConfigDict(dict(data=mesh[0], vocab=mesh[1]))
         return c
 
@@ -497,6 +499,36 @@ def check_trainer_end_to_end():
             _close(f"{split} {name}", many[split][name], one[split][name], 0.0, 0.02)
     if not one["test"]["hitrate@10"] > 0:
         raise AssertionError(f"degenerate run: {one['test']}")
+
+
+def check_default_mesh():
+    """The base config puts every visible device on ``data`` (item table not split) and
+    ``mesh.enabled=False`` keeps the single-device step."""
+    from configs import synthetic_cce
+
+    c = synthetic_cce.get_config()
+    c.train.batch_size = 16
+    c.model.update(hidden=8, max_len=4)
+    v = 30
+    opt = steps_lib.make_optimizer(c.train, 10)
+    model = models_lib.build_model(c.model, v, rngs=nnx.Rngs(params=0, dropout=1))
+    _, state = steps_lib.split_model(model)
+    opt_state = opt.init(state.params)
+    _, _, step = dist.setup_training(c, state, opt_state, opt, v)
+    if step is None or dict(step.mesh.shape) != {"data": 8, "vocab": 1}:
+        raise AssertionError(f"default mesh: {None if step is None else dict(step.mesh.shape)}")
+    c.mesh.enabled = False
+    if dist.setup_training(c, state, opt_state, opt, v)[2] is not None:
+        raise AssertionError("mesh.enabled=False still built a sharded step")
+    c.mesh.enabled = True
+    c.train.batch_size = 12
+    try:
+        dist.setup_training(c, state, opt_state, opt, v)
+    except ValueError as err:
+        if "multiple of the 8" not in str(err):
+            raise
+    else:
+        raise AssertionError("batch 12 on 8 data shards was accepted")
 
 
 PREFIX = "CHECK "  # result lines; other output (e.g. the benchmark's JSON row) is ignored

@@ -25,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "multidevice_checks.py")
 CHECK_NAMES = ["cce_loss_and_grads", "cce_neg_loss_and_grads", "cce_neg_unbiased",
                "training_and_checkpoints", "hooks", "sharded_top_k", "benchmark_script",
-               "trainer_end_to_end"]
+               "trainer_end_to_end", "default_mesh"]
 
 
 @pytest.fixture(scope="module")
