@@ -47,6 +47,18 @@ for n in $VP; do
     | grep -v -i warn | tail -3 | tee -a "$OUT/multi.log"
 done
 
+if [ -n "${TRAIN-1}" ] && [ -d "${DATA_DIR:-.data_carry}" ]; then  # the trainer's default mesh
+  echo "== experiments.train, default config.mesh (all GPUs on data), Sports CCE, ${TRAIN_S:-45} s" \
+    | tee -a "$OUT/multi.log"
+  DATA_DIR=${DATA_DIR:-.data_carry} XLA_PYTHON_CLIENT_MEM_FRACTION=0.5 timeout ${TRAIN_TIMEOUT_S:-130} \
+    $PY -m experiments.train --config configs/amazon_sports_cce.py --workdir /tmp/train_mesh \
+    --config.data.cache_dir=/tmp/train_mesh_cache --config.train.max_train_seconds=${TRAIN_S:-45} \
+    > "$OUT/train_mesh.log" 2>&1
+  echo "train rc=$?" | tee -a "$OUT/multi.log"
+  grep -E "mesh|epoch [0-9]|results in|test" "$OUT/train_mesh.log" | grep -v -i warn \
+    | tail -8 | cut -c1-300 | tee -a "$OUT/multi.log"
+fi
+
 $PY - "$OUT" <<'PYEOF' | tee "$OUT/summary.md"
 import glob, json, os, sys
 rows = []

@@ -195,6 +195,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume:
     state, opt_state, sharded_step = distributed.setup_training(
         config, state, opt_state, optimizer, dataset.n_items,
         item_counts=dataset.item_counts if config.loss.sampler == "popularity" else None)
+    if sharded_step is not None:
+        _log(f"[srs_jax] mesh {dict(sharded_step.mesh.shape)} over {sharded_step.mesh.size} devices")
     meta = _initial_meta()
     if resume:
         if ckpts.latest_step() is None:
