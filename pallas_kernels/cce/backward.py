@@ -59,11 +59,11 @@ def _de_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, de_ref, *, v, block_v, n_fu
         grad = _grad_tile(x, lse2, t, g, cols, exp_asm, transposed=False)
         return acc + common.dot_nn(grad.astype(e.dtype), c, precision)
 
-    acc = jnp.zeros(e.shape, jnp.float32)
-    if n_full > 0:
-        acc = lax.fori_loop(0, n_full, functools.partial(step, tail=False), acc)
+    zeros = jnp.zeros(e.shape, jnp.float32)
+    acc = common.chained_sum(n_full, functools.partial(step, tail=False), zeros,
+                             max(1, common.CHAIN_ITEMS // block_v))
     if has_tail:
-        acc = step(common.traced(n_full), acc, tail=True)
+        acc = acc + step(common.traced(n_full), zeros, tail=True)
     de_ref[...] = acc.astype(de_ref.dtype)
 
 
@@ -83,7 +83,8 @@ def _dc_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_ref, *, v, block_v, bloc
                             transposed=True)
         return acc + common.dot_nn(grad_t.astype(e.dtype), e, precision)
 
-    acc = lax.fori_loop(0, n_row_tiles, step, jnp.zeros(c.shape, jnp.float32))
+    acc = common.chained_sum(n_row_tiles, step, jnp.zeros(c.shape, jnp.float32),
+                             max(1, common.CHAIN_ITEMS // block_n))
     # Rows >= V of this tile are never stored.
     plgpu.store(dc_ref.at[pl.ds(start, block_v), :], acc.astype(dc_ref.dtype),
                 mask=col_ok[:, None])
@@ -108,17 +109,21 @@ def _atomic_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_in_ref, de_ref, dc_r
         plgpu.atomic_add(dc_ref, (pl.ds(start, block_v), slice(None)), dc_part)
         return acc + common.dot_nn(gq, c, precision)
 
-    acc = lax.fori_loop(0, n_tiles, step, jnp.zeros(e.shape, jnp.float32))
+    acc = common.chained_sum(n_tiles, step, jnp.zeros(e.shape, jnp.float32),
+                             max(1, common.CHAIN_ITEMS // block_v))
     de_ref[...] = acc.astype(de_ref.dtype)
 
 
-def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: bool):
-    """(dE [Np, Dp] in e's dtype, dC [V, Dp] in c's dtype) for padded inputs.
+def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: bool,
+          de_dtype=None):
+    """(dE [Np, Dp] in ``de_dtype`` (default e's dtype), dC [V, Dp] in c's dtype) for padded
+    inputs. Callers that sum dE over several catalog chunks ask for float32.
 
     lse2: float32 [Np] log2-domain LSE; t: int32 [Np] (-1 where masked); g: float32 [Np]
     per-row cotangent (0 where masked). Np must be a multiple of ``cfg.bwd_block_n``.
     """
     n_pad, d_pad = e_pad.shape
+    de_dtype = e_pad.dtype if de_dtype is None else de_dtype
     bn, bv = cfg.bwd_block_n, cfg.bwd_block_v
     n_tiles = pl.cdiv(v, bv)
     n_full = v // bv
@@ -137,7 +142,7 @@ def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: b
             grid=(n_pad // bn,),
             in_specs=[row_spec, full, vec_spec, vec_spec, vec_spec, full],
             out_specs=[row_spec, full],
-            out_shape=[jax.ShapeDtypeStruct(e_pad.shape, e_pad.dtype),
+            out_shape=[jax.ShapeDtypeStruct(e_pad.shape, de_dtype),
                        jax.ShapeDtypeStruct(dc0.shape, jnp.float32)],
             input_output_aliases={5: 1},
             compiler_params=params, interpret=interpret, name="cce_backward_atomic",
@@ -152,7 +157,7 @@ def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: b
         grid=(n_pad // bn,),
         in_specs=[row_spec, full, vec_spec, vec_spec, vec_spec],
         out_specs=row_spec,
-        out_shape=jax.ShapeDtypeStruct(e_pad.shape, e_pad.dtype),
+        out_shape=jax.ShapeDtypeStruct(e_pad.shape, de_dtype),
         compiler_params=params, interpret=interpret, name="cce_backward_de",
     )(e_pad, c_pad, lse2, t, g)
     dc = pl.pallas_call(

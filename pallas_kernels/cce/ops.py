@@ -105,7 +105,8 @@ def _bwd(chunks, interpret, res, g_n):
         t_chunk = jnp.where((t_valid >= lo) & (t_valid < hi), t_valid - lo, -1)
         de, dc = backward.grads(e_pad, c_pad, hi - lo, _pad_vec(lse * common.LOG2E, n_pad, 0.0),
                                 _pad_vec(t_chunk, n_pad, -1), _pad_vec(g_valid, n_pad, 0.0),
-                                cfg, interpret=interpret)
+                                cfg, interpret=interpret,
+                                de_dtype=jnp.float32 if len(chunks) > 1 else None)
         de = de[:n, :d]
         de_total = de if de_total is None else de_total + de
         dcs.append(dc[:, :d])
