@@ -60,8 +60,7 @@ def _de_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, de_ref, *, v, block_v, n_fu
         return acc + common.dot_nn(grad.astype(e.dtype), c, precision)
 
     zeros = jnp.zeros(e.shape, jnp.float32)
-    acc = common.chained_sum(n_full, functools.partial(step, tail=False), zeros,
-                             max(1, common.CHAIN_ITEMS // block_v))
+    acc = common.chained_sum(n_full, functools.partial(step, tail=False), zeros, block_v)
     if has_tail:
         acc = acc + step(common.traced(n_full), zeros, tail=True)
     de_ref[...] = acc.astype(de_ref.dtype)
@@ -83,8 +82,7 @@ def _dc_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_ref, *, v, block_v, bloc
                             transposed=True)
         return acc + common.dot_nn(grad_t.astype(e.dtype), e, precision)
 
-    acc = common.chained_sum(n_row_tiles, step, jnp.zeros(c.shape, jnp.float32),
-                             max(1, common.CHAIN_ITEMS // block_n))
+    acc = common.chained_sum(n_row_tiles, step, jnp.zeros(c.shape, jnp.float32), block_n)
     # Rows >= V of this tile are never stored.
     plgpu.store(dc_ref.at[pl.ds(start, block_v), :], acc.astype(dc_ref.dtype),
                 mask=col_ok[:, None])
@@ -109,8 +107,7 @@ def _atomic_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_in_ref, de_ref, dc_r
         plgpu.atomic_add(dc_ref, (pl.ds(start, block_v), slice(None)), dc_part)
         return acc + common.dot_nn(gq, c, precision)
 
-    acc = common.chained_sum(n_tiles, step, jnp.zeros(e.shape, jnp.float32),
-                             max(1, common.CHAIN_ITEMS // block_v))
+    acc = common.chained_sum(n_tiles, step, jnp.zeros(e.shape, jnp.float32), block_v)
     de_ref[...] = acc.astype(de_ref.dtype)
 
 

@@ -117,20 +117,26 @@ def exp2(x, use_asm: bool):
         result_shape_dtypes=[jax.ShapeDtypeStruct(x.shape, x.dtype)])[0]
 
 
-# Items (or rows) per tensor-core accumulation chain in the backward (``chained_sum``). Measured on
-# an H100 (2026-11-22): with one chain over the whole catalog, dE at V = 8.4M, D = 256 was off
-# by 1.6% of its error scale (the float32 MMA accumulator rounds toward zero on every k-step, so
-# a chain of V/16 steps loses ~V/16 x 2^-24 relative), 4x the chunked XLA path's error. 16384 /
-# 16 = 1024 steps per chain bounds that loss to ~6e-5; the chains are summed with ordinary
-# round-to-nearest float32 adds.
-CHAIN_ITEMS = 16384
+# Tensor-core accumulation chains in the backward (``chained_sum``). The float32 MMA accumulator
+# does not round to nearest on each k-step (16 products), so a chain of K steps can lose about
+# K x 2^-24 relatively, toward zero. Measured on an H100 (2026-11-22): one chain over a whole
+# 4.2M-item catalog chunk (D = 256, bf16) left dE 1.6% of its error scale off (the chunked XLA
+# path: 0.43%, bf16 output rounding). Loops over at most SINGLE_CHAIN_ITEMS items (65536 k-steps,
+# <= 0.4%) stay one chain: restarting costs ~10% of the backward at D = 64 (H100, V = 1e6:
+# 229 vs 209 ms; Triton pipelines a nested loop less well). Longer loops restart every
+# CHAIN_ITEMS items (4096 k-steps, <= 2.4e-4) and add the chains with round-to-nearest adds.
+SINGLE_CHAIN_ITEMS = 2**20
+CHAIN_ITEMS = 2**16
 
 
-def chained_sum(n_steps: int, step, zeros, chain: int):
-    """``step(j, acc) = acc + dot(...)`` folded over j in [0, n_steps) (static), as restarted
-    accumulation chains of ``chain`` steps whose float32 results are added with plain adds."""
-    if n_steps <= chain:
-        return lax.fori_loop(0, n_steps, step, zeros) if n_steps > 0 else zeros
+def chained_sum(n_steps: int, step, zeros, items_per_step: int):
+    """``step(j, acc) = acc + dot(...)`` folded over j in [0, n_steps) (static): one loop, or,
+    past SINGLE_CHAIN_ITEMS items, restarted chains of CHAIN_ITEMS items summed by plain adds."""
+    if n_steps <= 0:
+        return zeros
+    chain = max(1, CHAIN_ITEMS // items_per_step)
+    if n_steps * items_per_step <= SINGLE_CHAIN_ITEMS or n_steps <= chain:
+        return lax.fori_loop(0, n_steps, step, zeros)
     n_chains, rest = divmod(n_steps, chain)
 
     def one_chain(k, acc):

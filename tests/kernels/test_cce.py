@@ -355,6 +355,7 @@ def test_restarted_accumulation_chains_match_float64_reference(monkeypatch, bwd_
     from pallas_kernels.cce import common
 
     rng = _rng("chains", bwd_mode)
+    monkeypatch.setattr(common, "SINGLE_CHAIN_ITEMS", 0)
     monkeypatch.setattr(common, "CHAIN_ITEMS", int(rng.choice([32, 48])))
     n, v = int(rng.integers(40, 90)), int(rng.integers(150, 260))
     e, c, t, where = make_inputs(rng, n, v, 16, jnp.float32)
