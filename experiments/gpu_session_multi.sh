@@ -2,10 +2,10 @@
 # One device call on a 4-GPU machine (nvidia-h200-x4): data-parallel throughput at the Zvuk shape
 # (batch 1024, length 128, hidden 256, 1M items, CCE) on 1, 2 and 4 GPUs, then a 100M-item catalog
 # trained with vocabulary parallelism on 4 GPUs. JSON + logs under $OUT; a summary table at the end.
-# The 100M run uses hidden 128 by default: table + Adam moments = 100M x 128 x 4 B x 3 = 154 GB
-# (more than one H200's 139 GiB), ~38 GB per GPU on 4. At hidden 256 the per-GPU estimate
-# (state 3 x 25.6 GB + temporaries of 4 table-shard sizes, XLA's CPU memory analysis at small
-# scale, docs/distributed.md) exceeds 139 GiB. VP_ANALYZE=1 prints XLA's GPU estimate first.
+# The 100M run uses hidden 128 by default (item table + Adam moments 154 GB, more than one H200's
+# 139 GiB; 54 GiB per GPU measured on 4). VP_HIDDEN=256 VP_BATCH=1024 (the full Zvuk shape, 307 GB
+# of state) also fits: 110 GiB per GPU measured (docs/distributed.md). VP_ANALYZE=1 prints XLA's
+# GPU estimate first.
 # Bounded: each run has its own timeout (defaults sum to < 6 minutes of wall time).
 #   bash experiments/gpu_session_multi.sh                  # everything
 #   DP="1 2" VP= SMOKE= bash experiments/gpu_session_multi.sh   # subsets (empty = skip that step)
