@@ -13,6 +13,11 @@ Two schemes, chosen by ``KernelConfig.bwd_mode``:
 
 G is cast to the input dtype only as a GEMM operand; all accumulation is float32. Rows with
 g == 0 (masked) and targets -1 give G == 0 exactly.
+
+Optional gradient filtering (``filter_eps``, a static float; None = off, no ``cond`` traced): a
+(row tile x catalog tile) whose max |softmax - onehot| over the rows with g != 0 and the columns
+< V is below ``filter_eps`` skips its gradient GEMM(s) (the logit GEMM that decides it is always
+paid). The dE and dC kernels decide each tile from their own recomputed logits.
 """
 
 from __future__ import annotations
@@ -28,25 +33,46 @@ from jax.experimental.pallas import triton as plgpu
 from pallas_kernels.cce import common
 
 
-def _grad_tile(x, lse2, t, g, cols, exp_asm: bool, transposed: bool, col_mask=None):
-    """float32 G tile from float32 logits x ([rows, cols] or, transposed, [cols, rows])."""
+def _grad_tile(x, lse2, t, g, cols, exp_asm: bool, transposed: bool, col_mask=None,
+               filter_eps=None, count_cols=None):
+    """float32 G tile from float32 logits x ([rows, cols] or, transposed, [cols, rows]).
+
+    With ``filter_eps`` (static float) also returns whether the tile is kept: max |P - onehot|
+    over rows with g != 0 and columns in ``count_cols`` (default ``col_mask``; None: all) is at
+    least ``filter_eps``."""
     if transposed:  # x is [block_v, block_n]
         p = common.exp2(x * common.LOG2E - lse2[None, :], exp_asm)
         hit = cols[:, None] == t[None, :]
-        grad = (p - hit.astype(jnp.float32)) * g[None, :]
+        err = p - hit.astype(jnp.float32)
+        grad = err * g[None, :]
         if col_mask is not None:
             grad = jnp.where(col_mask[:, None], grad, 0.0)
     else:  # x is [block_n, block_v]
         p = common.exp2(x * common.LOG2E - lse2[:, None], exp_asm)
         hit = t[:, None] == cols[None, :]
-        grad = (p - hit.astype(jnp.float32)) * g[:, None]
+        err = p - hit.astype(jnp.float32)
+        grad = err * g[:, None]
         if col_mask is not None:
             grad = jnp.where(col_mask[None, :], grad, 0.0)
-    return grad
+    if filter_eps is None:
+        return grad
+    count_cols = col_mask if count_cols is None else count_cols
+    counted = (g != 0)[None, :] if transposed else (g != 0)[:, None]
+    if count_cols is not None:
+        counted = counted & (count_cols[:, None] if transposed else count_cols[None, :])
+    keep = jnp.max(jnp.where(counted, jnp.abs(err), 0.0)) >= filter_eps
+    return grad, keep
+
+
+def _add_if(keep, acc, term):
+    """acc + term() where ``keep`` (None: always; else a data-dependent bool, lax.cond)."""
+    if keep is None:
+        return acc + term()
+    return lax.cond(keep, lambda: acc + term(), lambda: acc)
 
 
 def _de_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, de_ref, *, v, block_v, n_full, has_tail,
-               precision, exp_asm):
+               precision, exp_asm, filter_eps=None):
     e = e_ref[...]
     lse2, t, g = lse2_ref[...], t_ref[...], g_ref[...]
 
@@ -56,8 +82,13 @@ def _de_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, de_ref, *, v, block_v, n_fu
         cols = start + jnp.arange(block_v)
         x = common.dot_nt(e, c, precision)
         # Rows of c beyond V are zeros, so their G entries meet zero rows: no mask needed.
-        grad = _grad_tile(x, lse2, t, g, cols, exp_asm, transposed=False)
-        return acc + common.dot_nn(grad.astype(e.dtype), c, precision)
+        if filter_eps is None:
+            grad = _grad_tile(x, lse2, t, g, cols, exp_asm, transposed=False)
+            return acc + common.dot_nn(grad.astype(e.dtype), c, precision)
+        # ... but they must not keep a tile alive (their P is not 0).
+        grad, keep = _grad_tile(x, lse2, t, g, cols, exp_asm, transposed=False,
+                                filter_eps=filter_eps, count_cols=cols < v if tail else None)
+        return _add_if(keep, acc, lambda: common.dot_nn(grad.astype(e.dtype), c, precision))
 
     zeros = jnp.zeros(e.shape, jnp.float32)
     acc = common.chained_sum(n_full, functools.partial(step, tail=False), zeros, block_v)
@@ -67,7 +98,7 @@ def _de_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, de_ref, *, v, block_v, n_fu
 
 
 def _dc_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_ref, *, v, block_v, block_n, n_row_tiles,
-               precision, exp_asm):
+               precision, exp_asm, filter_eps=None):
     j = pl.program_id(0)
     start = j * block_v
     cols = start + jnp.arange(block_v)
@@ -78,9 +109,13 @@ def _dc_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_ref, *, v, block_v, bloc
         rows = pl.ds(i * block_n, block_n)
         e = e_ref[rows, :]
         xt = common.dot_nt(c, e, precision)  # [block_v, block_n]
-        grad_t = _grad_tile(xt, lse2_ref[rows], t_ref[rows], g_ref[rows], cols, exp_asm,
-                            transposed=True)
-        return acc + common.dot_nn(grad_t.astype(e.dtype), e, precision)
+        if filter_eps is None:
+            grad_t = _grad_tile(xt, lse2_ref[rows], t_ref[rows], g_ref[rows], cols, exp_asm,
+                                transposed=True)
+            return acc + common.dot_nn(grad_t.astype(e.dtype), e, precision)
+        grad_t, keep = _grad_tile(xt, lse2_ref[rows], t_ref[rows], g_ref[rows], cols, exp_asm,
+                                  transposed=True, filter_eps=filter_eps, count_cols=col_ok)
+        return _add_if(keep, acc, lambda: common.dot_nn(grad_t.astype(e.dtype), e, precision))
 
     acc = common.chained_sum(n_row_tiles, step, jnp.zeros(c.shape, jnp.float32), block_n)
     # Rows >= V of this tile are never stored.
@@ -89,7 +124,7 @@ def _dc_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_ref, *, v, block_v, bloc
 
 
 def _atomic_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_in_ref, de_ref, dc_ref, *, v, block_v,
-                   n_tiles, precision, exp_asm):
+                   n_tiles, precision, exp_asm, filter_eps=None):
     del dc_in_ref  # aliased with dc_ref (zero-initialised float32 accumulator)
     e = e_ref[...]
     lse2, t, g = lse2_ref[...], t_ref[...], g_ref[...]
@@ -99,22 +134,32 @@ def _atomic_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_in_ref, de_ref, dc_r
         cols = start + jnp.arange(block_v)
         c = plgpu.load(c_ref.at[pl.ds(start, block_v), :], mask=(cols < v)[:, None], other=0.0)
         x = common.dot_nt(e, c, precision)
-        grad = _grad_tile(x, lse2, t, g, cols, exp_asm, transposed=False, col_mask=cols < v)
+        if filter_eps is None:
+            grad = _grad_tile(x, lse2, t, g, cols, exp_asm, transposed=False, col_mask=cols < v)
+            keep = None
+        else:
+            grad, keep = _grad_tile(x, lse2, t, g, cols, exp_asm, transposed=False,
+                                    col_mask=cols < v, filter_eps=filter_eps)
         gq = grad.astype(e.dtype)
-        # dC rows of this tile: the buffer is padded to whole tiles, so no masked atomics.
-        dc_part = lax.dot_general(gq, e, (((0,), (0,)), ((), ())), precision=precision,
-                                  preferred_element_type=jnp.float32)
-        plgpu.atomic_add(dc_ref, (pl.ds(start, block_v), slice(None)), dc_part)
-        return acc + common.dot_nn(gq, c, precision)
+
+        def both():
+            # dC rows of this tile: the buffer is padded to whole tiles, so no masked atomics.
+            dc_part = lax.dot_general(gq, e, (((0,), (0,)), ((), ())), precision=precision,
+                                      preferred_element_type=jnp.float32)
+            plgpu.atomic_add(dc_ref, (pl.ds(start, block_v), slice(None)), dc_part)
+            return common.dot_nn(gq, c, precision)
+
+        return _add_if(keep, acc, both)
 
     acc = common.chained_sum(n_tiles, step, jnp.zeros(e.shape, jnp.float32), block_v)
     de_ref[...] = acc.astype(de_ref.dtype)
 
 
 def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: bool,
-          de_dtype=None):
+          de_dtype=None, filter_eps: float | None = None):
     """(dE [Np, Dp] in ``de_dtype`` (default e's dtype), dC [V, Dp] in c's dtype) for padded
-    inputs. Callers that sum dE over several catalog chunks ask for float32.
+    inputs. Callers that sum dE over several catalog chunks ask for float32. ``filter_eps``:
+    skip tiles whose max |P - onehot| is below it (module docstring); None: exact.
 
     lse2: float32 [Np] log2-domain LSE; t: int32 [Np] (-1 where masked); g: float32 [Np]
     per-row cotangent (0 where masked). Np must be a multiple of ``cfg.bwd_block_n``.
@@ -127,6 +172,8 @@ def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: b
     prec = common.dot_precision(e_pad.dtype)
     exp_asm = cfg.exp_asm and not interpret
     params = common.compiler_params(cfg.bwd_warps, cfg.bwd_stages)
+    # Only passed when set, so that the unfiltered kernels are the very same partials as before.
+    filt = {} if filter_eps is None else {"filter_eps": float(filter_eps)}
     row_spec = pl.BlockSpec((bn, d_pad), lambda i: (i, 0))
     vec_spec = pl.BlockSpec((bn,), lambda i: (i,))
     full = pl.no_block_spec
@@ -135,7 +182,7 @@ def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: b
         dc0 = jnp.zeros((n_tiles * bv, d_pad), jnp.float32)
         de, dc = pl.pallas_call(
             functools.partial(_atomic_kernel, v=v, block_v=bv, n_tiles=n_tiles, precision=prec,
-                              exp_asm=exp_asm),
+                              exp_asm=exp_asm, **filt),
             grid=(n_pad // bn,),
             in_specs=[row_spec, full, vec_spec, vec_spec, vec_spec, full],
             out_specs=[row_spec, full],
@@ -150,7 +197,7 @@ def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: b
 
     de = pl.pallas_call(
         functools.partial(_de_kernel, v=v, block_v=bv, n_full=n_full, has_tail=n_full != n_tiles,
-                          precision=prec, exp_asm=exp_asm),
+                          precision=prec, exp_asm=exp_asm, **filt),
         grid=(n_pad // bn,),
         in_specs=[row_spec, full, vec_spec, vec_spec, vec_spec],
         out_specs=row_spec,
@@ -159,7 +206,7 @@ def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: b
     )(e_pad, c_pad, lse2, t, g)
     dc = pl.pallas_call(
         functools.partial(_dc_kernel, v=v, block_v=bv, block_n=bn, n_row_tiles=n_pad // bn,
-                          precision=prec, exp_asm=exp_asm),
+                          precision=prec, exp_asm=exp_asm, **filt),
         grid=(n_tiles,),
         in_specs=[full] * 5,
         out_specs=full,
