@@ -50,8 +50,13 @@ def _validate(embeddings, classifier, targets, where, reduction, impl, filter_ep
     if impl not in _IMPLS:
         raise ValueError(f"impl={impl!r} is not one of {_IMPLS}")
     if filter_eps is not None:
-        raise ValueError("gradient filtering (filter_eps) is not implemented: every backward is "
-                         "exact; pass filter_eps=None")
+        is_float = isinstance(filter_eps, (float, np.floating)) and not isinstance(filter_eps, bool)
+        if not is_float or not 0.0 < float(filter_eps) < 1.0:
+            raise ValueError(f"filter_eps={filter_eps!r} must be None (exact gradients) or a "
+                             f"Python float in (0, 1), e.g. filter_eps=2.0**-12")
+        if impl == "naive":
+            raise ValueError("filter_eps is not supported by impl='naive' (plain autodiff); use "
+                             "impl='xla' or 'pallas', or filter_eps=None")
     # Target range: only checkable when the values are known (not under jit).
     if _is_concrete(targets) and (where is None or _is_concrete(where)) and n > 0:
         t = np.asarray(targets)
@@ -98,9 +103,16 @@ def linear_cross_entropy(
       interpret: run the Pallas kernels in the interpreter (CPU tests).
       block_n, block_v: rows x catalog columns per tile (None: the implementation's default;
         "xla": 4096 x 2048, the largest float32 temporary).
-      filter_eps: reserved for gradient filtering; must be None (not implemented). Exactness is
-        the point at recommender scale: a fresh model has every probability below any useful
-        eps, so filtering would drop all negative gradients.
+      filter_eps: None (default: exact gradients, the unfiltered code path) or a float in
+        (0, 1): gradient filtering as in CCE (Wijmans et al. 2024). The backward orders the
+        catalog by mean logit ``mean_r(e_r) . c_v`` over the counted rows and skips the
+        gradient GEMMs of each (row tile x catalog tile) whose every |softmax - onehot| (the
+        unscaled probability error, before the cotangent) is below ``filter_eps``. The loss is
+        unchanged; the gradients then depend on the tile sizes ("pallas": the backward tiles;
+        "xla": block_n x block_v) and are not exact. Not with impl="naive". Off by default
+        because exactness is the point at recommender scale: a fresh model has every
+        probability (~1/V) below any useful eps, so filtering would drop all negative gradients
+        outside the tiles that hold a target. See docs/cce_filtering.md.
       kernel_config: optional ``pallas_kernels.cce.common.KernelConfig`` (Pallas tiles, warps,
         stages, catalog splits, backward scheme); block_n / block_v override its tiles.
 
@@ -135,14 +147,19 @@ def linear_cross_entropy(
     elif impl == "naive":
         rows = reference.naive_row_losses(embeddings, classifier, targets, valid)
     elif impl == "xla":
-        rows = reference.chunked_row_losses(
-            embeddings, classifier, targets, valid, block_n or 4096, block_v or 2048)
+        if filter_eps is None:
+            rows = reference.chunked_row_losses(
+                embeddings, classifier, targets, valid, block_n or 4096, block_v or 2048)
+        else:
+            rows = reference.chunked_row_losses_filtered(
+                embeddings, classifier, targets, valid, block_n or 4096, block_v or 2048,
+                float(filter_eps))
     else:
         from pallas_kernels.cce import ops  # imported lazily: only the Pallas path needs it
 
         rows = ops.pallas_row_losses(
             embeddings, classifier, targets, valid, interpret=interpret, block_n=block_n,
-            block_v=block_v, config=kernel_config)
+            block_v=block_v, config=kernel_config, filter_eps=filter_eps)
 
     if reduction == "none":
         return rows

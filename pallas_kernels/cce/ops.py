@@ -91,6 +91,10 @@ def _fwd(embeddings, classifier, targets, valid, chunks, interpret):
 
 
 def _bwd(chunks, interpret, res, g_n):
+    return _grads(chunks, interpret, res, g_n)
+
+
+def _grads(chunks, interpret, res, g_n, filter_eps=None):
     embeddings, classifier, targets, valid, lse = res
     n, d = embeddings.shape
     chunks = _as_chunks(chunks, *classifier.shape)
@@ -106,7 +110,8 @@ def _bwd(chunks, interpret, res, g_n):
         de, dc = backward.grads(e_pad, c_pad, hi - lo, _pad_vec(lse * common.LOG2E, n_pad, 0.0),
                                 _pad_vec(t_chunk, n_pad, -1), _pad_vec(g_valid, n_pad, 0.0),
                                 cfg, interpret=interpret,
-                                de_dtype=jnp.float32 if len(chunks) > 1 else None)
+                                de_dtype=jnp.float32 if len(chunks) > 1 else None,
+                                filter_eps=filter_eps)
         de = de[:n, :d]
         de_total = de if de_total is None else de_total + de
         dcs.append(dc[:, :d])
@@ -115,6 +120,26 @@ def _bwd(chunks, interpret, res, g_n):
 
 
 _row_losses.defvjp(_fwd, _bwd)
+
+
+# Gradient filtering: the same forward (same loss bits); the backward runs on the catalog ordered
+# by mean logit (``reference.by_mean_logit``, shared with impl="xla") and skips negligible tiles.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _row_losses_filtered(embeddings, classifier, targets, valid, chunks, interpret, filter_eps):
+    return _fwd(embeddings, classifier, targets, valid, chunks, interpret)[0]
+
+
+def _fwd_filtered(embeddings, classifier, targets, valid, chunks, interpret, filter_eps):
+    del filter_eps
+    return _fwd(embeddings, classifier, targets, valid, chunks, interpret)
+
+
+def _bwd_filtered(chunks, interpret, filter_eps, res, g_n):
+    return reference.by_mean_logit(
+        lambda r, g: _grads(chunks, interpret, r, g, filter_eps), res, g_n)
+
+
+_row_losses_filtered.defvjp(_fwd_filtered, _bwd_filtered)
 
 # Element offsets inside the kernels are 32-bit (cf. apple/ml-cross-entropy#37): a catalog whose
 # padded table has 2^31 elements or more is cut into chunks below that, one launch each.
@@ -134,11 +159,13 @@ def catalog_chunks(v: int, d: int, max_rows: int | None = None) -> tuple[tuple[i
 
 def pallas_row_losses(embeddings, classifier, targets, valid, *, interpret=False, block_n=None,
                       block_v=None, config: common.KernelConfig | None = None,
-                      max_chunk_rows: int | None = None):
+                      max_chunk_rows: int | None = None, filter_eps: float | None = None):
     """float32[N] per-row CCE losses (0 on rows with valid == False) by the Pallas kernels.
 
     Catalogs past the kernels' 32-bit offsets (V x D >= 2^31, e.g. 10M items at D = 256) run as
     several chunks whose log-sum-exps are merged; ``max_chunk_rows`` caps the chunk size (tests).
+    ``filter_eps`` (static float, None = exact): gradient filtering, see ``backward.py``; the
+    tiles are the backward's ``bwd_block_n`` x ``bwd_block_v`` within each catalog chunk.
     """
     n, d = embeddings.shape
     d_pad = max(_MIN_DOT, common.next_pow2(d))
@@ -148,4 +175,7 @@ def pallas_row_losses(embeddings, classifier, targets, valid, *, interpret=False
     chunks = tuple(
         (lo, hi, resolve_config(n, hi - lo, d, block_n, block_v, config, embeddings.dtype.itemsize))
         for lo, hi in catalog_chunks(classifier.shape[0], d, max_chunk_rows))
-    return _row_losses(embeddings, classifier, targets, valid, chunks, interpret)
+    if filter_eps is None:
+        return _row_losses(embeddings, classifier, targets, valid, chunks, interpret)
+    return _row_losses_filtered(embeddings, classifier, targets, valid, chunks, interpret,
+                                float(filter_eps))

@@ -8,6 +8,9 @@ rows with ``valid[r] == False``. Shapes: ``embeddings [N, D]``, ``classifier [V,
 * ``chunked_row_losses`` streams the catalog in blocks of ``block_v`` columns with an online
   logsumexp and recomputes the blocks in a ``jax.custom_vjp`` backward; extra memory is
   O(N * D + V * D + block_n * block_v). It is ``impl="xla"``, the CPU fallback of the kernels.
+* ``chunked_row_losses_filtered``: the same forward; its backward skips the two GEMMs of every
+  (row block x catalog block) whose entries all have |softmax - onehot| < ``filter_eps``, on the
+  catalog ordered by mean logit (``by_mean_logit``, shared with the Pallas backward).
 """
 
 from __future__ import annotations
@@ -128,6 +131,12 @@ def _chunked_fwd(embeddings, classifier, targets, valid, block_n, block_v):
 
 
 def _chunked_bwd(block_n, block_v, res, g_n):
+    return _chunked_grads(block_n, block_v, res, g_n)
+
+
+def _chunked_grads(block_n, block_v, res, g_n, filter_eps=None):
+    """(dE, dC, None, None). ``filter_eps``: skip blocks whose max |P - onehot| over the rows with
+    a nonzero cotangent and the owned columns is below it (None: every block, no ``cond``)."""
     embeddings, classifier, targets, valid, lse = res
     n, d = embeddings.shape
     v = classifier.shape[0]
@@ -155,9 +164,24 @@ def _chunked_bwd(block_n, block_v, res, g_n):
             p = jnp.exp(x - lse_b[:, None])
             onehot = (start + jnp.arange(bv))[None, :] == t_b[:, None]
             grad = jnp.where(owned[None, :], (p - onehot) * g_b[:, None], 0.0).astype(op_dtype)
-            de_bd = de_bd + jnp.dot(grad, c_blk, precision=prec, preferred_element_type=jnp.float32)
-            dc_blk = lax.dot_general(grad, e_b, (((0,), (0,)), ((), ())), precision=prec,
-                                     preferred_element_type=jnp.float32)
+
+            def gemms():
+                return (jnp.dot(grad, c_blk, precision=prec, preferred_element_type=jnp.float32),
+                        lax.dot_general(grad, e_b, (((0,), (0,)), ((), ())), precision=prec,
+                                        preferred_element_type=jnp.float32))
+
+            if filter_eps is None:
+                de_blk, dc_blk = gemms()
+            else:
+                # Unscaled probability error over the entries that count (masked rows and
+                # columns owned by the previous block do not keep a block alive).
+                counted = owned[None, :] & (g_b != 0)[:, None]
+                err = jnp.max(jnp.where(counted, jnp.abs(p - onehot), 0.0))
+                # A skipped block adds exact zeros (the big dC carry stays outside the cond).
+                de_blk, dc_blk = lax.cond(
+                    err >= filter_eps, gemms,
+                    lambda: (jnp.zeros((bn, d), jnp.float32), jnp.zeros((bv, d), jnp.float32)))
+            de_bd = de_bd + de_blk
             dc = lax.dynamic_update_slice_in_dim(
                 dc, lax.dynamic_slice_in_dim(dc, start, bv, axis=0) + dc_blk, start, axis=0)
             return de_bd, dc
@@ -173,3 +197,57 @@ def _chunked_bwd(block_n, block_v, res, g_n):
 
 
 chunked_row_losses.defvjp(_chunked_fwd, _chunked_bwd)
+
+
+# --------------------------------------------------------------------------------------------
+# Gradient filtering (optional, off by default): catalog order shared with the Pallas backward.
+
+
+def mean_logit_order(embeddings, classifier, valid) -> jax.Array:
+    """int32[V] permutation of the catalog by descending mean logit over the counted rows,
+    ``mean_r(e_r) . c_v`` (float32, O(N D + V D)); ties keep the original order."""
+    w = valid.astype(jnp.float32)
+    e = jnp.where(valid[:, None], embeddings.astype(jnp.float32), 0.0)  # masked rows: any value
+    mean_e = (w @ e) / jnp.maximum(jnp.sum(w), 1.0)
+    mean_logit = lax.dot_general(classifier.astype(jnp.float32), mean_e, (((1,), (0,)), ((), ())),
+                                 precision=lax.Precision.HIGHEST)
+    return jnp.argsort(-mean_logit, stable=True).astype(jnp.int32)
+
+
+def by_mean_logit(grads_fn, res, g_n):
+    """``grads_fn(res, g_n) -> (dE, dC, None, None)`` run on the catalog permuted by
+    ``mean_logit_order`` (targets remapped), with dC returned in the original item order.
+
+    Ordering clusters the items with negligible probability for every row into whole catalog
+    tiles, which the filtered backward then skips. Only the backward sees the permutation, so
+    the loss is unchanged."""
+    embeddings, classifier, targets, valid, lse = res
+    v = classifier.shape[0]
+    perm = mean_logit_order(embeddings, classifier, valid)
+    rank = jnp.zeros((v,), jnp.int32).at[perm].set(jnp.arange(v, dtype=jnp.int32))
+    # Masked rows may hold any target (-1, >= V): they keep it, the backward never reads it.
+    t_perm = jnp.where(valid, rank[jnp.clip(targets, 0, v - 1)], targets)
+    de, dc_perm, _, _ = grads_fn((embeddings, classifier[perm], t_perm, valid, lse), g_n)
+    return de, dc_perm[rank], None, None
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def chunked_row_losses_filtered(embeddings, classifier, targets, valid, block_n, block_v,
+                                filter_eps):
+    """``chunked_row_losses`` (same forward, same loss bits) with a filtered backward: blocks of
+    ``block_n`` rows x ``block_v`` columns of the mean-logit-ordered catalog whose every
+    |softmax - onehot| is below ``filter_eps`` skip their two GEMMs (see ``_chunked_grads``)."""
+    return chunked_row_losses(embeddings, classifier, targets, valid, block_n, block_v)
+
+
+def _filtered_fwd(embeddings, classifier, targets, valid, block_n, block_v, filter_eps):
+    del filter_eps
+    return _chunked_fwd(embeddings, classifier, targets, valid, block_n, block_v)
+
+
+def _filtered_bwd(block_n, block_v, filter_eps, res, g_n):
+    return by_mean_logit(
+        lambda r, g: _chunked_grads(block_n, block_v, r, g, filter_eps), res, g_n)
+
+
+chunked_row_losses_filtered.defvjp(_filtered_fwd, _filtered_bwd)
