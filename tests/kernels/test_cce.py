@@ -283,7 +283,7 @@ def test_empty_batch():
         (dict(impl="cuda"), "impl"),
         (dict(e_dtype=np.int32), "dtype"),
         (dict(block_v=0), "block_v"),
-        (dict(filter_eps=1e-4), "filter_eps"),
+        (dict(filter_eps=1.5), "filter_eps"),
         (dict(impl="pallas", block_v=48, interpret=True), "power of two"),
     ],
 )
