@@ -183,6 +183,25 @@ def test_filtered_matches_float64_filtered_reference(impl, dtype_name, reduction
     assert 0 < np.mean(ref["maxima"][counted_tiles] >= ref["eps"]) < 1
 
 
+# The compiled Triton kernels (device only): larger ragged shapes, D a kernel-sized power of two.
+IMPLS["gpu-two-pass"] = dict(impl="pallas", block_n=32, block_v=64)
+IMPLS["gpu-atomic"] = dict(impl="pallas", block_n=32, block_v=64,
+                           kernel_config=KernelConfig(bwd_mode="atomic"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("impl,dtype_name,reduction,d", [
+    ("gpu-two-pass", "bfloat16", "mean", 64), ("gpu-two-pass", "float32", "none", 128),
+    ("gpu-atomic", "bfloat16", "sum", 128)])
+def test_gpu_filtered_matches_float64_filtered_reference(impl, dtype_name, reduction, d):
+    rng = _rng("gpu-filter", impl, dtype_name, reduction, d)
+    n, v, _ = random_shape(rng, 300, 2500, 8)
+    e, c, t, where = make_inputs(rng, n, v, d, DTYPES[dtype_name])
+    ref = check_filtered(e, c, t, where, dtype_name, None, IMPLS[impl], reduction)
+    counted_tiles = ref["maxima"] > 0
+    assert 0 < np.mean(ref["maxima"][counted_tiles] >= ref["eps"]) < 1
+
+
 @pytest.mark.parametrize("impl", ["two-pass", "xla"])
 def test_tiny_eps_keeps_everything_and_round_trips_the_order(impl):
     # eps far below every probability keeps every tile: the gradients are the exact ones (the
