@@ -10,13 +10,7 @@ W=${WORK:-/tmp/quality}; T=${TRAIN_S:-300}; mkdir -p "$W/logs"
 PY=${PY:-python3}
 date -u; nvidia-smi -L 2>/dev/null
 
-run() {  # name, config file, overrides...
-  local name=$1 cfg=$2; shift 2
-  timeout $((T + 150)) $PY -m experiments.train --config "$cfg" --workdir "$W/$name" \
-    --config.data.cache_dir="$W/cache_$name" --config.train.max_train_seconds="$T" "$@" \
-    > "$W/logs/$name.log" 2>&1
-  echo "$name rc=$?"
-}
+SLACK=150; . "$(dirname "$0")/gpu_session_lib.sh"
 
 for data in sports games; do
   for sharing in ${SHARINGS:-row block batch}; do
@@ -29,21 +23,7 @@ for data in sports games; do
 done
 wait
 
-$PY - "$W" <<'PY'
-import json, os, sys
-w = sys.argv[1]
-print("| run | test NDCG@10 | HR@10 | Cov@10 | epochs (best) | stop | epoch s | peak GiB |")
-print("|---|---|---|---|---|---|---|---|")
-for name in sorted(os.listdir(w)):
-    p = os.path.join(w, name, "results.json")
-    if not os.path.exists(p):
-        continue
-    r = json.load(open(p)); t = r["test"]
-    peak = r.get("peak_memory_bytes")
-    print(f"| {name} | {t['ndcg@10']:.4f} | {t['hitrate@10']:.4f} | {t.get('coverage@10', 0):.4f} | "
-          f"{r['epochs_run']} ({r['best_epoch']}) | {r['stopped']} | "
-          f"{r['epoch_time_s']:.2f} | {None if peak is None else round(peak / 2**30, 2)} |")
-PY
-for f in "$W"/logs/*.log; do grep -q "results in" "$f" || { echo "== $f"; tail -n 4 "$f"; }; done
+$PY -m experiments.run_table "$W"
+show_failed_runs
 grep -h "epoch" "$W"/logs/*bert4rec*.log | grep -v -i warn | tail -n 6 | cut -c1-200
 date -u
