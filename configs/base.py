@@ -25,7 +25,8 @@ Any field can be overridden: --config.train.batch_size=512 --config.loss.type=ce
 * ``mesh``: devices (``srs_jax/distributed/mesh.py``): ``enabled`` (default True: all local devices on
   ``data``; False: one device), ``data``,
   ``vocab`` (item-table shards), multi-host ``coordinator_address`` / ``num_processes`` /
-  ``process_id``.
+  ``process_id``, ``lookup`` ('auto' | 'xla' | 'shard_map': input lookup from a vocab-sharded
+  table, ``srs_jax/distributed/lookup.py``).
 * ``workdir``: run directory ('' = must be given with --workdir).
 """
 
@@ -73,7 +74,8 @@ def get_config(dataset: str = "synthetic") -> ml_collections.ConfigDict:
     # (one device: the plain single-device step); --config.mesh.vocab=k shards the item table over
     # k of them; --config.mesh.enabled=False keeps one device even when several are visible.
     c.mesh = ml_collections.ConfigDict(dict(
-        enabled=True, data=0, vocab=1, coordinator_address="", num_processes=0, process_id=0))
+        enabled=True, data=0, vocab=1, coordinator_address="", num_processes=0, process_id=0,
+        lookup="auto"))
 
     c.workdir = ""
     return c

@@ -2,6 +2,7 @@
 
 * ``mesh``: ``make_mesh(config.mesh)``, shardings, item-table padding.
 * ``loss``: ``loss_hook`` (the trainer's call into ``pallas_kernels.vocab_parallel``).
+* ``lookup``: ``sharded_lookup`` / ``lookup_hook`` (input embeddings from the sharded table).
 * ``training``: ``place_state``, ``shard_batch``, ``make_sharded_train_step``.
 * ``topk``: full-ranking top-K over a sharded item table.
 
@@ -16,6 +17,7 @@ from srs_jax.distributed.loss import (
     make_loss_plan,
     use_plan,
 )
+from srs_jax.distributed.lookup import lookup_hook, resolve_lookup, sharded_lookup
 from srs_jax.distributed.mesh import (
     DATA,
     VOCAB,
@@ -44,10 +46,12 @@ from srs_jax.distributed.training import (
 
 __all__ = [
     "DATA", "VOCAB", "LossPlan", "MeshConfig", "batch_sharding", "classifier_hook",
-    "current_plan", "init_sharded_state", "loss_hook", "make_loss_plan", "make_mesh",
+    "current_plan", "init_sharded_state", "lookup_hook", "loss_hook", "make_loss_plan",
+    "make_mesh",
     "make_sharded_train_step", "mesh_config", "pad_item_table", "padded_like_training",
-    "place_state", "replicated",
-    "setup_training", "shard_batch", "shard_tree", "sharded_table", "sharded_top_k",
+    "place_state", "replicated", "resolve_lookup",
+    "setup_training", "shard_batch", "shard_tree", "sharded_lookup", "sharded_table",
+    "sharded_top_k",
     "state_shardings", "table_rows", "top_k_hook", "top_k_items_sharded", "unpad_item_table",
     "use_plan",
 ]

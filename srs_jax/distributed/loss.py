@@ -36,6 +36,8 @@ class LossPlan:
     interpret: bool = False  # Pallas interpreter (CPU tests)
     sampler_tables: dict | None = None  # cce_neg: shard_sampler_tables(...) (host numpy)
     calls: int = 0  # traces that went through the hook (checked by make_sharded_train_step)
+    lookup: str = "xla"  # input lookup: "xla" | "shard_map" (srs_jax.distributed.lookup)
+    lookup_calls: int = 0  # traces that took the shard_map lookup
 
     @property
     def vocab(self) -> int:
@@ -43,10 +45,13 @@ class LossPlan:
 
 
 def make_loss_plan(mesh: Mesh, loss_config, table_rows: int, n_items: int, *, item_counts=None,
-                   interpret: bool = False) -> LossPlan:
+                   interpret: bool = False, lookup: str = "xla") -> LossPlan:
     """A ``LossPlan`` for ``loss_config`` with an item table of ``table_rows`` rows (ids 1..V at
     rows 1..V). ``item_counts``: ``int[V + 1]`` by encoded id or ``int[V]`` by label (popularity
-    sampling only)."""
+    sampling only). ``lookup``: "xla" | "shard_map", the models' input lookup (``lookup_hook``)."""
+    if lookup not in ("xla", "shard_map"):
+        raise ValueError(f"lookup={lookup!r} must be 'xla' or 'shard_map' (resolve 'auto' with "
+                         "srs_jax.distributed.lookup.resolve_lookup)")
     name = option(loss_config, "type")
     tables = None
     if name == "cce_neg":
@@ -66,7 +71,8 @@ def make_loss_plan(mesh: Mesh, loss_config, table_rows: int, n_items: int, *, it
         tables = vocab_parallel.shard_sampler_tables(
             table_rows, mesh.shape[VOCAB], num_negatives(loss_config), col_start=1,
             num_classes=n_items, item_counts=counts)
-    return LossPlan(mesh, int(table_rows), int(n_items), interpret=interpret, sampler_tables=tables)
+    return LossPlan(mesh, int(table_rows), int(n_items), interpret=interpret, sampler_tables=tables,
+                    lookup=lookup)
 
 
 @contextlib.contextmanager
@@ -134,14 +140,14 @@ def classifier_hook(loss_config, hidden: jax.Array, classifier: jax.Array, label
 def _vp_loss(plan: LossPlan, loss_config, hidden, table, labels, where, key):
     name = option(loss_config, "type")
     plan.calls += 1
-    common = dict(mesh=plan.mesh, where=where, col_start=1, num_classes=plan.n_items)
+    impl = option(loss_config, "impl")
+    impl = "xla" if impl == "naive" else impl
+    if plan.interpret and impl == "auto":
+        impl = "pallas"
+    common = dict(mesh=plan.mesh, where=where, col_start=1, num_classes=plan.n_items, impl=impl,
+                  interpret=plan.interpret)
     if name == "cce":
-        impl = option(loss_config, "impl")
-        impl = "xla" if impl == "naive" else impl
-        if plan.interpret and impl == "auto":
-            impl = "pallas"
-        return vocab_parallel.vocab_parallel_cross_entropy(
-            hidden, table, labels, impl=impl, interpret=plan.interpret, **common)
+        return vocab_parallel.vocab_parallel_cross_entropy(hidden, table, labels, **common)
     if name != "cce_neg":
         raise ValueError(f"no vocabulary-parallel loss {name!r}")
     from srs_jax.losses.cut import kernel_seed  # (cut.py may import this module: late import)

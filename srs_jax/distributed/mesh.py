@@ -7,6 +7,8 @@
          ``jax.distributed.initialize`` (empty / 0: single host, nothing is initialised)
   enabled  False: the trainer ignores the entry (lets a base config carry the fields so the
          command line can override them); default True
+  lookup "auto" | "xla" | "shard_map": how the model reads input embeddings from a vocab-sharded
+         table (``srs_jax.distributed.lookup``); default "auto"
 
 Shardings: batches by rows over ``data``; every parameter replicated, except the item embedding
 table (any 2-D leaf under an ``item_table`` key) sharded by rows over ``vocab``; optimiser state
@@ -25,6 +27,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA, VOCAB = "data", "vocab"
 TABLE_KEY = "item_table"
+LOOKUP_CHOICES = ("auto", "xla", "shard_map")  # config.mesh.lookup (see distributed/lookup.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +38,7 @@ class MeshConfig:
     num_processes: int = 0
     process_id: int = 0
     enabled: bool = True
+    lookup: str = "auto"
 
 
 def mesh_config(cfg=None) -> MeshConfig:
@@ -48,11 +52,15 @@ def mesh_config(cfg=None) -> MeshConfig:
     unknown = set(cfg.keys() if hasattr(cfg, "keys") else []) - known
     if unknown:
         raise ValueError(f"unknown config.mesh fields {sorted(unknown)}: use {sorted(known)}")
+    lookup = str(get("lookup", "auto") or "auto")
+    if lookup not in LOOKUP_CHOICES:
+        raise ValueError(f"config.mesh.lookup={lookup!r} is not one of "
+                         f"{', '.join(map(repr, LOOKUP_CHOICES))}")
     return MeshConfig(data=int(get("data", 0) or 0), vocab=int(get("vocab", 1) or 1),
                       coordinator_address=str(get("coordinator_address", "") or ""),
                       num_processes=int(get("num_processes", 0) or 0),
                       process_id=int(get("process_id", 0) or 0),
-                      enabled=bool(get("enabled", True)))
+                      enabled=bool(get("enabled", True)), lookup=lookup)
 
 
 def initialize_multihost(cfg: MeshConfig) -> bool:

@@ -2,8 +2,9 @@
 
 The step is the single-device ``srs_jax.training.steps.train_step`` unchanged: XLA partitions the
 model (batch over ``data``; the item-table lookup from a ``vocab``-sharded table becomes a masked
-local gather plus an all-reduce, its gradient a local scatter plus an all-reduce over ``data``)
-and reduces the gradients. Only the ``cce`` / ``cce_neg`` losses are routed, through
+local gather plus an all-reduce, its gradient a local scatter plus an all-reduce over ``data``,
+unless ``config.mesh.lookup`` routes it to the ``shard_map`` version, ``lookup_hook``) and
+reduces the gradients. Only the ``cce`` / ``cce_neg`` losses are routed, through
 ``loss_hook``, to ``pallas_kernels.vocab_parallel`` (``shard_map``), because Pallas calls cannot be
 partitioned by XLA and the table must not be gathered.
 """
@@ -18,6 +19,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from srs_jax.distributed import lookup as lookup_lib
 from srs_jax.distributed import loss as loss_lib
 from srs_jax import models as models_lib
 from srs_jax.distributed import mesh as mesh_lib
@@ -122,18 +124,22 @@ def shard_batch(batch: dict, mesh: Mesh) -> dict:
 
 
 def make_sharded_train_step(model_config, loss_config, optimizer, mesh: Mesh, state, opt_state, *,
-                            n_items: int, item_counts=None, interpret: bool = False):
+                            n_items: int, item_counts=None, interpret: bool = False,
+                            lookup: str = "auto"):
     """``train_step(graphdef, state, opt_state, batch, key)`` jitted on ``mesh``.
 
     Mirrors ``steps.make_train_step``: ``item_counts`` (host ``int[V + 1]``, popularity sampler)
     is bound as a concrete array, and also turned into the per-shard sampler tables of the
     vocabulary-parallel CCE-. ``state`` / ``opt_state`` as returned by ``place_state`` (their
     shardings are kept across steps; both are donated); ``batch`` must be split over ``data``
-    (``shard_batch``). Raises on first use if the step did not go through ``loss_hook`` /
-    ``classifier_hook`` while it had to (the trainer patch is missing).
+    (``shard_batch``). ``lookup``: ``config.mesh.lookup`` ("auto" | "xla" | "shard_map"), how the
+    model reads its inputs from the sharded table (``srs_jax.distributed.lookup``). Raises on
+    first use if the step did not go through ``loss_hook`` / ``classifier_hook`` while it had to
+    (the trainer patch is missing), or not through ``lookup_hook`` when "shard_map" was asked for.
     """
     plan = loss_lib.make_loss_plan(mesh, loss_config, table_rows(state), n_items,
-                                   item_counts=item_counts, interpret=interpret)
+                                   item_counts=item_counts, interpret=interpret,
+                                   lookup=lookup_lib.resolve_lookup(lookup))
     counts = None if item_counts is None else np.asarray(item_counts)
     state_sh = jax.tree.map(lambda x: x.sharding, state)
     opt_sh = jax.tree.map(lambda x: x.sharding, opt_state)
@@ -156,6 +162,9 @@ def make_sharded_train_step(model_config, loss_config, optimizer, mesh: Mesh, st
                 "the training step did not call srs_jax.distributed.loss_hook: apply the hook in "
                 "srs_jax/training/steps.py (see docs/distributed.md) to train on a mesh with "
                 f"vocab > 1 or a Pallas loss (loss.type={loss_lib.option(loss_config, 'type')!r})")
+        if plan.lookup == "shard_map" and plan.vocab > 1 and plan.lookup_calls == 0:
+            raise RuntimeError(f"mesh.lookup='shard_map' but model {model_config.name!r} did not "
+                               "call srs_jax.distributed.lookup.lookup_hook")
         return out
 
     step.plan = plan
@@ -184,7 +193,8 @@ def setup_training(config, state, opt_state, optimizer, n_items: int, *, item_co
                          "data shards of config.mesh")
     state, opt_state = place_state(state, opt_state, mesh)
     step = make_sharded_train_step(config.model, config.loss, optimizer, mesh, state, opt_state,
-                                   n_items=n_items, item_counts=item_counts)
+                                   n_items=n_items, item_counts=item_counts,
+                                   lookup=mesh_lib.mesh_config(mesh_cfg).lookup)
     def sharded_step(graphdef, state, opt_state, batch, key):
         return step(graphdef, state, opt_state, shard_batch(batch, mesh), key)
 

@@ -182,7 +182,13 @@ class Bert4Rec(nnx.Module):
         ids = jnp.where(input_ids == MASK_TOKEN, self.mask_id, input_ids).astype(jnp.int32)
         key_valid = ids != 0
         table = self.item_table.embedding[...]
-        x = jnp.take(table, ids, axis=0) + self.positions[...][self.max_len - t :][None]
+        # Mesh with a vocab-sharded table: maybe the shard_map lookup (config.mesh.lookup); None
+        # everywhere else. Late import: no import cycle.
+        from srs_jax.distributed.lookup import lookup_hook
+
+        emb = lookup_hook(table, ids)
+        emb = jnp.take(table, ids, axis=0) if emb is None else emb
+        x = emb + self.positions[...][self.max_len - t :][None]
         x = self.embed_norm(x).astype(self.dtype)
         x = self.embed_dropout(x, deterministic=deterministic)
         for block in self.blocks:

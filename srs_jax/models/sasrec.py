@@ -89,7 +89,13 @@ class SASRec(nnx.Module):
         # Positions are aligned to the right end (the newest item always sits at max_len - 1),
         # which equals the reference's 0..L-1 when L == max_len.
         pos = self.positions[...][self.max_len - length:]
-        h = self.item_table.embedding[...][input_ids] * math.sqrt(self.hidden) + pos
+        table = self.item_table.embedding[...]
+        # On a mesh with a vocab-sharded table the trainer may ask for an explicit shard_map
+        # lookup (config.mesh.lookup); None everywhere else. Late import: no import cycle.
+        from srs_jax.distributed.lookup import lookup_hook
+
+        emb = lookup_hook(table, input_ids)
+        h = (table[input_ids] if emb is None else emb) * math.sqrt(self.hidden) + pos
         h = self.emb_dropout(h.astype(self.dtype), deterministic=deterministic) * keep
         mask = causal_mask(length)
         for block in self.blocks:
