@@ -11,6 +11,8 @@ CPU) and the losses of the first and last step (must be finite).
 
   python -m experiments.benchmark_multi_gpu --mode dp --out $OUT/dp_4.json           # Zvuk shape
   python -m experiments.benchmark_multi_gpu --mode vp --items 100000000 --batch 256 --out vp.json
+  # input lookup from the sharded table (config.mesh.lookup), 2 GPUs on vocab:
+  python -m experiments.benchmark_multi_gpu --mode vp --vocab 2 --lookup shard_map --out vp_sm.json
   # CPU smoke test (8 forced host devices, tiny sizes):
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m experiments.benchmark_multi_gpu \
       --mode vp --items 1000 --batch 16 --length 8 --hidden 16 --steps 2 --impl xla
@@ -49,6 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--num-negatives", type=int, default=511)
     p.add_argument("--impl", default="auto")
     p.add_argument("--dtype", default="auto", help="compute dtype: auto (bf16 on GPU) | float32 | bfloat16")
+    p.add_argument("--lookup", default="auto", choices=("auto", "xla", "shard_map"),
+                   help="input lookup from the vocab-sharded table (config.mesh.lookup)")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--budget-s", type=float, default=90.0,
                    help="stop timing after this many seconds of timed steps (at least 2 steps)")
@@ -102,7 +106,7 @@ def run(args) -> dict:
     jax.block_until_ready(state.params)
     init_s = time.perf_counter() - t0
     step = dist.make_sharded_train_step(model_config, loss_config, optimizer, mesh, state,
-                                        opt_state, n_items=args.items)
+                                        opt_state, n_items=args.items, lookup=args.lookup)
     rng = np.random.default_rng(args.seed)
     dev_batch = dist.shard_batch(_random_batch(rng, batch, args.length, args.items), mesh)
     key = jax.random.key(args.seed)
@@ -110,7 +114,7 @@ def run(args) -> dict:
               "device_kind": jax.devices()[0].device_kind, "items": args.items, "batch": batch,
               "length": args.length, "hidden": args.hidden, "blocks": args.blocks,
               "loss": args.loss, "impl": args.impl, "compute_dtype": dtype,
-              "table_rows": dist.table_rows(state)}
+              "table_rows": dist.table_rows(state), "lookup": step.plan.lookup}
     if args.analyze:
         # Per-device bytes, also in units of one f32 item-table shard (rows / vocab x hidden x 4).
         ma = step.jitted.lower(graphdef, state, opt_state, dev_batch, key).compile().memory_analysis()
@@ -143,6 +147,7 @@ def run(args) -> dict:
         "init_s": round(init_s, 2), "peak_bytes": _peak_bytes(),
         "loss_first": losses[0], "loss_last": losses[-1],
         "finite": bool(np.all(np.isfinite(losses))), "hook_traces": step.plan.calls,
+        "lookup_traces": step.plan.lookup_calls,
     }
     return row
 
