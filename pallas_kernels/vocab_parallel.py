@@ -35,9 +35,12 @@ estimate of the full softmax denominator; loss = log(that) - z_t. For uniform q 
 ``log(V - 1) - log(n_eff)`` (which renormalises over the draws that survive the target
 exclusion) by O(n / V). Draws are hash functions of ``(seed, shard, global row, slot)``
 (``pallas_kernels.cce_neg.sampling``), so forward and backward regenerate them and the result does
-not depend on the data sharding. The per-shard math is a chunked gather in XLA: the CCE- Pallas
-kernels fold the positive logit into their LSE and draw over their whole classifier, so they
-cannot produce a negatives-only, shard-restricted sum (see ``docs/distributed.md``).
+not depend on the data sharding. Per shard the negatives run in Pallas kernels
+(``pallas_kernels.cce_neg.shard_kernels``, ``impl="pallas"``, the default on GPU): the forward
+returns the shard's negatives-only LSE (``-inf`` where no draw was kept), the backward takes the
+global LSE and accumulates dE and dC (f32 atomics); they draw exactly the ids of the XLA path
+(``impl="xla"``: a ``lax.scan`` over 128-row chunks gathering ``[128, n_max, D]``, dC by
+scatter-add). The positive logit, its gradient and the cross-shard merge are XLA in both.
 """
 
 from __future__ import annotations
@@ -87,13 +90,15 @@ class _Plan:
     col_start: int  # table row of class 0
     num_classes: int  # V
     rows_per_shard: int  # R / K
-    impl: str  # "pallas" | "xla" (CCE) ; "xla" (CCE-)
+    impl: str  # "pallas" | "xla"
     interpret: bool = False
     block_v: int | None = None
     kernel_config: object = None
     # CCE- only
     num_negatives: int = 0  # n_max: slots drawn per shard (masked beyond the shard's n_k)
     sampler: str = "uniform"
+    row_block: int = 8  # Pallas row tile of the per-shard CCE- kernels
+    num_warps: int | None = None
 
     @property
     def n_shards(self) -> int:
@@ -354,16 +359,27 @@ def shard_sampler_tables(num_rows: int, n_shards: int, num_negatives: int, *, co
     return out
 
 
+def _shard_seed(plan: _Plan, seed_u32):
+    k = lax.axis_index(plan.vocab_axis)
+    return sampling.mix32(seed_u32 ^ (k.astype(jnp.uint32) * jnp.uint32(_SHARD_SALT)))
+
+
+def _valid_range(plan: _Plan):
+    """This shard's valid local rows [lo, hi) (its share of the V classes)."""
+    k = lax.axis_index(plan.vocab_axis)
+    r = plan.rows_per_shard
+    lo = jnp.clip(plan.col_start - k * r, 0, r)
+    hi = jnp.clip(plan.col_start + plan.num_classes - k * r, 0, r)
+    return lo, hi
+
+
 def _draws(plan: _Plan, seed_u32, rows_global, table_state):
     """Local ids int32[n, n_max] and slot-active mask bool[n, n_max] of this shard's draws."""
-    k = lax.axis_index(plan.vocab_axis)
-    seed = sampling.mix32(seed_u32 ^ (k.astype(jnp.uint32) * jnp.uint32(_SHARD_SALT)))
+    seed = _shard_seed(plan, seed_u32)
     n_k, _, log_q, prob, alias = table_state
     r = plan.rows_per_shard
     if plan.sampler == "uniform":
-        # Uniform over this shard's valid rows [lo, hi) (the shard's share of the V classes).
-        lo = jnp.clip(plan.col_start - k * r, 0, r)
-        hi = jnp.clip(plan.col_start + plan.num_classes - k * r, 0, r)
+        lo, hi = _valid_range(plan)
         keys = sampling.stream_keys(seed, rows_global, "row")[:, None]
         h = sampling.draw_hash(keys, sampling.slot_keys(
             jnp.arange(plan.num_negatives, dtype=jnp.uint32))[None, :])
@@ -387,6 +403,24 @@ def _neg_logits(plan: _Plan, e, c, t_local, ids, active, table_state):
     return jnp.where(keep, s + corr, -jnp.inf), cg
 
 
+def _kernel_inputs(plan: _Plan, seed_u32, rows_global, table_state):
+    """Inputs of the per-shard Pallas kernels that reproduce ``_draws``: (static config, stream
+    keys uint32[n], ints int32[4] = [lo, span, n_k, 0], corr f32[1], popularity tables)."""
+    from pallas_kernels.cce_neg import shard_kernels
+
+    n_k, log_w, log_q, prob, alias = table_state
+    lo, hi = _valid_range(plan)
+    ints = jnp.stack([lo, jnp.maximum(hi - lo, 1), n_k[0], jnp.zeros_like(lo)]).astype(jnp.int32)
+    if plan.sampler == "uniform":  # log_q is one value over the valid rows: fold it in here
+        corr, tables = log_w[0] - log_q[jnp.minimum(lo, plan.rows_per_shard - 1)], ()
+    else:
+        corr, tables = log_w[0], (prob, alias, log_q)
+    keys = sampling.stream_keys(_shard_seed(plan, seed_u32), rows_global.astype(jnp.uint32), "row")
+    st = shard_kernels.ShardStatic(plan.rows_per_shard, plan.sampler, plan.row_block,
+                                   plan.interpret, plan.num_warps)
+    return shard_kernels, st, keys, ints, corr.reshape(1).astype(jnp.float32), tables
+
+
 def _chunks(n: int, block: int = 128):
     bt = min(block, n)
     while n % bt:
@@ -401,17 +435,22 @@ def _cce_neg_fwd_shard(plan: _Plan, e, table, t, valid, seed_u32, *table_state):
     t_local, owned = _ownership(plan, t)
     z_t = cce_reference.target_logits(e, c, jnp.maximum(t_local, 0), valid & owned)
     z_t = lax.psum(z_t, plan.vocab_axis)
-    bt, nc = _chunks(n)
+    if plan.impl == "pallas":
+        kern, st, keys, ints, corr, tables = _kernel_inputs(plan, seed_u32, rows_global,
+                                                            table_state)
+        lse_k = kern.forward(st, keys, e, t_local, ints, corr, c, tables)
+    else:
+        bt, nc = _chunks(n)
 
-    def body(_, xs):
-        ec, tc, rc = xs
-        ids, active = _draws(plan, seed_u32, rc.astype(jnp.uint32), table_state)
-        s, _ = _neg_logits(plan, ec, c, tc, ids, active, table_state)
-        return None, jax.nn.logsumexp(s, axis=1)
+        def body(_, xs):
+            ec, tc, rc = xs
+            ids, active = _draws(plan, seed_u32, rc.astype(jnp.uint32), table_state)
+            s, _ = _neg_logits(plan, ec, c, tc, ids, active, table_state)
+            return None, jax.nn.logsumexp(s, axis=1)
 
-    _, lse_k = lax.scan(body, None, (e.reshape(nc, bt, -1), t_local.reshape(nc, bt),
-                                     rows_global.reshape(nc, bt)))
-    lse_k = lse_k.reshape(n)
+        _, lse_k = lax.scan(body, None, (e.reshape(nc, bt, -1), t_local.reshape(nc, bt),
+                                         rows_global.reshape(nc, bt)))
+        lse_k = lse_k.reshape(n)
     # Merge negatives over shards, then add the positive: lse = logaddexp(z_t, LSE_k lse_k).
     m = jnp.maximum(lax.pmax(lse_k, plan.vocab_axis), z_t)
     s = lax.psum(jnp.exp(lse_k - m), plan.vocab_axis) + jnp.exp(z_t - m)
@@ -434,6 +473,13 @@ def _cce_neg_bwd_shard(plan: _Plan, e, table, t, valid, seed_u32, lse, g, *table
     c_t = jnp.take(c, t_safe, axis=0).astype(jnp.float32)
     de0 = g_pos[:, None] * c_t
     dc = jnp.zeros(c.shape, jnp.float32).at[t_safe].add(g_pos[:, None] * ef)
+    if plan.impl == "pallas":
+        kern, st, keys, ints, corr, tables = _kernel_inputs(plan, seed_u32, rows_global,
+                                                            table_state)
+        de, dc_neg = kern.backward(st, keys, e, t_local, g, lse, ints, corr, c, tables)
+        de = lax.psum(de + de0, plan.vocab_axis)
+        dc = lax.psum(dc + dc_neg, plan.data_axis)
+        return de.astype(e.dtype), dc.astype(table.dtype)
     bt, nc = _chunks(n)
 
     def body(dc, xs):
@@ -488,7 +534,9 @@ _cce_neg_rows.defvjp(_cce_neg_fwd, _cce_neg_bwd)
 def vocab_parallel_sampled_cross_entropy(embeddings, table, targets, *, mesh: Mesh,
                                          num_negatives: int, seed, sampler_tables=None,
                                          where=None, reduction: str = "mean", col_start: int = 0,
-                                         num_classes: int | None = None,
+                                         num_classes: int | None = None, impl: str = "auto",
+                                         interpret: bool = False, row_block: int = 8,
+                                         num_warps: int | None = None,
                                          data_axis: str = "data", vocab_axis: str = "vocab"):
     """CCE- with the table sharded over ``vocab_axis`` (estimator in the module docstring).
 
@@ -497,6 +545,12 @@ def vocab_parallel_sampled_cross_entropy(embeddings, table, targets, *, mesh: Me
       seed: int or uint32/int32 scalar (may be traced; new each step).
       sampler_tables: ``shard_sampler_tables(...)`` (numpy dict; popularity when it has
         ``prob``); None: uniform, built here from the shapes.
+      impl: "pallas" (per-shard Pallas kernels ``pallas_kernels.cce_neg.shard_kernels``; needs D
+        a power of two >= 16), "xla" (per-shard chunked gather) or "auto" (Pallas on GPU when D
+        allows, else XLA). Both draw the same negatives.
+      interpret: run the Pallas kernels in the interpreter (any backend; tests).
+      row_block, num_warps: the Pallas kernels' row tile (power of two >= 8) and Triton warps
+        (None: 4, or 8 at D >= 256).
       Other arguments as in ``vocab_parallel_cross_entropy``.
     """
     num_classes = table.shape[0] - col_start if num_classes is None else int(num_classes)
@@ -504,6 +558,16 @@ def vocab_parallel_sampled_cross_entropy(embeddings, table, targets, *, mesh: Me
                                col_start, num_classes)
     if not isinstance(num_negatives, (int, np.integer)) or num_negatives < 1:
         raise ValueError(f"num_negatives must be a positive int, got {num_negatives!r}")
+    d = embeddings.shape[1]
+    if impl == "auto":
+        impl = ("pallas" if jax.default_backend() == "gpu" and d >= 16 and d & (d - 1) == 0
+                else "xla")
+    if impl not in ("pallas", "xla"):
+        raise ValueError(f"impl={impl!r}: vocabulary-parallel CCE- runs 'pallas', 'xla' or 'auto'")
+    if impl == "pallas":
+        from pallas_kernels.cce_neg import shard_kernels
+
+        shard_kernels.check_shapes(d, row_block)
     if sampler_tables is None:
         sampler_tables = shard_sampler_tables(table.shape[0], n_vocab, int(num_negatives),
                                               col_start=col_start, num_classes=num_classes)
@@ -520,8 +584,10 @@ def vocab_parallel_sampled_cross_entropy(embeddings, table, targets, *, mesh: Me
                    jnp.asarray(st["alias"]) if popularity else jnp.zeros((rows,), jnp.int32))
     valid = jnp.ones(targets.shape, bool) if where is None else where.astype(bool)
     t = jnp.where(valid, targets, 0).astype(jnp.int32)
-    plan = _Plan(mesh, data_axis, vocab_axis, int(col_start), num_classes, rows // n_vocab, "xla",
-                 num_negatives=n_max, sampler="popularity" if popularity else "uniform")
+    plan = _Plan(mesh, data_axis, vocab_axis, int(col_start), num_classes, rows // n_vocab, impl,
+                 bool(interpret), num_negatives=n_max,
+                 sampler="popularity" if popularity else "uniform", row_block=int(row_block),
+                 num_warps=num_warps)
     seed_u32 = sampling.seed_to_u32(seed)
     return _reduce(_cce_neg_rows(plan, embeddings, table, t, valid, seed_u32, table_state), valid,
                    reduction)

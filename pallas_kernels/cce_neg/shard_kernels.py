@@ -1,0 +1,189 @@
+"""Per-shard CCE- kernels for vocabulary parallelism (``pallas_kernels.vocab_parallel``).
+
+Row sharing only. Each program takes a tile of ``row_block`` rows and loops over the shard's
+``n_k`` active slots; slot ``j`` of row ``i`` draws a *local* row of the shard's classifier
+``c [r, D]`` from ``h = draw_hash(keys[i], slot_keys(j))`` exactly as the XLA path
+(``vocab_parallel._draws``) does:
+
+* uniform:    ``id = lo + mulhi32(h, span)`` over the shard's valid local rows ``[lo, lo + span)``;
+* popularity: the per-shard alias table over all ``r`` local rows (column ``mulhi32(h, r)``).
+
+A draw equal to the row's local target (``t = -1`` when the shard does not own it) is dropped;
+a kept draw has the logit ``e . c[id] + (log_w - log_q[id])``. For uniform ``log_q`` is constant
+over the valid rows, so the caller passes ``corr = log_w - log_q[lo]``; for popularity
+``corr = log_w`` and the kernel gathers ``log_q[id]``.
+
+Unlike the single-device kernels (``kernels.py``) there is no positive column and no
+renormalisation: the forward returns the negatives-only log-sum-exp (``-inf`` where no draw was
+kept), the backward takes the *global* LSE. The stream keys (one per global row, shard-salted
+seed) come in as a ``uint32 [N]`` array, and the per-shard scalars (they depend on
+``lax.axis_index``, so they are traced) as small arrays: ``ints = [lo, span, n_k, 0]`` int32 and
+``corr`` float32[1].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+from pallas_kernels.cce_neg import sampling
+from pallas_kernels.cce_neg.kernels import (
+    _NEG_INIT,
+    _compiler_params,
+    _full_spec,
+    _masked_rows,
+    _pad,
+    _scatter_rows,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardStatic:
+    """Static configuration of the per-shard kernels (names shared with ``config.Static`` where
+    the helpers of ``kernels.py`` read them)."""
+
+    rows_per_shard: int  # r: local classifier rows (popularity column range)
+    sampler: str  # "uniform" | "popularity"
+    row_block: int = 8
+    interpret: bool = False
+    num_warps: int | None = None
+    num_stages: int | None = None
+
+
+def _pow2(x: int) -> bool:
+    return x > 0 and x & (x - 1) == 0
+
+
+def check_shapes(d: int, row_block: int) -> None:
+    """Raises a one-line ValueError where the Triton kernels cannot run."""
+    if not (_pow2(d) and d >= 16):
+        raise ValueError(f"impl='pallas' needs D a power of two >= 16 (Triton blocks), got D={d}; "
+                         "use impl='xla'")
+    if not (_pow2(row_block) and row_block >= 8):
+        raise ValueError(f"impl='pallas' needs row_block a power of two >= 8, got {row_block}")
+
+
+def _scalars(ints_ref, corr_ref):
+    """(lo, span uint32, n_k, corr) read once per program."""
+    return ints_ref[0], ints_ref[1].astype(jnp.uint32), ints_ref[2], corr_ref[0]
+
+
+def _slot(st: ShardStatic, keys, j, sc, tabs):
+    """(ids int32[Bt], per-draw logit correction f32[Bt] or scalar) of slot j."""
+    lo, span, _, corr = sc
+    h = sampling.draw_hash(keys, sampling.slot_keys(j))
+    if st.sampler == "uniform":
+        return lo + sampling.mulhi32(h, span).astype(jnp.int32), corr
+    prob_ref, alias_ref, logq_ref = tabs
+    col = sampling.uniform_ids(h, st.rows_per_shard)
+    ids = sampling.alias_pick(col, sampling.alias_coin(h), prob_ref[col], alias_ref[col])
+    return ids, corr - logq_ref[ids]  # same order of operations as the XLA path
+
+
+def _split(st, refs):
+    if st.sampler == "popularity":
+        return refs[:3], refs[3:]
+    return None, refs
+
+
+def _fwd_kernel(st, keys_ref, e_ref, t_ref, ints_ref, corr_ref, c_ref, *refs):
+    tabs, (lse_ref,) = _split(st, refs)
+    keys, t = keys_ref[...], t_ref[...]
+    ef = e_ref[...].astype(jnp.float32)
+    sc = _scalars(ints_ref, corr_ref)
+
+    def body(j, carry):
+        m, l = carry
+        ids, corr = _slot(st, keys, j, sc, tabs)
+        s = jnp.sum(ef * c_ref[ids, :].astype(jnp.float32), axis=1) + corr
+        s = jnp.where(ids != t, s, -jnp.inf)
+        m_new = jnp.maximum(m, s)
+        return m_new, l * jnp.exp(m - m_new) + jnp.exp(s - m_new)
+
+    z = jnp.zeros(t.shape, jnp.float32)
+    # Dynamic trip count n_k: shards with fewer draws than n_max do no masked work.
+    m, l = jax.lax.fori_loop(0, sc[2], body, (z + _NEG_INIT, z))
+    lse_ref[...] = m + jnp.log(l)  # -inf where no draw was kept
+
+
+def _bwd_kernel(st, keys_ref, e_ref, t_ref, g_ref, lse_ref, ints_ref, corr_ref, c_ref, *refs):
+    tabs, (dc_in_ref, de_ref, dc_ref) = _split(st, refs)
+    del dc_in_ref  # aliased with dc_ref
+    keys, t, g, lse = keys_ref[...], t_ref[...], g_ref[...], lse_ref[...]
+    # Rows with a zero cotangent (masked, padding) neither gather nor scatter.
+    valid = g != 0.0
+    ef = e_ref[...].astype(jnp.float32)
+    sc = _scalars(ints_ref, corr_ref)
+
+    def body(j, de):
+        ids, corr = _slot(st, keys, j, sc, tabs)
+        cg = _masked_rows(st, c_ref, ids, valid).astype(jnp.float32)
+        s = jnp.sum(ef * cg, axis=1) + corr
+        # where() before the product: exp may overflow on skipped rows and inf * 0 is NaN.
+        p = jnp.where(valid & (ids != t), jnp.exp(s - lse) * g, 0.0)
+        _scatter_rows(st, dc_ref, ids, p[:, None] * ef, mask=valid)
+        return de + p[:, None] * cg
+
+    de = jax.lax.fori_loop(0, sc[2], body, jnp.zeros(ef.shape, jnp.float32))
+    de_ref[...] = de
+
+
+def _tabs(st, tables):
+    return () if st.sampler == "uniform" else tuple(tables)
+
+
+def forward(st: ShardStatic, keys, e, t_local, ints, corr, c, tables=()):
+    """Negatives-only LSE f32[n] of this shard (natural log; -inf where no draw was kept).
+
+    keys uint32[n]: stream keys of the rows; t_local int32[n]: local target row or -1;
+    ints int32[4] = [lo, span, n_k, 0]; corr f32[1]; c [r, D]; tables (popularity):
+    (prob f32[r], alias int32[r], log_q f32[r]) of the shard.
+    """
+    n, d = e.shape
+    bt = st.row_block
+    n_pad = -n % bt
+    tabs = _tabs(st, tables)
+    row = lambda: pl.BlockSpec((bt,), lambda i: (i,))
+    lse = pl.pallas_call(
+        functools.partial(_fwd_kernel, st),
+        out_shape=jax.ShapeDtypeStruct((n + n_pad,), jnp.float32),
+        grid=((n + n_pad) // bt,),
+        in_specs=[row(), pl.BlockSpec((bt, d), lambda i: (i, 0)), row()]
+        + [_full_spec()] * (3 + len(tabs)),
+        out_specs=row(),
+        compiler_params=_compiler_params(st, d),
+        interpret=st.interpret,
+        name="cce_neg_shard_fwd",
+    )(_pad(keys, n_pad), _pad(e, n_pad), _pad(t_local, n_pad), ints, corr, c, *tabs)
+    return lse[:n]
+
+
+def backward(st: ShardStatic, keys, e, t_local, g, lse, ints, corr, c, tables=()):
+    """Negative-sample gradients of ``sum_i g_i loss_i`` given the global LSE:
+    ``(dE f32[n, D], dC f32[r, D])`` (the positive term is the caller's)."""
+    n, d = e.shape
+    bt = st.row_block
+    n_pad = -n % bt
+    tabs = _tabs(st, tables)
+    row = lambda: pl.BlockSpec((bt,), lambda i: (i,))
+    # Padding rows get g = 0: skipped.
+    args = (_pad(keys, n_pad), _pad(e, n_pad), _pad(t_local, n_pad), _pad(g, n_pad),
+            _pad(lse, n_pad), ints, corr, c, *tabs, jnp.zeros(c.shape, jnp.float32))
+    de, dc = pl.pallas_call(
+        functools.partial(_bwd_kernel, st),
+        out_shape=(jax.ShapeDtypeStruct((n + n_pad, d), jnp.float32),
+                   jax.ShapeDtypeStruct(c.shape, jnp.float32)),
+        grid=((n + n_pad) // bt,),
+        in_specs=[row(), pl.BlockSpec((bt, d), lambda i: (i, 0)), row(), row(), row()]
+        + [_full_spec()] * (3 + len(tabs) + 1),
+        out_specs=(pl.BlockSpec((bt, d), lambda i: (i, 0)), _full_spec()),
+        input_output_aliases={len(args) - 1: 1},
+        compiler_params=_compiler_params(st, d),
+        interpret=st.interpret,
+        name="cce_neg_shard_bwd",
+    )(*args)
+    return de[:n], dc
