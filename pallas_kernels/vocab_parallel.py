@@ -476,9 +476,9 @@ def _cce_neg_bwd_shard(plan: _Plan, e, table, t, valid, seed_u32, lse, g, *table
     if plan.impl == "pallas":
         kern, st, keys, ints, corr, tables = _kernel_inputs(plan, seed_u32, rows_global,
                                                             table_state)
-        de, dc_neg = kern.backward(st, keys, e, t_local, g, lse, ints, corr, c, tables)
+        de, dc = kern.backward(st, keys, e, t_local, g, lse, ints, corr, c, tables, dc_init=dc)
         de = lax.psum(de + de0, plan.vocab_axis)
-        dc = lax.psum(dc + dc_neg, plan.data_axis)
+        dc = lax.psum(dc, plan.data_axis)
         return de.astype(e.dtype), dc.astype(table.dtype)
     bt, nc = _chunks(n)
 

@@ -162,9 +162,10 @@ def forward(st: ShardStatic, keys, e, t_local, ints, corr, c, tables=()):
     return lse[:n]
 
 
-def backward(st: ShardStatic, keys, e, t_local, g, lse, ints, corr, c, tables=()):
+def backward(st: ShardStatic, keys, e, t_local, g, lse, ints, corr, c, tables=(), dc_init=None):
     """Negative-sample gradients of ``sum_i g_i loss_i`` given the global LSE:
-    ``(dE f32[n, D], dC f32[r, D])`` (the positive term is the caller's)."""
+    ``(dE f32[n, D], dC f32[r, D])`` (the positive term is the caller's). ``dc_init`` (f32
+    [r, D], e.g. the positive term) is the buffer the atomics add into: no extra [r, D] pass."""
     n, d = e.shape
     bt = st.row_block
     n_pad = -n % bt
@@ -172,7 +173,8 @@ def backward(st: ShardStatic, keys, e, t_local, g, lse, ints, corr, c, tables=()
     row = lambda: pl.BlockSpec((bt,), lambda i: (i,))
     # Padding rows get g = 0: skipped.
     args = (_pad(keys, n_pad), _pad(e, n_pad), _pad(t_local, n_pad), _pad(g, n_pad),
-            _pad(lse, n_pad), ints, corr, c, *tabs, jnp.zeros(c.shape, jnp.float32))
+            _pad(lse, n_pad), ints, corr, c, *tabs,
+            jnp.zeros(c.shape, jnp.float32) if dc_init is None else dc_init.astype(jnp.float32))
     de, dc = pl.pallas_call(
         functools.partial(_bwd_kernel, st),
         out_shape=(jax.ShapeDtypeStruct((n + n_pad, d), jnp.float32),
