@@ -1,4 +1,4 @@
-"""Input embedding lookup from a vocab-sharded item table: XLA's partitioned gather vs ``shard_map``.
+"""Input embedding lookup from a vocab-sharded item table: XLA's partitioned gather vs shard_map.
 
 Times, on a ``(data, vocab)`` mesh over all visible devices, ``table[ids]`` with ``table [R, H]``
 sharded by rows over ``vocab`` and ``ids int32[B, L]`` by rows over ``data``:
@@ -55,7 +55,8 @@ def parse_args(argv=None):
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                    help="table dtype (the trainer keeps params in float32)")
-    p.add_argument("--impls", default=",".join(IMPLS), help="comma-separated subset of xla,shard_map")
+    p.add_argument("--impls", default=",".join(IMPLS),
+                   help="comma-separated subset of xla,shard_map")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
@@ -157,7 +158,8 @@ def run(args) -> dict:
     check = None
     if len(outputs) == 2:
         (fa, ga), (fb, gb) = outputs["xla"], outputs["shard_map"]
-        max_abs = jax.jit(lambda a, b: jnp.max(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32))))
+        max_abs = jax.jit(lambda a, b: jnp.max(jnp.abs(a.astype(jnp.float32)
+                                                       - b.astype(jnp.float32))))
         check = {"fwd_max_abs_diff": float(max_abs(fa, fb)),
                  "grad_max_abs_diff": float(max_abs(ga, gb)),
                  "grad_max_abs": float(jnp.max(jnp.abs(ga.astype(jnp.float32))))}

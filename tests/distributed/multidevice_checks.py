@@ -531,6 +531,127 @@ def check_default_mesh():
         raise AssertionError("batch 12 on 8 data shards was accepted")
 
 
+def check_sharded_lookup():
+    """``sharded_lookup`` (shard_map) equals ``table[ids]`` on (1x8), (2x4), (8x1): values bit for
+    bit, table gradients to 1e-6 (scatter-add order); ids with padding 0, repeats and the last
+    (zero) padding row. BERT4Rec's forward and gradient through ``lookup_hook`` equal its own
+    ``take``. ``experiments/benchmark_lookup.py`` runs at tiny sizes and the variants agree."""
+    rng = np.random.default_rng(11)
+    rows, h, b, length = 48, 8, 16, 6  # 45 items: rows 46, 47 are alignment padding (zeros)
+    table = rng.normal(size=(rows, h)).astype(np.float32)
+    table[46:] = 0.0
+    ids = rng.integers(0, 46, (b, length)).astype(np.int32)
+    ids[:, :2] = 0  # left padding
+    ids[:, 3] = ids[0, 4]  # one id in every row (all data shards, one vocab shard)
+    ids[1, -1] = 47
+    ct = rng.normal(size=(b, length, h)).astype(np.float32)
+    for data, vocab in MESHES:
+        mesh = dist.make_mesh({"data": data, "vocab": vocab})
+        tab = jax.device_put(table, dist.state_shardings({"item_table": table}, mesh)["item_table"])
+        x = dist.shard_batch({"ids": ids}, mesh)["ids"]
+
+        def loss(t, i, look):
+            return jnp.sum(look(t, i) * ct)
+
+        got_v, got_g = jax.jit(jax.value_and_grad(
+            lambda t, i: loss(t, i, lambda t, i: dist.sharded_lookup(t, i, mesh))))(tab, x)
+        want_v, want_g = jax.jit(jax.value_and_grad(lambda t, i: loss(t, i, lambda t, i: t[i])))(
+            tab, x)
+        out = jax.jit(dist.sharded_lookup, static_argnums=2)(tab, x, mesh)
+        np.testing.assert_array_equal(out, table[ids], err_msg=f"mesh {data}x{vocab} values")
+        _close(f"mesh {data}x{vocab} loss", got_v, want_v, 1e-6, 1e-6)
+        _close(f"mesh {data}x{vocab} grad", got_g, want_g, 1e-6, 1e-6)
+        dense = np.zeros_like(table)
+        np.add.at(dense, ids.reshape(-1), ct.reshape(-1, h))
+        _close(f"mesh {data}x{vocab} grad vs numpy", got_g, dense, 1e-6, 1e-6)
+        if vocab > 1 and got_g.sharding.spec[0] != "vocab":
+            raise AssertionError(f"gradient sharded {got_g.sharding.spec}, expected rows on vocab")
+
+    # BERT4Rec (ids -1 = [mask] -> row V + 1) through the model's hook on 2x4.
+    v = 37
+    mesh = dist.make_mesh({"data": 2, "vocab": 4})
+    model = models_lib.build_model(_model_config("bert4rec"), v, rngs=nnx.Rngs(params=0, dropout=1))
+    graphdef, state = steps_lib.split_model(model)
+    params = dist.shard_tree(dist.pad_item_table(state.params, 8), mesh)
+    seq = rng.integers(0, v + 1, (8, 6)).astype(np.int32)
+    seq[:, -1] = -1
+    seq_dev = dist.shard_batch({"ids": seq}, mesh)["ids"]
+    cfg = ml_collections.ConfigDict(dict(type="cce", impl="xla"))
+    outs = {}
+    for lookup in ("xla", "shard_map"):
+        plan = dist.make_loss_plan(mesh, cfg, 40, v, lookup=lookup)
+
+        def f(p):
+            with dist.use_plan(plan):
+                hidden = nnx.merge(graphdef, p, state.rest)(seq_dev, deterministic=True)
+            return jnp.sum(hidden * jnp.arange(hidden.size).reshape(hidden.shape) / hidden.size)
+
+        outs[lookup] = jax.jit(jax.value_and_grad(f))(params)
+        if plan.lookup_calls != (lookup == "shard_map"):
+            raise AssertionError(f"lookup={lookup}: {plan.lookup_calls} traces through lookup_hook")
+    (va, ga), (vb, gb) = outs["xla"], outs["shard_map"]
+    _close("bert4rec value", vb, va, 1e-6, 1e-6)
+    for (path, a), bb in zip(jax.tree_util.tree_leaves_with_path(gb), jax.tree.leaves(ga)):
+        _close(f"bert4rec grad {jax.tree_util.keystr(path)}", a, bb, 1e-5, 1e-6)
+    try:
+        dist.resolve_lookup("gather")
+    except ValueError as err:
+        if "'auto', 'xla', 'shard_map'" not in str(err):
+            raise
+    else:
+        raise AssertionError("lookup='gather' was accepted")
+
+    from experiments import benchmark_lookup
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "lookup.json")
+        benchmark_lookup.main(["--data", "2", "--vocab", "4", "--items", "301", "--batch", "16",
+                               "--length", "8", "--hidden", "16", "--reps", "2", "--out", out])
+        payload = json.load(open(out))
+    row = payload["rows"][0]
+    agree = row["agreement"]
+    if row["mesh"] != {"data": 2, "vocab": 4} or row["table_rows"] != 304:
+        raise AssertionError(f"benchmark_lookup mesh/table: {row['mesh']}, {row['table_rows']}")
+    if agree["fwd_max_abs_diff"] != 0 or agree["grad_max_abs_diff"] > 1e-5:
+        raise AssertionError(f"benchmark_lookup variants disagree: {agree}")
+    for impl in ("xla", "shard_map"):
+        r = row["results"][impl]
+        no_gather = "all-gather" not in r["fwd_bwd"]["collectives"]  # the table is never gathered
+        if not (r["fwd"]["ms"] > 0 and r["fwd_bwd"]["ms"] > 0 and no_gather):
+            raise AssertionError(f"benchmark_lookup {impl}: {r}")
+
+
+def check_lookup_training():
+    """Two Adam steps of SASRec on 2 data x 4 vocab with mesh.lookup='shard_map' equal
+    lookup='xla' (losses to 1e-6, params to rtol 1e-5 / atol 1e-6: only the order of the table
+    gradient's float sums differs)."""
+    _install_cut_standin()
+    v = 29
+    batches = _batches(np.random.default_rng(12), 2, 16, 6, v)
+    model_cfg = _model_config()
+    results = {}
+    for lookup in ("xla", "shard_map"):
+        model = models_lib.build_model(model_cfg, v, rngs=nnx.Rngs(params=0, dropout=1))
+        graphdef, state = steps_lib.split_model(model)
+        opt = steps_lib.make_optimizer(_train_config(), 100)
+        config = ml_collections.ConfigDict(dict(
+            model=model_cfg, loss=dict(type="cce", impl="xla"), train=dict(batch_size=16),
+            mesh=dict(data=2, vocab=4, lookup=lookup)))
+        state, opt_state, step = dist.setup_training(config, state, opt.init(state.params), opt, v)
+        losses = []
+        for i, batch in enumerate(batches):
+            state, opt_state, m = step(graphdef, state, opt_state, batch, jax.random.key(i))
+            losses.append(float(m["loss"]))
+        if step.plan.lookup != lookup or step.plan.lookup_calls != (lookup == "shard_map"):
+            raise AssertionError(f"lookup={lookup}: plan {step.plan.lookup}, "
+                                 f"{step.plan.lookup_calls} traces through lookup_hook")
+        results[lookup] = (losses, jax.device_get(state.params))
+    (la, pa), (lb, pb) = results["xla"], results["shard_map"]
+    _close("losses", lb, la, 1e-6, 1e-6)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(pb), jax.tree.leaves(pa)):
+        _close(f"params {jax.tree_util.keystr(path)}", a, b, 1e-5, 1e-6)
+
+
 PREFIX = "CHECK "  # result lines; other output (e.g. the benchmark's JSON row) is ignored
 CHECKS = {name[len("check_"):]: fn for name, fn in sorted(globals().items())
           if name.startswith("check_") and callable(fn)}

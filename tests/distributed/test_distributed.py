@@ -25,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "multidevice_checks.py")
 CHECK_NAMES = ["cce_loss_and_grads", "cce_neg_loss_and_grads", "cce_neg_unbiased",
                "training_and_checkpoints", "hooks", "sharded_top_k", "benchmark_script",
-               "trainer_end_to_end", "default_mesh"]
+               "trainer_end_to_end", "default_mesh", "sharded_lookup", "lookup_training"]
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +185,18 @@ def test_one_device_mesh_matches_linear_cross_entropy():
     want = pallas_kernels.linear_cross_entropy(e, tab[1:20], t, where=w, reduction="none",
                                                impl="naive")
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_mesh_lookup_config():
+    from srs_jax.distributed import lookup as lookup_lib
+
+    assert dist.mesh_config(None).lookup == "auto"
+    assert dist.mesh_config({"lookup": "shard_map"}).lookup == "shard_map"
+    with pytest.raises(ValueError, match="'gather' is not one of 'auto', 'xla', 'shard_map'"):
+        dist.mesh_config({"lookup": "gather"})
+    assert dist.resolve_lookup("auto") == lookup_lib.AUTO_LOOKUP in ("xla", "shard_map")
+    assert dist.resolve_lookup("xla") == "xla"
+    with pytest.raises(ValueError, match="'auto', 'xla', 'shard_map'"):
+        dist.resolve_lookup("Xla")
+    # No active plan (one device): the models keep their own gather.
+    assert dist.lookup_hook(jnp.zeros((4, 2)), jnp.zeros((1, 3), jnp.int32)) is None
