@@ -17,6 +17,7 @@ when ``--sampled`` is given and that module exists.
   python -m experiments.benchmark_loss --d 64 128 256 --v-sweep 16384 131072 1000000 4000000 \
       --out experiments/results/cce_h100.json
   python -m experiments.benchmark_loss --tune --d 128 --n 32768   # tile sweep of the kernels
+  python -m experiments.benchmark_loss --d 64 --variants '{"poly": {"fwd_poly_v": 64}}'
 """
 
 from __future__ import annotations
@@ -86,6 +87,9 @@ def parse_args(argv=None):
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--sampled", action="store_true", help="also run experiments.benchmark_sampled")
     p.add_argument("--tune", action="store_true", help="sweep kernel tiles instead of cases")
+    p.add_argument("--variants", default=None,
+                   help='JSON {"name": {KernelConfig fields}}: time these kernel configurations '
+                        '(case "cce_<name>") instead of --cases')
     p.add_argument("--interpret", action="store_true", help="Pallas interpreter (CPU smoke test)")
     p.add_argument("--out", default=None, help="JSON file (written atomically)")
     return p.parse_args(argv)
@@ -194,6 +198,21 @@ def run_cases(args, p_mm, p_exp, mem_limit):
     return rows
 
 
+def run_variants(args, p_mm, p_exp):
+    """Each named KernelConfig of ``--variants`` on every shape (fields not given: defaults)."""
+    variants = {name: KernelConfig(**fields) for name, fields in json.loads(args.variants).items()}
+    rows = []
+    dtype = jnp.dtype(args.dtype)
+    for n, v, d in shapes(args):
+        e, c, t = make_inputs(n, v, d, dtype)
+        for name, cfg in variants.items():
+            row = run_one(f"cce_{name}", _cce(cfg)(args, v), e, c, t, args.reps, p_mm, p_exp)
+            row["config"] = dataclasses.asdict(common.fill_defaults(cfg, n, v, d, dtype.itemsize))
+            rows.append(row)
+        del e, c, t
+    return rows
+
+
 def tune_configs(d: int):
     """A small grid around the defaults (fields not set keep the defaults for D)."""
     if d <= 64:
@@ -255,7 +274,12 @@ def main(argv=None):
     p_exp = P_EXP_PER_SM * sms
     print(f"device={dev.device_kind} sms={sms} bf16_matmul={p_mm / 1e12:.0f} TFLOP/s "
           f"exp2={p_exp / 1e12:.2f} T/s", flush=True)
-    rows = run_tune(args, p_mm, p_exp) if args.tune else run_cases(args, p_mm, p_exp, mem_limit)
+    if args.tune:
+        rows = run_tune(args, p_mm, p_exp)
+    elif args.variants:
+        rows = run_variants(args, p_mm, p_exp)
+    else:
+        rows = run_cases(args, p_mm, p_exp, mem_limit)
     sampled = run_sampled(args) if args.sampled and not args.tune else []
     meta = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 device=str(dev.device_kind), sms=sms, jax=jax.__version__,
