@@ -23,7 +23,7 @@ from srs_jax import distributed as dist
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "multidevice_checks.py")
-CHECK_NAMES = ["cce_loss_and_grads", "cce_neg_loss_and_grads", "cce_neg_unbiased",
+CHECK_NAMES = ["cce_loss_and_grads", "cce_neg_loss_and_grads", "cce_neg_pallas", "cce_neg_unbiased",
                "training_and_checkpoints", "hooks", "sharded_top_k", "benchmark_script",
                "trainer_end_to_end", "default_mesh", "sharded_lookup", "lookup_training"]
 
