@@ -17,7 +17,7 @@ when ``--sampled`` is given and that module exists.
   python -m experiments.benchmark_loss --d 64 128 256 --v-sweep 16384 131072 1000000 4000000 \
       --out experiments/results/cce_h100.json
   python -m experiments.benchmark_loss --tune --d 128 --n 32768   # tile sweep of the kernels
-  python -m experiments.benchmark_loss --d 64 --variants '{"poly": {"fwd_poly_v": 64}}'
+  python -m experiments.benchmark_loss --d 64 --variants '{"base": {}, "bwd128": {"bwd_block_n": 128}}'
 """
 
 from __future__ import annotations
@@ -200,7 +200,14 @@ def run_cases(args, p_mm, p_exp, mem_limit):
 
 def run_variants(args, p_mm, p_exp):
     """Each named KernelConfig of ``--variants`` on every shape (fields not given: defaults)."""
-    variants = {name: KernelConfig(**fields) for name, fields in json.loads(args.variants).items()}
+    known = {f.name for f in dataclasses.fields(KernelConfig)}
+    variants = {}
+    for name, fields in json.loads(args.variants).items():
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise SystemExit(f"--variants {name!r}: unknown KernelConfig fields {unknown}; "
+                             f"choose from {sorted(known)}")
+        variants[name] = KernelConfig(**fields)
     rows = []
     dtype = jnp.dtype(args.dtype)
     for n, v, d in shapes(args):

@@ -33,23 +33,22 @@ from jax.experimental.pallas import triton as plgpu
 from pallas_kernels.cce import common
 
 
-def _grad_tile(x, lse2, t, g, cols, exp2, transposed: bool, col_mask=None,
+def _grad_tile(x, lse2, t, g, cols, exp_asm: bool, transposed: bool, col_mask=None,
                filter_eps=None, count_cols=None):
-    """float32 G tile from float32 logits x ([rows, cols] or, transposed, [cols, rows]);
-    ``exp2`` is the tile part's 2**x (``common.exp2_fn``).
+    """float32 G tile from float32 logits x ([rows, cols] or, transposed, [cols, rows]).
 
     With ``filter_eps`` (static float) also returns whether the tile is kept: max |P - onehot|
     over rows with g != 0 and columns in ``count_cols`` (default ``col_mask``; None: all) is at
     least ``filter_eps``."""
     if transposed:  # x is [block_v, block_n]
-        p = exp2(x * common.LOG2E - lse2[None, :])
+        p = common.exp2(x * common.LOG2E - lse2[None, :], exp_asm)
         hit = cols[:, None] == t[None, :]
         err = p - hit.astype(jnp.float32)
         grad = err * g[None, :]
         if col_mask is not None:
             grad = jnp.where(col_mask[:, None], grad, 0.0)
     else:  # x is [block_n, block_v]
-        p = exp2(x * common.LOG2E - lse2[:, None])
+        p = common.exp2(x * common.LOG2E - lse2[:, None], exp_asm)
         hit = t[:, None] == cols[None, :]
         err = p - hit.astype(jnp.float32)
         grad = err * g[:, None]
@@ -72,91 +71,61 @@ def _add_if(keep, acc, term):
     return lax.cond(keep, lambda: acc + term(), lambda: acc)
 
 
-def _parts(block_v, poly_v, exp_asm, interpret, dtype):
-    """(offset, width, exp2) of each part of a catalog step: exponential unit, then polynomial
-    (degree 3 when G is rounded to bfloat16 for the GEMM: its 7.5e-5 is below bf16's 3.9e-3)."""
-    parts = [(0, block_v, common.exp2_fn("mufu", exp_asm, interpret))]
-    if poly_v:
-        degree = 5 if dtype == jnp.float32 else 3
-        parts.append((block_v, poly_v, common.exp2_fn("poly", exp_asm, interpret, degree)))
-    return parts
-
-
-def _de_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, de_ref, *, v, block_v, poly_v, n_full,
-               has_tail, precision, exp_asm, interpret, filter_eps=None):
+def _de_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, de_ref, *, v, block_v, n_full, has_tail,
+               precision, exp_asm, filter_eps=None):
     e = e_ref[...]
     lse2, t, g = lse2_ref[...], t_ref[...], g_ref[...]
-    parts = _parts(block_v, poly_v, exp_asm, interpret, e.dtype)
-    step_v = block_v + poly_v
 
     def step(j, acc, tail: bool):
-        for offset, width, exp2 in parts:
-            start = j * step_v + offset
-            c = common.load_rows(c_ref, start, width, v if tail else None)
-            cols = start + jnp.arange(width)
-            x = common.dot_nt(e, c, precision)
-            # Rows of c beyond V are zeros, so their G entries meet zero rows: no mask needed.
-            if filter_eps is None:
-                grad = _grad_tile(x, lse2, t, g, cols, exp2, transposed=False)
-                acc = acc + common.dot_nn(grad.astype(e.dtype), c, precision)
-                continue
-            # ... but they must not keep a tile alive (their P is not 0).
-            grad, keep = _grad_tile(x, lse2, t, g, cols, exp2, transposed=False,
-                                    filter_eps=filter_eps, count_cols=cols < v if tail else None)
-            acc = _add_if(keep, acc,
-                          lambda grad=grad, c=c: common.dot_nn(grad.astype(e.dtype), c, precision))
-        return acc
+        start = j * block_v
+        c = common.load_rows(c_ref, start, block_v, v if tail else None)
+        cols = start + jnp.arange(block_v)
+        x = common.dot_nt(e, c, precision)
+        # Rows of c beyond V are zeros, so their G entries meet zero rows: no mask needed.
+        if filter_eps is None:
+            grad = _grad_tile(x, lse2, t, g, cols, exp_asm, transposed=False)
+            return acc + common.dot_nn(grad.astype(e.dtype), c, precision)
+        # ... but they must not keep a tile alive (their P is not 0).
+        grad, keep = _grad_tile(x, lse2, t, g, cols, exp_asm, transposed=False,
+                                filter_eps=filter_eps, count_cols=cols < v if tail else None)
+        return _add_if(keep, acc, lambda: common.dot_nn(grad.astype(e.dtype), c, precision))
 
     zeros = jnp.zeros(e.shape, jnp.float32)
-    acc = common.chained_sum(n_full, functools.partial(step, tail=False), zeros, step_v)
+    acc = common.chained_sum(n_full, functools.partial(step, tail=False), zeros, block_v)
     if has_tail:
         acc = acc + step(common.traced(n_full), zeros, tail=True)
     de_ref[...] = acc.astype(de_ref.dtype)
 
 
-def _dc_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_ref, *, v, block_v, poly_v, block_n,
-               n_row_tiles, precision, exp_asm, interpret, filter_eps=None):
-    # The program owns catalog rows [j * step_v, (j + 1) * step_v): one dC tile per part.
+def _dc_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_ref, *, v, block_v, block_n, n_row_tiles,
+               precision, exp_asm, filter_eps=None):
     j = pl.program_id(0)
-    step_v = block_v + poly_v
-    parts = []
-    for offset, width, exp2 in _parts(block_v, poly_v, exp_asm, interpret, e_ref.dtype):
-        start = j * step_v + offset
-        cols = start + jnp.arange(width)
-        col_ok = cols < v
-        c = plgpu.load(c_ref.at[pl.ds(start, width), :], mask=col_ok[:, None], other=0.0)
-        parts.append((start, width, cols, col_ok, c, exp2))
+    start = j * block_v
+    cols = start + jnp.arange(block_v)
+    col_ok = cols < v
+    c = plgpu.load(c_ref.at[pl.ds(start, block_v), :], mask=col_ok[:, None], other=0.0)
 
-    def step(i, accs):
+    def step(i, acc):
         rows = pl.ds(i * block_n, block_n)
         e = e_ref[rows, :]
-        out = []
-        for acc, (_, _, cols, col_ok, c, exp2) in zip(accs, parts):
-            xt = common.dot_nt(c, e, precision)  # [width, block_n]
-            # Row vectors read after the GEMM is issued, as before the poly parts existed.
-            lse2, t, g = lse2_ref[rows], t_ref[rows], g_ref[rows]
-            if filter_eps is None:
-                grad_t = _grad_tile(xt, lse2, t, g, cols, exp2, transposed=True)
-                out.append(acc + common.dot_nn(grad_t.astype(e.dtype), e, precision))
-                continue
-            grad_t, keep = _grad_tile(xt, lse2, t, g, cols, exp2, transposed=True,
-                                      filter_eps=filter_eps, count_cols=col_ok)
-            out.append(_add_if(keep, acc, lambda grad_t=grad_t, e=e: common.dot_nn(
-                grad_t.astype(e.dtype), e, precision)))
-        return tuple(out)
+        xt = common.dot_nt(c, e, precision)  # [block_v, block_n]
+        if filter_eps is None:
+            grad_t = _grad_tile(xt, lse2_ref[rows], t_ref[rows], g_ref[rows], cols, exp_asm,
+                                transposed=True)
+            return acc + common.dot_nn(grad_t.astype(e.dtype), e, precision)
+        grad_t, keep = _grad_tile(xt, lse2_ref[rows], t_ref[rows], g_ref[rows], cols, exp_asm,
+                                  transposed=True, filter_eps=filter_eps, count_cols=col_ok)
+        return _add_if(keep, acc, lambda: common.dot_nn(grad_t.astype(e.dtype), e, precision))
 
-    zeros = tuple(jnp.zeros(p[4].shape, jnp.float32) for p in parts)
-    accs = common.chained_sum(n_row_tiles, step, zeros, block_n)
-    for acc, (start, width, _, col_ok, _, _) in zip(accs, parts):
-        # Rows >= V of this tile are never stored.
-        plgpu.store(dc_ref.at[pl.ds(start, width), :], acc.astype(dc_ref.dtype),
-                    mask=col_ok[:, None])
+    acc = common.chained_sum(n_row_tiles, step, jnp.zeros(c.shape, jnp.float32), block_n)
+    # Rows >= V of this tile are never stored.
+    plgpu.store(dc_ref.at[pl.ds(start, block_v), :], acc.astype(dc_ref.dtype),
+                mask=col_ok[:, None])
 
 
 def _atomic_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_in_ref, de_ref, dc_ref, *, v, block_v,
                    n_tiles, precision, exp_asm, filter_eps=None):
     del dc_in_ref  # aliased with dc_ref (zero-initialised float32 accumulator)
-    exp2 = common.exp2_fn("mufu", exp_asm, False)
     e = e_ref[...]
     lse2, t, g = lse2_ref[...], t_ref[...], g_ref[...]
 
@@ -166,10 +135,10 @@ def _atomic_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_in_ref, de_ref, dc_r
         c = plgpu.load(c_ref.at[pl.ds(start, block_v), :], mask=(cols < v)[:, None], other=0.0)
         x = common.dot_nt(e, c, precision)
         if filter_eps is None:
-            grad = _grad_tile(x, lse2, t, g, cols, exp2, transposed=False, col_mask=cols < v)
+            grad = _grad_tile(x, lse2, t, g, cols, exp_asm, transposed=False, col_mask=cols < v)
             keep = None
         else:
-            grad, keep = _grad_tile(x, lse2, t, g, cols, exp2, transposed=False,
+            grad, keep = _grad_tile(x, lse2, t, g, cols, exp_asm, transposed=False,
                                     col_mask=cols < v, filter_eps=filter_eps)
         gq = grad.astype(e.dtype)
 
@@ -197,9 +166,11 @@ def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: b
     """
     n_pad, d_pad = e_pad.shape
     de_dtype = e_pad.dtype if de_dtype is None else de_dtype
-    bn, bv, bp = cfg.bwd_block_n, cfg.bwd_block_v, cfg.bwd_poly_v or 0
+    bn, bv = cfg.bwd_block_n, cfg.bwd_block_v
+    n_tiles = pl.cdiv(v, bv)
+    n_full = v // bv
     prec = common.dot_precision(e_pad.dtype)
-    exp_asm = bool(cfg.exp_asm) and not interpret
+    exp_asm = cfg.exp_asm and not interpret
     params = common.compiler_params(cfg.bwd_warps, cfg.bwd_stages)
     # Only passed when set, so that the unfiltered kernels are the very same partials as before.
     filt = {} if filter_eps is None else {"filter_eps": float(filter_eps)}
@@ -208,10 +179,6 @@ def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: b
     full = pl.no_block_spec
 
     if cfg.bwd_mode == "atomic":
-        if bp:
-            raise ValueError("bwd_poly_v needs bwd_mode='two_pass' (the atomic kernel has no "
-                             "polynomial part): set bwd_poly_v=0")
-        n_tiles = pl.cdiv(v, bv)
         dc0 = jnp.zeros((n_tiles * bv, d_pad), jnp.float32)
         de, dc = pl.pallas_call(
             functools.partial(_atomic_kernel, v=v, block_v=bv, n_tiles=n_tiles, precision=prec,
@@ -228,12 +195,9 @@ def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: b
     if cfg.bwd_mode != "two_pass":
         raise ValueError(f"bwd_mode={cfg.bwd_mode!r} is not 'two_pass' or 'atomic'")
 
-    n_steps = pl.cdiv(v, bv + bp)
-    n_full = v // (bv + bp)
     de = pl.pallas_call(
-        functools.partial(_de_kernel, v=v, block_v=bv, poly_v=bp, n_full=n_full,
-                          has_tail=n_full != n_steps, precision=prec, exp_asm=exp_asm,
-                          interpret=interpret, **filt),
+        functools.partial(_de_kernel, v=v, block_v=bv, n_full=n_full, has_tail=n_full != n_tiles,
+                          precision=prec, exp_asm=exp_asm, **filt),
         grid=(n_pad // bn,),
         in_specs=[row_spec, full, vec_spec, vec_spec, vec_spec],
         out_specs=row_spec,
@@ -241,10 +205,9 @@ def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: b
         compiler_params=params, interpret=interpret, name="cce_backward_de",
     )(e_pad, c_pad, lse2, t, g)
     dc = pl.pallas_call(
-        functools.partial(_dc_kernel, v=v, block_v=bv, poly_v=bp, block_n=bn,
-                          n_row_tiles=n_pad // bn, precision=prec, exp_asm=exp_asm,
-                          interpret=interpret, **filt),
-        grid=(n_steps,),
+        functools.partial(_dc_kernel, v=v, block_v=bv, block_n=bn, n_row_tiles=n_pad // bn,
+                          precision=prec, exp_asm=exp_asm, **filt),
+        grid=(n_tiles,),
         in_specs=[full] * 5,
         out_specs=full,
         out_shape=jax.ShapeDtypeStruct(c_pad.shape, c_pad.dtype),

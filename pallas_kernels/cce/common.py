@@ -24,11 +24,6 @@ class KernelConfig:
     row tile in the forward (merged afterwards), for small N; ``bwd_mode``: "two_pass" (a kernel
     owning dE row tiles and one owning dC catalog tiles) or "atomic" (one pass, f32 atomics on dC);
     ``exp_asm``: exp2 as one ``ex2.approx.ftz.f32`` (inline PTX) instead of libdevice's exp2f.
-    ``fwd_poly_v`` / ``bwd_poly_v``: each catalog step takes this many more columns (0: none,
-    else a power of two) whose exponentials run as a polynomial on the FMA pipes
-    (``exp2_poly``) while the ``*_block_v`` columns use the exponential unit. ``fwd_prefetch``:
-    the forward issues the next step's logit GEMM before this step's exponentials (manual
-    software pipelining, so the tensor cores can overlap the exponential unit).
     """
 
     fwd_block_n: int | None = None
@@ -42,9 +37,6 @@ class KernelConfig:
     bwd_stages: int | None = None
     bwd_mode: str | None = None
     exp_asm: bool | None = None
-    fwd_poly_v: int | None = None
-    bwd_poly_v: int | None = None
-    fwd_prefetch: bool | None = None
 
 
 # Measured on an H200 (2026-11-22, N=32768, V=1e6, bf16; docs/perf.md "tile sweep"): per D,
@@ -79,8 +71,7 @@ def default_config(n: int, v: int, d: int, itemsize: int = 2) -> KernelConfig:
     return KernelConfig(fwd_block_n=fbn, fwd_block_v=fbv, fwd_warps=fw, fwd_stages=3,
                         num_splits=splits,
                         bwd_block_n=bbn, bwd_block_v=bbv, bwd_warps=bw, bwd_stages=2,
-                        bwd_mode="two_pass", exp_asm=True, fwd_poly_v=0, bwd_poly_v=0,
-                        fwd_prefetch=False)
+                        bwd_mode="two_pass", exp_asm=True)
 
 
 def fill_defaults(cfg: KernelConfig | None, n: int, v: int, d: int,
@@ -126,55 +117,6 @@ def exp2(x, use_asm: bool):
         result_shape_dtypes=[jax.ShapeDtypeStruct(x.shape, x.dtype)])[0]
 
 
-def exp2_fn(kind: str, exp_asm: bool, interpret: bool, degree: int = 5):
-    """The 2**x a tile part uses: "mufu" (the exponential unit) or "poly" (``exp2_poly``)."""
-    if kind == "poly":
-        return lambda x: exp2_poly(x, degree, interpret)
-    return lambda x: exp2(x, exp_asm and not interpret)
-
-
-# 2**f on f in [-1/2, 1/2]: polynomials fitted here for the relative error (weighted least
-# squares, reweighted toward the worst points); max relative error when evaluated in float32:
-# degree 3: 7.5e-5, degree 5: 2.2e-7 (ex2.approx: ~1e-7).
-_EXP2_POLY = {
-    3: (0.9999282956123352, 0.693260908126831, 0.24260802567005157, 0.055170297622680664),
-    5: (1.0000001192092896, 0.6931469440460205, 0.24022120237350464, 0.05550713464617729,
-        0.009675509296357632, 0.0013276358367875218),
-}
-_ROUND_MAGIC = 12582912.0  # 1.5 * 2**23: x + magic rounds x to an integer held in the low bits
-
-
-def exp2_poly(x, degree: int = 5, interpret: bool = False):
-    """2**x in float32 on the FMA/ALU pipes instead of the MUFU (special-function) unit.
-
-    The exponential unit does 16 ops per SM per clock against 128 FMAs: computing part of a
-    tile's exponentials this way lets both pipes work (FlashAttention-4 does the same). Split
-    x = n + f with n = round(x) by the add-magic trick (no float->int conversion instruction),
-    2**f by a Horner polynomial, and add n to the float's exponent bits. x is clamped to
-    >= -126, so -inf gives ~1.2e-38 (not 0: negligible next to the row maximum's 1) and the bit
-    arithmetic never
-    wraps; x must be <= 127 (callers pass x - max <= 0). Ops: 1 max, 3 adds, ``degree`` FMAs,
-    1 shift, 1 integer add. ``interpret``: the same n and f from ``round`` (see below).
-    """
-    coef = _EXP2_POLY[degree]
-    x = jnp.maximum(x, -126.0)
-    if interpret:
-        # XLA's simplifier folds (x + magic) - magic to x; round-half-even is the same n.
-        n = jnp.round(x)
-        f = x - n
-        n_shifted = lax.shift_left(n.astype(jnp.int32), jnp.int32(23))
-    else:
-        j = x + _ROUND_MAGIC
-        f = x - (j - _ROUND_MAGIC)  # in [-1/2, 1/2]
-        # bits(j) = bits(magic) + n and bits(magic) << 23 == 0 (mod 2**32): n << 23, one shift.
-        n_shifted = lax.shift_left(lax.bitcast_convert_type(j, jnp.int32), jnp.int32(23))
-    p = jnp.full_like(f, coef[-1])
-    for a in coef[-2::-1]:
-        p = p * f + a
-    return lax.bitcast_convert_type(lax.bitcast_convert_type(p, jnp.int32) + n_shifted,
-                                    jnp.float32)
-
-
 # Tensor-core accumulation chains in the backward (``chained_sum``). The float32 MMA accumulator
 # does not round to nearest on each k-step (16 products), so a chain of K steps can lose about
 # K x 2^-24 relatively, toward zero. Measured on an H100 (2026-11-22): one chain over a whole
@@ -197,14 +139,12 @@ def chained_sum(n_steps: int, step, zeros, items_per_step: int):
         return lax.fori_loop(0, n_steps, step, zeros)
     n_chains, rest = divmod(n_steps, chain)
 
-    add = lambda a, b: jax.tree.map(jnp.add, a, b)  # accumulators may be tuples of tiles
-
     def one_chain(k, acc):
-        return add(acc, lax.fori_loop(k * chain, (k + 1) * chain, step, zeros))
+        return acc + lax.fori_loop(k * chain, (k + 1) * chain, step, zeros)
 
     acc = lax.fori_loop(0, n_chains, one_chain, zeros)
     if rest:
-        acc = add(acc, lax.fori_loop(n_chains * chain, n_steps, step, zeros))
+        acc = acc + lax.fori_loop(n_chains * chain, n_steps, step, zeros)
     return acc
 
 

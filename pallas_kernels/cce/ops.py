@@ -32,10 +32,6 @@ def resolve_config(n: int, v: int, d: int, block_n=None, block_v=None,
         size = getattr(cfg, name)
         if size & (size - 1):
             raise ValueError(f"{name}={size} must be a power of two (Triton loads power-of-two tiles)")
-    for name in ("fwd_poly_v", "bwd_poly_v"):
-        size = getattr(cfg, name) or 0
-        if size and (size & (size - 1) or size < _MIN_DOT):
-            raise ValueError(f"{name}={size} must be 0 (off) or a power of two >= {_MIN_DOT}")
     cap_n = max(_MIN_DOT, common.next_pow2(n))
     cap_v = max(_MIN_DOT, common.next_pow2(v))
     return dataclasses.replace(

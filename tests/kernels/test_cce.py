@@ -146,14 +146,10 @@ def test_matches_float64_reference(impl, blocks, dtype_name, reduction):
 
 TWO_PASS = dict(block_n=16, block_v=16)
 ATOMIC_SPLIT = dict(block_n=16, block_v=32, kernel_config=KernelConfig(bwd_mode="atomic", num_splits=3))
-# Polynomial exponentials on part of each catalog step, and the prefetching forward loop.
-POLY = dict(block_n=16, block_v=16, kernel_config=KernelConfig(
-    fwd_poly_v=16, bwd_poly_v=16, fwd_prefetch=True, num_splits=2))
 PALLAS_CPU = (
     [("two-pass", TWO_PASS, dt, red) for dt in ("float32", "bfloat16") for red in ("mean", "sum", "none")]
     + [("atomic-3-splits", ATOMIC_SPLIT, "bfloat16", "mean"),
-       ("atomic-3-splits", ATOMIC_SPLIT, "float32", "none"),
-       ("poly-prefetch", POLY, "bfloat16", "mean"), ("poly-prefetch", POLY, "float32", "none")]
+       ("atomic-3-splits", ATOMIC_SPLIT, "float32", "none")]
 )
 
 
@@ -206,8 +202,6 @@ GPU_CASES = (
     [("two-pass", None, d, dt, red) for d in (64, 128, 256, 45) for dt, red in _DT]
     + [("atomic", KernelConfig(bwd_mode="atomic"), 128, dt, red) for dt, red in _DT]
     + [("split-4", KernelConfig(num_splits=4), d, "bfloat16", "mean") for d in (64, 256)]
-    + [("poly-prefetch", KernelConfig(fwd_poly_v=64, bwd_poly_v=32, fwd_prefetch=True), d, dt,
-        red) for d in (64, 128) for dt, red in _DT]
 )
 
 

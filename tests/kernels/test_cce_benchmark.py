@@ -32,3 +32,20 @@ def test_benchmark_writes_rows_for_every_case_and_shape(tmp_path, capsys):
 def test_unknown_case_is_rejected():
     with pytest.raises(SystemExit, match="unknown cases"):
         benchmark_loss.main(["--cases", "liger"])
+
+
+def test_variants_time_each_named_config(tmp_path):
+    out = tmp_path / "variants.json"
+    benchmark_loss.main(["--n", "24", "--v", "50", "--d", "16", "--reps", "1", "--interpret",
+                         "--variants", '{"base": {}, "narrow": {"fwd_block_v": 16}}',
+                         "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["case"] for r in rows] == ["cce_base", "cce_narrow"]
+    assert all("error" not in r and r["fwd_bwd_ms"] > 0 for r in rows)
+    # The written config is the one timed: defaults plus the variant's fields.
+    assert rows[1]["config"]["fwd_block_v"] == 16 and rows[0]["config"]["fwd_block_v"] != 16
+
+
+def test_variants_with_unknown_config_field_fail_clearly():
+    with pytest.raises(SystemExit, match="unknown KernelConfig fields \\['fwd_poly_v'\\]"):
+        benchmark_loss.main(["--d", "16", "--interpret", "--variants", '{"x": {"fwd_poly_v": 64}}'])
