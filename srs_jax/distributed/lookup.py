@@ -29,8 +29,9 @@ from pallas_kernels.vocab_parallel import shard_map
 from srs_jax.distributed.loss import current_plan
 from srs_jax.distributed.mesh import DATA, LOOKUP_CHOICES, VOCAB
 
-# The choice "auto" makes. LEAD: set to "shard_map" if experiments/benchmark_lookup.py (and the
-# train-step variant of experiments/benchmark_multi_gpu.py --lookup) shows it faster on GPU.
+# The choice "auto" makes. Measured on 2 H200 (vocab 2, Zvuk shape, docs/distributed.md): the
+# SASRec CCE step takes 314.9 ms with "xla" and 313.7 with "shard_map", i.e. the same; XLA's
+# gather needs no extra code path.
 AUTO_LOOKUP = "xla"
 
 
