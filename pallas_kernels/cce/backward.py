@@ -98,7 +98,7 @@ def _de_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, de_ref, *, v, block_v, n_fu
 
 
 def _dc_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_ref, *, v, block_v, block_n, n_row_tiles,
-               precision, exp_asm, filter_eps=None, prefetch=False):
+               precision, exp_asm, filter_eps=None):
     j = pl.program_id(0)
     start = j * block_v
     cols = start + jnp.arange(block_v)
@@ -117,26 +117,7 @@ def _dc_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_ref, *, v, block_v, bloc
                                   transposed=True, filter_eps=filter_eps, count_cols=col_ok)
         return _add_if(keep, acc, lambda: common.dot_nn(grad_t.astype(e.dtype), e, precision))
 
-    zeros = jnp.zeros(c.shape, jnp.float32)
-    if not prefetch or filter_eps is not None:
-        acc = common.chained_sum(n_row_tiles, step, zeros, block_n)
-    else:
-        def vectors(i):
-            rows = pl.ds(i * block_n, block_n)
-            return lse2_ref[rows], t_ref[rows], g_ref[rows]
-
-        def run(lo, hi, acc):
-            def body(i, carry):
-                acc, (lse2, t, g) = carry
-                nxt = vectors(jnp.minimum(i + 1, hi - 1))
-                e = e_ref[pl.ds(i * block_n, block_n), :]
-                xt = common.dot_nt(c, e, precision)
-                grad_t = _grad_tile(xt, lse2, t, g, cols, exp_asm, transposed=True)
-                return acc + common.dot_nn(grad_t.astype(e.dtype), e, precision), nxt
-
-            return lax.fori_loop(lo, hi, body, (acc, vectors(lo)))[0]
-
-        acc = common.chained_ranges(n_row_tiles, run, zeros, block_n)
+    acc = common.chained_sum(n_row_tiles, step, jnp.zeros(c.shape, jnp.float32), block_n)
     # Rows >= V of this tile are never stored.
     plgpu.store(dc_ref.at[pl.ds(start, block_v), :], acc.astype(dc_ref.dtype),
                 mask=col_ok[:, None])
@@ -225,8 +206,7 @@ def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: b
     )(e_pad, c_pad, lse2, t, g)
     dc = pl.pallas_call(
         functools.partial(_dc_kernel, v=v, block_v=bv, block_n=bn, n_row_tiles=n_pad // bn,
-                          precision=prec, exp_asm=exp_asm, **filt,
-                          **({"prefetch": True} if cfg.bwd_prefetch else {})),
+                          precision=prec, exp_asm=exp_asm, **filt),
         grid=(n_tiles,),
         in_specs=[full] * 5,
         out_specs=full,

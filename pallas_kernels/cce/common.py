@@ -37,7 +37,6 @@ class KernelConfig:
     bwd_stages: int | None = None
     bwd_mode: str | None = None
     exp_asm: bool | None = None
-    bwd_prefetch: bool | None = None
 
 
 # Measured on an H200 (2026-11-22, N=32768, V=1e6, bf16; docs/perf.md "tile sweep"): per D,
@@ -73,7 +72,7 @@ def default_config(n: int, v: int, d: int, itemsize: int = 2) -> KernelConfig:
     return KernelConfig(fwd_block_n=fbn, fwd_block_v=fbv, fwd_warps=fw, fwd_stages=3,
                         num_splits=splits,
                         bwd_block_n=bbn, bwd_block_v=bbv, bwd_warps=bw, bwd_stages=2,
-                        bwd_mode="two_pass", exp_asm=True, bwd_prefetch=False)
+                        bwd_mode="two_pass", exp_asm=True)
 
 
 def fill_defaults(cfg: KernelConfig | None, n: int, v: int, d: int,
@@ -134,26 +133,19 @@ CHAIN_ITEMS = 2**16
 def chained_sum(n_steps: int, step, zeros, items_per_step: int):
     """``step(j, acc) = acc + dot(...)`` folded over j in [0, n_steps) (static): one loop, or,
     past SINGLE_CHAIN_ITEMS items, restarted chains of CHAIN_ITEMS items summed by plain adds."""
-    return chained_ranges(n_steps, lambda lo, hi, z: lax.fori_loop(lo, hi, step, z), zeros,
-                          items_per_step)
-
-
-def chained_ranges(n_steps: int, run, zeros, items_per_step: int):
-    """``chained_sum`` for a ``run(lo, hi, zeros) -> acc`` that folds steps [lo, hi) itself (a
-    loop with its own carry, e.g. prefetched operands); the chains are the same."""
     if n_steps <= 0:
         return zeros
     chain = max(1, CHAIN_ITEMS // items_per_step)
     if n_steps * items_per_step <= SINGLE_CHAIN_ITEMS or n_steps <= chain:
-        return run(0, n_steps, zeros)
+        return lax.fori_loop(0, n_steps, step, zeros)
     n_chains, rest = divmod(n_steps, chain)
 
     def one_chain(k, acc):
-        return acc + run(k * chain, (k + 1) * chain, zeros)
+        return acc + lax.fori_loop(k * chain, (k + 1) * chain, step, zeros)
 
     acc = lax.fori_loop(0, n_chains, one_chain, zeros)
     if rest:
-        acc = acc + run(n_chains * chain, n_steps, zeros)
+        acc = acc + lax.fori_loop(n_chains * chain, n_steps, step, zeros)
     return acc
 
 
