@@ -13,6 +13,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from pallas_kernels.cce import backward, common, forward, reference
 
@@ -28,6 +29,8 @@ def resolve_config(n: int, v: int, d: int, block_n=None, block_v=None,
         cfg = dataclasses.replace(cfg, fwd_block_n=block_n, bwd_block_n=block_n)
     if block_v is not None:
         cfg = dataclasses.replace(cfg, fwd_block_v=block_v, bwd_block_v=block_v)
+    if cfg.fwd_shift not in ("online", "target"):
+        raise ValueError(f"fwd_shift={cfg.fwd_shift!r} must be 'online' or 'target'")
     for name in ("fwd_block_n", "fwd_block_v", "bwd_block_n", "bwd_block_v"):
         size = getattr(cfg, name)
         if size & (size - 1):
@@ -57,9 +60,12 @@ def _pad_vec(x, n_pad, value):
     return jnp.pad(x, (0, n_pad - x.shape[0]), constant_values=value)
 
 
-def _lse_one(embeddings, classifier, cfg, interpret):
+def _lse_one(embeddings, classifier, cfg, interpret, shift=None):
     e_pad, c_pad = _padded(embeddings, classifier, cfg)
-    lse = forward.lse_rows(e_pad, c_pad, classifier.shape[0], cfg, interpret=interpret)
+    if shift is not None:
+        shift = _pad_vec(shift, e_pad.shape[0], 0.0)
+    lse = forward.lse_rows(e_pad, c_pad, classifier.shape[0], cfg, interpret=interpret,
+                           shift=shift)
     return lse[: embeddings.shape[0]]
 
 
@@ -71,11 +77,25 @@ def _as_chunks(chunks, v: int, d: int):
     return chunks
 
 
-def _lse(embeddings, classifier, chunks, interpret):
+def _lse(embeddings, classifier, chunks, interpret, shift=None):
     # One kernel launch per catalog chunk, merged in float32 (a [chunks, N] logsumexp).
     chunks = _as_chunks(chunks, *classifier.shape)
-    parts = [_lse_one(embeddings, classifier[lo:hi], cfg, interpret) for lo, hi, cfg in chunks]
+    parts = [_lse_one(embeddings, classifier[lo:hi], cfg, interpret, shift)
+             for lo, hi, cfg in chunks]
     return parts[0] if len(parts) == 1 else jax.nn.logsumexp(jnp.stack(parts), axis=0)
+
+
+def _lse_by_target(embeddings, classifier, z_t, chunks, interpret):
+    """LSE with each row's exponentials shifted by its target logit (``fwd_shift="target"``):
+    z_t <= the row max, so no running max is needed; if any row overflows (a logit ~70 above its
+    target's) the whole batch is redone with the running max, so the result stays exact."""
+    lse = _lse(embeddings, classifier, chunks, interpret, shift=z_t)
+    return lax.cond(jnp.all(jnp.isfinite(lse)), lambda: lse,
+                    lambda: _lse(embeddings, classifier, _online(chunks), interpret))
+
+
+def _online(chunks):
+    return tuple((lo, hi, dataclasses.replace(cfg, fwd_shift="online")) for lo, hi, cfg in chunks)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
@@ -84,8 +104,11 @@ def _row_losses(embeddings, classifier, targets, valid, chunks, interpret):
 
 
 def _fwd(embeddings, classifier, targets, valid, chunks, interpret):
-    lse = _lse(embeddings, classifier, chunks, interpret)
     z_t = reference.target_logits(embeddings, classifier, targets, valid)
+    if all(cfg.fwd_shift == "target" for _, _, cfg in _as_chunks(chunks, *classifier.shape)):
+        lse = _lse_by_target(embeddings, classifier, z_t, chunks, interpret)
+    else:
+        lse = _lse(embeddings, classifier, chunks, interpret)
     loss = jnp.where(valid, lse - z_t, 0.0)
     return loss, (embeddings, classifier, targets, valid, lse)
 

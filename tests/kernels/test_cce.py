@@ -146,10 +146,14 @@ def test_matches_float64_reference(impl, blocks, dtype_name, reduction):
 
 TWO_PASS = dict(block_n=16, block_v=16)
 ATOMIC_SPLIT = dict(block_n=16, block_v=32, kernel_config=KernelConfig(bwd_mode="atomic", num_splits=3))
+# The running-max forward (the default shifts by the target logit; vocab-parallel shards and the
+# overflow fallback use this one).
+ONLINE = dict(block_n=16, block_v=16, kernel_config=KernelConfig(fwd_shift="online", num_splits=2))
 PALLAS_CPU = (
     [("two-pass", TWO_PASS, dt, red) for dt in ("float32", "bfloat16") for red in ("mean", "sum", "none")]
     + [("atomic-3-splits", ATOMIC_SPLIT, "bfloat16", "mean"),
-       ("atomic-3-splits", ATOMIC_SPLIT, "float32", "none")]
+       ("atomic-3-splits", ATOMIC_SPLIT, "float32", "none"),
+       ("online-max", ONLINE, "bfloat16", "mean"), ("online-max", ONLINE, "float32", "none")]
 )
 
 
@@ -178,6 +182,35 @@ def test_pallas_interpret_edge_cases(dtype_name):
     assert float(loss) == 0.0 and not np.any(np.asarray(de)) and not np.any(np.asarray(dc))
 
 
+def _far_above_target_inputs(rng, n, v, d, dtype):
+    """Inputs where some rows have a logit ~100 above their target's: the target-shifted sum
+    overflows there (2^144 > float32 max), so the forward must fall back to the running max."""
+    e, c, t, where = make_inputs(rng, n, v, d, dtype)
+    e = e.at[: n // 2, 0].set(10.0)
+    c = c.at[:, 0].set(0.0).at[v // 2, 0].set(10.0)  # item v/2: logit ~100 for the first rows
+    t = t.at[: n // 2].set((v // 2 + 1) % v)
+    return e, c, t, where
+
+
+@pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
+def test_target_shift_overflow_falls_back_to_running_max(dtype_name):
+    from pallas_kernels.cce import forward, ops
+
+    rng = _rng("overflow", dtype_name)
+    e, c, t, where = _far_above_target_inputs(rng, 21, 37, 16, DTYPES[dtype_name])
+    # The shifted kernel alone does overflow on these rows (so the fallback is exercised) ...
+    cfg = ops.resolve_config(21, 37, 16, 16, 16)
+    z_t = np.asarray(e, np.float32) @ np.asarray(c, np.float32).T
+    t_safe = np.where(np.asarray(where), np.asarray(t), 0)  # masked rows may hold junk labels
+    shift = jnp.asarray(np.where(np.asarray(where), z_t[np.arange(21), t_safe], 0.0))
+    e_pad = jnp.pad(e, ((0, 32 - 21), (0, 0)))
+    lse = forward.lse_rows(e_pad, c, 37, cfg, interpret=True,
+                           shift=jnp.pad(shift, (0, 32 - 21)))
+    assert not np.all(np.isfinite(np.asarray(lse)[:21]))
+    # ... and the loss and gradients still match float64.
+    check_case(e, c, t, where, "none", "pallas", dtype_name, interpret=True, block_n=16, block_v=16)
+
+
 # ---------------------------------------------------------------- GPU: compiled Triton kernels
 
 @pytest.mark.gpu
@@ -202,7 +235,16 @@ GPU_CASES = (
     [("two-pass", None, d, dt, red) for d in (64, 128, 256, 45) for dt, red in _DT]
     + [("atomic", KernelConfig(bwd_mode="atomic"), 128, dt, red) for dt, red in _DT]
     + [("split-4", KernelConfig(num_splits=4), d, "bfloat16", "mean") for d in (64, 256)]
+    + [("online-max", KernelConfig(fwd_shift="online"), 128, dt, red) for dt, red in _DT]
 )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
+def test_gpu_target_shift_overflow_falls_back(dtype_name):
+    rng = _rng("gpu-overflow", dtype_name)
+    e, c, t, where = _far_above_target_inputs(rng, 700, 3001, 64, DTYPES[dtype_name])
+    check_case(e, c, t, where, "none", "pallas", dtype_name)
 
 
 @pytest.mark.gpu

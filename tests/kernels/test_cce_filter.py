@@ -306,4 +306,5 @@ def test_backward_lowers_for_cuda(bwd_mode, filter_eps):
     f = jax.jit(jax.value_and_grad(lambda e_, c_: ops.pallas_row_losses(
         e_, c_, t, w, config=cfg, filter_eps=filter_eps).sum(), (0, 1)))
     text = f.trace(e, c).lower(lowering_platforms=("cuda",)).as_text()
-    assert text.count("__gpu$xla.gpu.triton") == (3 if bwd_mode == "two_pass" else 2)
+    # Forward: the target-shifted kernel and its running-max fallback (two branches of a cond).
+    assert text.count("__gpu$xla.gpu.triton") == 2 + (2 if bwd_mode == "two_pass" else 1)
