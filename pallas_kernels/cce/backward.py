@@ -34,12 +34,19 @@ from pallas_kernels.cce import common
 
 
 def _grad_tile(x, lse2, t, g, cols, exp_asm: bool, transposed: bool, col_mask=None,
-               filter_eps=None, count_cols=None):
+               filter_eps=None, count_cols=None, onehot: bool = True):
     """float32 G tile from float32 logits x ([rows, cols] or, transposed, [cols, rows]).
 
     With ``filter_eps`` (static float) also returns whether the tile is kept: max |P - onehot|
     over rows with g != 0 and columns in ``count_cols`` (default ``col_mask``; None: all) is at
-    least ``filter_eps``."""
+    least ``filter_eps``. ``onehot=False``: G = softmax * g only (the caller subtracts the
+    target term outside the kernel; no per-logit compare)."""
+    if not onehot:  # (never with filter_eps: it needs |P - onehot|)
+        if transposed:
+            grad = common.exp2(x * common.LOG2E - lse2[None, :], exp_asm) * g[None, :]
+            return grad if col_mask is None else jnp.where(col_mask[:, None], grad, 0.0)
+        grad = common.exp2(x * common.LOG2E - lse2[:, None], exp_asm) * g[:, None]
+        return grad if col_mask is None else jnp.where(col_mask[None, :], grad, 0.0)
     if transposed:  # x is [block_v, block_n]
         p = common.exp2(x * common.LOG2E - lse2[None, :], exp_asm)
         hit = cols[:, None] == t[None, :]
@@ -72,7 +79,7 @@ def _add_if(keep, acc, term):
 
 
 def _de_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, de_ref, *, v, block_v, n_full, has_tail,
-               precision, exp_asm, filter_eps=None):
+               precision, exp_asm, filter_eps=None, onehot=True):
     e = e_ref[...]
     lse2, t, g = lse2_ref[...], t_ref[...], g_ref[...]
 
@@ -83,7 +90,7 @@ def _de_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, de_ref, *, v, block_v, n_fu
         x = common.dot_nt(e, c, precision)
         # Rows of c beyond V are zeros, so their G entries meet zero rows: no mask needed.
         if filter_eps is None:
-            grad = _grad_tile(x, lse2, t, g, cols, exp_asm, transposed=False)
+            grad = _grad_tile(x, lse2, t, g, cols, exp_asm, transposed=False, onehot=onehot)
             return acc + common.dot_nn(grad.astype(e.dtype), c, precision)
         # ... but they must not keep a tile alive (their P is not 0).
         grad, keep = _grad_tile(x, lse2, t, g, cols, exp_asm, transposed=False,
@@ -98,7 +105,7 @@ def _de_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, de_ref, *, v, block_v, n_fu
 
 
 def _dc_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_ref, *, v, block_v, block_n, n_row_tiles,
-               precision, exp_asm, filter_eps=None):
+               precision, exp_asm, filter_eps=None, onehot=True):
     j = pl.program_id(0)
     start = j * block_v
     cols = start + jnp.arange(block_v)
@@ -110,8 +117,13 @@ def _dc_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_ref, *, v, block_v, bloc
         e = e_ref[rows, :]
         xt = common.dot_nt(c, e, precision)  # [block_v, block_n]
         if filter_eps is None:
-            grad_t = _grad_tile(xt, lse2_ref[rows], t_ref[rows], g_ref[rows], cols, exp_asm,
-                                transposed=True)
+            # (Operand load order as it was measured: it changes Triton's pipelining.)
+            if onehot:
+                grad_t = _grad_tile(xt, lse2_ref[rows], t_ref[rows], g_ref[rows], cols, exp_asm,
+                                    transposed=True)
+            else:
+                grad_t = _grad_tile(xt, lse2_ref[rows], None, g_ref[rows], cols, exp_asm,
+                                    transposed=True, onehot=False)
             return acc + common.dot_nn(grad_t.astype(e.dtype), e, precision)
         grad_t, keep = _grad_tile(xt, lse2_ref[rows], t_ref[rows], g_ref[rows], cols, exp_asm,
                                   transposed=True, filter_eps=filter_eps, count_cols=col_ok)
@@ -156,7 +168,7 @@ def _atomic_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_in_ref, de_ref, dc_r
 
 
 def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: bool,
-          de_dtype=None, filter_eps: float | None = None):
+          de_dtype=None, filter_eps: float | None = None, onehot: bool = True):
     """(dE [Np, Dp] in ``de_dtype`` (default e's dtype), dC [V, Dp] in c's dtype) for padded
     inputs. Callers that sum dE over several catalog chunks ask for float32. ``filter_eps``:
     skip tiles whose max |P - onehot| is below it (module docstring); None: exact.
@@ -174,6 +186,10 @@ def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: b
     params = common.compiler_params(cfg.bwd_warps, cfg.bwd_stages)
     # Only passed when set, so that the unfiltered kernels are the very same partials as before.
     filt = {} if filter_eps is None else {"filter_eps": float(filter_eps)}
+    if not onehot:  # the two-pass kernels without the target term (``ops`` adds it)
+        if filter_eps is not None or cfg.bwd_mode != "two_pass":
+            raise ValueError("onehot=False needs bwd_mode='two_pass' and no filter_eps")
+        filt["onehot"] = False
     row_spec = pl.BlockSpec((bn, d_pad), lambda i: (i, 0))
     vec_spec = pl.BlockSpec((bn,), lambda i: (i,))
     full = pl.no_block_spec

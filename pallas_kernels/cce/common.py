@@ -31,6 +31,12 @@ class KernelConfig:
     (default True): keep the sum of exponentials as a [block_n, block_v] tile, reduced once at
     the end. Measured on an H100 (docs/perf.md): forward 53.8 -> 47.6 ms (D=64), 80.0 -> 70.8
     (D=128), 128.8 -> 119.2 (D=256) at N=131072, V=1e6.
+    ``bwd_onehot``: "xla" (default: the two-pass backward kernels form softmax * g only, no
+    per-logit compare; the O(N D) target term is added outside, to dE in float32 and to dC as
+    one float32 segment sum per target item, added to its row with one more rounding; costs an
+    [N, D] float32 temporary) or "kernel" (softmax - onehot per logit; the atomic scheme and
+    gradient filtering always use it). H100, N=131072, V=1e6: f+b 204.3 -> 188.1 ms (D=64),
+    338.1 -> 302.7 (D=128), 607.7 -> 577.7 (D=256); temp 1.5 -> 35 / 67 / 131 MiB.
     """
 
     fwd_block_n: int | None = None
@@ -46,6 +52,7 @@ class KernelConfig:
     exp_asm: bool | None = None
     fwd_shift: str | None = None
     fwd_sum_tile: bool | None = None
+    bwd_onehot: str | None = None
 
 
 # Measured on an H200 (2026-11-22, N=32768, V=1e6, bf16; docs/perf.md "tile sweep"): per D,
@@ -82,7 +89,7 @@ def default_config(n: int, v: int, d: int, itemsize: int = 2) -> KernelConfig:
                         num_splits=splits,
                         bwd_block_n=bbn, bwd_block_v=bbv, bwd_warps=bw, bwd_stages=2,
                         bwd_mode="two_pass", exp_asm=True, fwd_shift="target",
-                        fwd_sum_tile=True)
+                        fwd_sum_tile=True, bwd_onehot="xla")
 
 
 def fill_defaults(cfg: KernelConfig | None, n: int, v: int, d: int,

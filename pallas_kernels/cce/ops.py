@@ -29,6 +29,8 @@ def resolve_config(n: int, v: int, d: int, block_n=None, block_v=None,
         cfg = dataclasses.replace(cfg, fwd_block_n=block_n, bwd_block_n=block_n)
     if block_v is not None:
         cfg = dataclasses.replace(cfg, fwd_block_v=block_v, bwd_block_v=block_v)
+    if cfg.bwd_onehot not in ("kernel", "xla"):
+        raise ValueError(f"bwd_onehot={cfg.bwd_onehot!r} must be 'kernel' or 'xla'")
     if cfg.fwd_shift not in ("online", "target"):
         raise ValueError(f"fwd_shift={cfg.fwd_shift!r} must be 'online' or 'target'")
     for name in ("fwd_block_n", "fwd_block_v", "bwd_block_n", "bwd_block_v"):
@@ -117,12 +119,32 @@ def _bwd(chunks, interpret, res, g_n):
     return _grads(chunks, interpret, res, g_n)
 
 
+def _target_term_into_dc(dc, e, t, w):
+    """dc [V', D] with sum_{r: t_r = v} -w_r e_r added to row v, in float32 and rounded once per
+    row: rows sorted by target, summed per target (O(N D)), then one gather/add/scatter per
+    distinct target. t: int32 [N] (-1: none), w: float32 [N]."""
+    n, v = t.shape[0], dc.shape[0]
+    key = jnp.where(t >= 0, t, v)  # rows without a target sort last and are dropped
+    order = jnp.argsort(key)
+    key = key[order]
+    contrib = -(w[order, None] * e[order].astype(jnp.float32))
+    seg = jnp.cumsum(jnp.concatenate([jnp.ones((1,), jnp.int32),
+                                      (key[1:] != key[:-1]).astype(jnp.int32)])) - 1
+    sums = jax.ops.segment_sum(contrib, seg, num_segments=n)
+    rows = jnp.full((n,), v, jnp.int32).at[seg].set(key)  # target item of each segment
+    cur = dc.at[rows].get(mode="fill", fill_value=0).astype(jnp.float32)
+    return dc.at[rows].set((cur + sums).astype(dc.dtype), mode="drop")
+
+
 def _grads(chunks, interpret, res, g_n, filter_eps=None):
     embeddings, classifier, targets, valid, lse = res
     n, d = embeddings.shape
     chunks = _as_chunks(chunks, *classifier.shape)
     g_valid = jnp.where(valid, g_n.astype(jnp.float32), 0.0)
     t_valid = jnp.where(valid, targets, -1).astype(jnp.int32)
+    # Target term outside the kernels ("xla"): they then form softmax * g only.
+    outside = filter_eps is None and all(
+        cfg.bwd_onehot == "xla" and cfg.bwd_mode == "two_pass" for _, _, cfg in chunks)
     de_total, dcs = None, []
     for lo, hi, cfg in chunks:
         c = classifier[lo:hi]
@@ -133,11 +155,17 @@ def _grads(chunks, interpret, res, g_n, filter_eps=None):
         de, dc = backward.grads(e_pad, c_pad, hi - lo, _pad_vec(lse * common.LOG2E, n_pad, 0.0),
                                 _pad_vec(t_chunk, n_pad, -1), _pad_vec(g_valid, n_pad, 0.0),
                                 cfg, interpret=interpret,
-                                de_dtype=jnp.float32 if len(chunks) > 1 else None,
-                                filter_eps=filter_eps)
+                                de_dtype=jnp.float32 if len(chunks) > 1 or outside else None,
+                                filter_eps=filter_eps, onehot=not outside)
         de = de[:n, :d]
         de_total = de if de_total is None else de_total + de
-        dcs.append(dc[:, :d])
+        dc = dc[:, :d]
+        if outside:
+            dc = _target_term_into_dc(dc, embeddings, t_chunk, g_valid)
+        dcs.append(dc)
+    if outside:  # dE_r -= g_r c_{t_r} (rows with t = -1, e.g. a vocab shard's foreign targets: 0)
+        c_t = jnp.take(classifier, jnp.maximum(t_valid, 0), axis=0).astype(jnp.float32)
+        de_total = de_total - jnp.where(t_valid >= 0, g_valid, 0.0)[:, None] * c_t
     dc = dcs[0] if len(dcs) == 1 else jnp.concatenate(dcs, axis=0)
     return de_total.astype(embeddings.dtype), dc.astype(classifier.dtype), None, None
 

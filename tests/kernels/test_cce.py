@@ -149,11 +149,15 @@ ATOMIC_SPLIT = dict(block_n=16, block_v=32, kernel_config=KernelConfig(bwd_mode=
 # The running-max forward (the default shifts by the target logit; vocab-parallel shards and the
 # overflow fallback use this one).
 ONLINE = dict(block_n=16, block_v=16, kernel_config=KernelConfig(fwd_shift="online", num_splits=2))
+# The target term formed inside the backward kernels (the default adds it outside, in XLA).
+ONEHOT_KERNEL = dict(block_n=16, block_v=16, kernel_config=KernelConfig(bwd_onehot="kernel"))
 PALLAS_CPU = (
     [("two-pass", TWO_PASS, dt, red) for dt in ("float32", "bfloat16") for red in ("mean", "sum", "none")]
     + [("atomic-3-splits", ATOMIC_SPLIT, "bfloat16", "mean"),
        ("atomic-3-splits", ATOMIC_SPLIT, "float32", "none"),
-       ("online-max", ONLINE, "bfloat16", "mean"), ("online-max", ONLINE, "float32", "none")]
+       ("online-max", ONLINE, "bfloat16", "mean"), ("online-max", ONLINE, "float32", "none"),
+       ("onehot-in-kernel", ONEHOT_KERNEL, "bfloat16", "sum"),
+       ("onehot-in-kernel", ONEHOT_KERNEL, "float32", "none")]
 )
 
 
@@ -236,6 +240,7 @@ GPU_CASES = (
     + [("atomic", KernelConfig(bwd_mode="atomic"), 128, dt, red) for dt, red in _DT]
     + [("split-4", KernelConfig(num_splits=4), d, "bfloat16", "mean") for d in (64, 256)]
     + [("online-max", KernelConfig(fwd_shift="online"), 128, dt, red) for dt, red in _DT]
+    + [("onehot-in-kernel", KernelConfig(bwd_onehot="kernel"), 64, dt, red) for dt, red in _DT]
 )
 
 
@@ -503,3 +508,14 @@ def test_gpu_catalog_past_32_bit_offsets_matches_float64():
     for impl, (loss_err, de_err, dc_err) in report.items():
         assert loss_err <= LOSS_RTOL["bfloat16"], msg
         assert de_err <= GRAD_RTOL["bfloat16"] and dc_err <= GRAD_RTOL["bfloat16"], msg
+
+
+@pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
+def test_target_term_outside_kernels_with_repeated_targets(dtype_name):
+    # Many rows share a few targets (popular items): the default backward adds their target
+    # terms to dC as one float32 sum per item; it must match float64 like the in-kernel form.
+    rng = _rng("repeated-targets", dtype_name)
+    e, c, t, where = make_inputs(rng, 45, 29, 16, DTYPES[dtype_name])
+    t = jnp.where(where, jnp.asarray(rng.integers(0, 3, 45), jnp.int32), t)
+    check_case(e, c, t, where, "sum", "pallas", dtype_name, interpret=True, block_n=16,
+               block_v=16)
