@@ -120,9 +120,10 @@ def _bwd(chunks, interpret, res, g_n):
 
 
 def _target_term_into_dc(dc, e, t, w):
-    """dc [V', D] with sum_{r: t_r = v} -w_r e_r added to row v, in float32 and rounded once per
-    row: rows sorted by target, summed per target (O(N D)), then one gather/add/scatter per
-    distinct target. t: int32 [N] (-1: none), w: float32 [N]."""
+    """dc [V', D] with sum_{r: t_r = v} -w_r e_r added to row v: rows sorted by target, summed
+    per target in float32 (O(N D)), then added to the row in float32 with one rounding (so a
+    popular target's many terms are not summed in dc's dtype). t: int32 [N] (-1: none), w:
+    float32 [N]."""
     n, v = t.shape[0], dc.shape[0]
     key = jnp.where(t >= 0, t, v)  # rows without a target sort last and are dropped
     order = jnp.argsort(key)
