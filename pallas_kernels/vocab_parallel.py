@@ -560,8 +560,9 @@ def vocab_parallel_sampled_cross_entropy(embeddings, table, targets, *, mesh: Me
         raise ValueError(f"num_negatives must be a positive int, got {num_negatives!r}")
     d = embeddings.shape[1]
     if impl == "auto":
-        impl = ("pallas" if jax.default_backend() == "gpu" and d >= 16 and d & (d - 1) == 0
-                else "xla")
+        from pallas_kernels.cce_neg import shard_kernels
+
+        impl = "pallas" if jax.default_backend() == "gpu" and shard_kernels.supports(d) else "xla"
     if impl not in ("pallas", "xla"):
         raise ValueError(f"impl={impl!r}: vocabulary-parallel CCE- runs 'pallas', 'xla' or 'auto'")
     if impl == "pallas":

@@ -38,6 +38,7 @@ from pallas_kernels.cce_neg.kernels import (
     _masked_rows,
     _pad,
     _scatter_rows,
+    _split_tabs,
 )
 
 
@@ -58,9 +59,14 @@ def _pow2(x: int) -> bool:
     return x > 0 and x & (x - 1) == 0
 
 
+def supports(d: int) -> bool:
+    """Whether the Triton kernels take rows of width D (a power of two >= 16)."""
+    return _pow2(d) and d >= 16
+
+
 def check_shapes(d: int, row_block: int) -> None:
     """Raises a one-line ValueError where the Triton kernels cannot run."""
-    if not (_pow2(d) and d >= 16):
+    if not supports(d):
         raise ValueError(f"impl='pallas' needs D a power of two >= 16 (Triton blocks), got D={d}; "
                          "use impl='xla'")
     if not (_pow2(row_block) and row_block >= 8):
@@ -84,14 +90,8 @@ def _slot(st: ShardStatic, keys, j, sc, tabs):
     return ids, corr - logq_ref[ids]  # same order of operations as the XLA path
 
 
-def _split(st, refs):
-    if st.sampler == "popularity":
-        return refs[:3], refs[3:]
-    return None, refs
-
-
 def _fwd_kernel(st, keys_ref, e_ref, t_ref, ints_ref, corr_ref, c_ref, *refs):
-    tabs, (lse_ref,) = _split(st, refs)
+    tabs, (lse_ref,) = _split_tabs(st, refs)
     keys, t = keys_ref[...], t_ref[...]
     ef = e_ref[...].astype(jnp.float32)
     sc = _scalars(ints_ref, corr_ref)
@@ -111,7 +111,7 @@ def _fwd_kernel(st, keys_ref, e_ref, t_ref, ints_ref, corr_ref, c_ref, *refs):
 
 
 def _bwd_kernel(st, keys_ref, e_ref, t_ref, g_ref, lse_ref, ints_ref, corr_ref, c_ref, *refs):
-    tabs, (dc_in_ref, de_ref, dc_ref) = _split(st, refs)
+    tabs, (dc_in_ref, de_ref, dc_ref) = _split_tabs(st, refs)
     del dc_in_ref  # aliased with dc_ref
     keys, t, g, lse = keys_ref[...], t_ref[...], g_ref[...], lse_ref[...]
     # Rows with a zero cotangent (masked, padding) neither gather nor scatter.

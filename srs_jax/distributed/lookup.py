@@ -27,7 +27,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 
 from pallas_kernels.vocab_parallel import shard_map
 from srs_jax.distributed.loss import current_plan
-from srs_jax.distributed.mesh import DATA, LOOKUP_CHOICES, VOCAB
+from srs_jax.distributed.mesh import DATA, VOCAB, check_lookup
 
 # The choice "auto" makes. Measured on 2 H200 (vocab 2, Zvuk shape, docs/distributed.md): the
 # SASRec CCE step takes 314.9 ms with "xla" and 313.7 with "shard_map", i.e. the same; XLA's
@@ -37,10 +37,7 @@ AUTO_LOOKUP = "xla"
 
 def resolve_lookup(lookup: str) -> str:
     """``"auto" | "xla" | "shard_map"`` -> ``"xla" | "shard_map"`` (one-line error otherwise)."""
-    if lookup not in LOOKUP_CHOICES:
-        raise ValueError(f"config.mesh.lookup={lookup!r} is not one of "
-                         f"{', '.join(map(repr, LOOKUP_CHOICES))}")
-    return AUTO_LOOKUP if lookup == "auto" else lookup
+    return AUTO_LOOKUP if check_lookup(lookup) == "auto" else lookup
 
 
 def _owned(ids, rows: int):

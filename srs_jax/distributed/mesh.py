@@ -41,6 +41,14 @@ class MeshConfig:
     lookup: str = "auto"
 
 
+def check_lookup(lookup: str) -> str:
+    """``lookup`` if it is one of LOOKUP_CHOICES, else a one-line ValueError."""
+    if lookup not in LOOKUP_CHOICES:
+        raise ValueError(f"config.mesh.lookup={lookup!r} is not one of "
+                         f"{', '.join(map(repr, LOOKUP_CHOICES))}")
+    return lookup
+
+
 def mesh_config(cfg=None) -> MeshConfig:
     """``MeshConfig`` from ``config.mesh`` (ConfigDict / dict / MeshConfig / None)."""
     if cfg is None:
@@ -52,10 +60,7 @@ def mesh_config(cfg=None) -> MeshConfig:
     unknown = set(cfg.keys() if hasattr(cfg, "keys") else []) - known
     if unknown:
         raise ValueError(f"unknown config.mesh fields {sorted(unknown)}: use {sorted(known)}")
-    lookup = str(get("lookup", "auto") or "auto")
-    if lookup not in LOOKUP_CHOICES:
-        raise ValueError(f"config.mesh.lookup={lookup!r} is not one of "
-                         f"{', '.join(map(repr, LOOKUP_CHOICES))}")
+    lookup = check_lookup(str(get("lookup", "auto") or "auto"))
     return MeshConfig(data=int(get("data", 0) or 0), vocab=int(get("vocab", 1) or 1),
                       coordinator_address=str(get("coordinator_address", "") or ""),
                       num_processes=int(get("num_processes", 0) or 0),
