@@ -171,11 +171,14 @@ def _atomic_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_in_ref, de_ref, dc_r
 
 
 def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: bool,
-          de_dtype=None, filter_eps: float | None = None, onehot: bool = True):
+          de_dtype=None, filter_eps: float | None = None, onehot: bool = True,
+          want_de: bool = True):
     """(dE [Np, Dp] in ``de_dtype`` (default e's dtype), dC [V, Dp] in c's dtype) for padded
     inputs. Callers that sum dE over several catalog chunks ask for float32. ``filter_eps``:
     skip tiles whose max |P - onehot| is below it (module docstring); None: exact.
     ``onehot=False``: G = softmax * g without the target term (two-pass, unfiltered only).
+    ``want_de=False`` (two-pass only): dE is None and its kernel is not run (the forward
+    already accumulated it, ``KernelConfig.fused_de``).
 
     lse2: float32 [Np] log2-domain LSE; t: int32 [Np] (-1 where masked); g: float32 [Np]
     per-row cotangent (0 where masked). Np must be a multiple of ``cfg.bwd_block_n``.
@@ -199,6 +202,8 @@ def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: b
     full = pl.no_block_spec
 
     if cfg.bwd_mode == "atomic":
+        if not want_de:
+            raise ValueError("want_de=False needs bwd_mode='two_pass'")
         dc0 = jnp.zeros((n_tiles * bv, d_pad), jnp.float32)
         de, dc = pl.pallas_call(
             functools.partial(_atomic_kernel, v=v, block_v=bv, n_tiles=n_tiles, precision=prec,
@@ -215,15 +220,9 @@ def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: b
     if cfg.bwd_mode != "two_pass":
         raise ValueError(f"bwd_mode={cfg.bwd_mode!r} is not 'two_pass' or 'atomic'")
 
-    de = pl.pallas_call(
-        functools.partial(_de_kernel, v=v, block_v=bv, n_full=n_full, has_tail=n_full != n_tiles,
-                          precision=prec, exp_asm=exp_asm, **filt),
-        grid=(n_pad // bn,),
-        in_specs=[row_spec, full, vec_spec, vec_spec, vec_spec],
-        out_specs=row_spec,
-        out_shape=jax.ShapeDtypeStruct(e_pad.shape, de_dtype),
-        compiler_params=params, interpret=interpret, name="cce_backward_de",
-    )(e_pad, c_pad, lse2, t, g)
+    de = None
+    if want_de:
+        de = _de_call(e_pad, c_pad, v, lse2, t, g, cfg, interpret, de_dtype, **filt)
     dc = pl.pallas_call(
         functools.partial(_dc_kernel, v=v, block_v=bv, block_n=bn, n_row_tiles=n_pad // bn,
                           precision=prec, exp_asm=exp_asm, **filt),
@@ -234,3 +233,34 @@ def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: b
         compiler_params=params, interpret=interpret, name="cce_backward_dc",
     )(e_pad, c_pad, lse2, t, g)
     return de, dc
+
+
+def _de_call(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, interpret: bool, de_dtype,
+             name="cce_backward_de", **filt):
+    """The dE-owner kernel over row tiles of ``cfg.bwd_block_n`` (see ``grads``)."""
+    n_pad, d_pad = e_pad.shape
+    bn, bv = cfg.bwd_block_n, cfg.bwd_block_v
+    n_full = v // bv
+    row_spec = pl.BlockSpec((bn, d_pad), lambda i: (i, 0))
+    vec_spec = pl.BlockSpec((bn,), lambda i: (i,))
+    return pl.pallas_call(
+        functools.partial(_de_kernel, v=v, block_v=bv, n_full=n_full,
+                          has_tail=n_full != pl.cdiv(v, bv),
+                          precision=common.dot_precision(e_pad.dtype),
+                          exp_asm=cfg.exp_asm and not interpret, **filt),
+        grid=(n_pad // bn,),
+        in_specs=[row_spec, pl.no_block_spec, vec_spec, vec_spec, vec_spec],
+        out_specs=row_spec,
+        out_shape=jax.ShapeDtypeStruct(e_pad.shape, de_dtype),
+        compiler_params=common.compiler_params(cfg.bwd_warps, cfg.bwd_stages),
+        interpret=interpret, name=name,
+    )(e_pad, c_pad, lse2, t, g)
+
+
+def softmax_mean(e_pad, c_pad, v, lse2, cfg: common.KernelConfig, *, interpret: bool):
+    """float32 [Np, Dp]: sum_v softmax_rv c_v, i.e. the dE kernel with g = 1 and no target term
+    (the fused forward's fallback when its target-shifted sums overflow, ``ops``)."""
+    n_pad = e_pad.shape[0]
+    return _de_call(e_pad, c_pad, v, lse2, jnp.full((n_pad,), -1, jnp.int32),
+                    jnp.ones((n_pad,), jnp.float32), cfg, interpret, jnp.float32,
+                    name="cce_softmax_mean", onehot=False)

@@ -37,6 +37,14 @@ class KernelConfig:
     [N, D] float32 temporary) or "kernel" (softmax - onehot per logit; the atomic scheme and
     gradient filtering always use it). H100, N=131072, V=1e6: f+b 204.3 -> 188.1 ms (D=64),
     338.1 -> 302.7 (D=128), 607.7 -> 577.7 (D=256); temp 1.5 -> 35 / 67 / 131 MiB.
+    ``fused_de`` (default True): the forward of a differentiated call also accumulates
+    sum_v softmax_rv c_v (``forward.py``), so the backward runs only the dC kernel: one logit
+    GEMM and one exponential pass fewer. Takes effect with fwd_shift="target",
+    bwd_mode="two_pass" and bwd_onehot="xla" (otherwise ignored); a float32 [N, D] residual is
+    kept from the forward to the backward, and the loss it returns may differ from the plain
+    forward's in the last bits (other tiles, other summation order). ``fde_*``: tiles, launch
+    settings and sum form (as ``fwd_sum_tile``) of that fused forward. H100, N=131072, V=1e6 (docs/perf.md): f+b 187.3 ->
+    137.0 ms (D=64), 298.3 -> 218.8 (D=128), 574.5 -> 434.3 (D=256), with bwd_stages 2 -> 3.
     """
 
     fwd_block_n: int | None = None
@@ -53,17 +61,26 @@ class KernelConfig:
     fwd_shift: str | None = None
     fwd_sum_tile: bool | None = None
     bwd_onehot: str | None = None
+    fused_de: bool | None = None
+    fde_block_n: int | None = None
+    fde_block_v: int | None = None
+    fde_warps: int | None = None
+    fde_stages: int | None = None
+    fde_sum_tile: bool | None = None
 
 
-# Measured on an H200 (2026-11-22, N=32768, V=1e6, bf16; docs/perf.md "tile sweep"): per D,
-# (fwd_block_n, fwd_block_v, fwd_warps), (bwd_block_n, bwd_block_v, bwd_warps). Larger D takes
-# smaller tiles: the resident E tile, the pipelined C tiles and the f32 dE accumulator must fit
-# in registers and 228 KB of shared memory.
+# Per D: (fwd_block_n, fwd_block_v, fwd_warps), (bwd_block_n, bwd_block_v, bwd_warps),
+# fde_stages. Tiles measured on an H200 (2026-11-22, N=32768, V=1e6, bf16; docs/perf.md "tile
+# sweep"); the fused forward's tiles equal the backward's and its stages, bwd_stages=3 and the
+# D=128 forward tile were measured on an H100 at N=131072 (docs/perf.md "fused forward": 128x64
+# 68.1 vs 64x128 71.5 ms). Larger D takes smaller tiles:
+# the resident E tile, the pipelined C tiles and the f32 accumulators must fit in registers and
+# 228 KB of shared memory.
 _DEFAULTS = {
-    64: ((64, 128, 4), (64, 64, 4)),
-    128: ((64, 128, 4), (64, 128, 4)),
-    256: ((256, 64, 8), (64, 64, 4)),
-    512: ((64, 32, 4), (32, 32, 4)),  # float32 at D=256: the same bytes per row as bf16 D=512
+    64: ((64, 128, 4), (64, 64, 4), 3),
+    128: ((128, 64, 4), (64, 128, 4), 3),
+    256: ((256, 64, 8), (64, 64, 4), 2),
+    512: ((64, 32, 4), (32, 32, 4), 2),  # float32 at D=256: the same bytes per row as bf16 D=512
 }
 
 
@@ -81,15 +98,17 @@ def default_config(n: int, v: int, d: int, itemsize: int = 2) -> KernelConfig:
     """
     width = d * max(1, itemsize // 2)
     key = next((k for k in sorted(_DEFAULTS) if width <= k), max(_DEFAULTS))
-    (fbn, fbv, fw), (bbn, bbv, bw) = _DEFAULTS[key]
+    (fbn, fbv, fw), (bbn, bbv, bw), fde_stages = _DEFAULTS[key]
     row_tiles = -(-n // fbn)
     catalog_tiles = -(-v // fbv)
     splits = max(1, min(_MAX_SPLITS, -(-_TARGET_PROGRAMS // row_tiles), catalog_tiles // 16))
     return KernelConfig(fwd_block_n=fbn, fwd_block_v=fbv, fwd_warps=fw, fwd_stages=3,
                         num_splits=splits,
-                        bwd_block_n=bbn, bwd_block_v=bbv, bwd_warps=bw, bwd_stages=2,
+                        bwd_block_n=bbn, bwd_block_v=bbv, bwd_warps=bw, bwd_stages=3,
                         bwd_mode="two_pass", exp_asm=True, fwd_shift="target",
-                        fwd_sum_tile=True, bwd_onehot="xla")
+                        fwd_sum_tile=True, bwd_onehot="xla", fused_de=True,
+                        fde_block_n=bbn, fde_block_v=bbv, fde_warps=bw, fde_stages=fde_stages,
+                        fde_sum_tile=False)
 
 
 def fill_defaults(cfg: KernelConfig | None, n: int, v: int, d: int,
@@ -164,6 +183,21 @@ def chained_sum(n_steps: int, step, zeros, items_per_step: int):
     if rest:
         acc = acc + lax.fori_loop(n_chains * chain, n_steps, step, zeros)
     return acc
+
+
+def chained_range_sum(lo, hi, max_steps: int, step, zeros, items_per_step: int):
+    """``chained_sum`` over j in [lo, hi) with traced bounds (at most ``max_steps`` steps); the
+    carry may be a tuple of arrays, all additive."""
+    chain = max(1, CHAIN_ITEMS // items_per_step)
+    if max_steps * items_per_step <= SINGLE_CHAIN_ITEMS or max_steps <= chain:
+        return lax.fori_loop(lo, hi, step, zeros)
+
+    def one_chain(k, acc):
+        a = lo + k * chain
+        part = lax.fori_loop(a, jnp.minimum(a + chain, hi), step, zeros)
+        return jax.tree_util.tree_map(jnp.add, acc, part)
+
+    return lax.fori_loop(0, (hi - lo + chain - 1) // chain, one_chain, zeros)
 
 
 def traced(index: int, program_axis: int = 0):

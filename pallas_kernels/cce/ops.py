@@ -26,14 +26,15 @@ def resolve_config(n: int, v: int, d: int, block_n=None, block_v=None,
     """Defaults for (n, v, d, dtype size), user overrides, then tiles clamped to the problem."""
     cfg = common.fill_defaults(config, n, v, d, itemsize)
     if block_n is not None:
-        cfg = dataclasses.replace(cfg, fwd_block_n=block_n, bwd_block_n=block_n)
+        cfg = dataclasses.replace(cfg, fwd_block_n=block_n, bwd_block_n=block_n, fde_block_n=block_n)
     if block_v is not None:
-        cfg = dataclasses.replace(cfg, fwd_block_v=block_v, bwd_block_v=block_v)
+        cfg = dataclasses.replace(cfg, fwd_block_v=block_v, bwd_block_v=block_v, fde_block_v=block_v)
     if cfg.bwd_onehot not in ("kernel", "xla"):
         raise ValueError(f"bwd_onehot={cfg.bwd_onehot!r} must be 'kernel' or 'xla'")
     if cfg.fwd_shift not in ("online", "target"):
         raise ValueError(f"fwd_shift={cfg.fwd_shift!r} must be 'online' or 'target'")
-    for name in ("fwd_block_n", "fwd_block_v", "bwd_block_n", "bwd_block_v"):
+    for name in ("fwd_block_n", "fwd_block_v", "bwd_block_n", "bwd_block_v", "fde_block_n",
+                 "fde_block_v"):
         size = getattr(cfg, name)
         if size & (size - 1):
             raise ValueError(f"{name}={size} must be a power of two (Triton loads power-of-two tiles)")
@@ -45,13 +46,15 @@ def resolve_config(n: int, v: int, d: int, block_n=None, block_v=None,
         bwd_block_n=max(_MIN_DOT, min(cfg.bwd_block_n, cap_n)),
         fwd_block_v=max(_MIN_DOT, min(cfg.fwd_block_v, cap_v)),
         bwd_block_v=max(_MIN_DOT, min(cfg.bwd_block_v, cap_v)),
+        fde_block_n=max(_MIN_DOT, min(cfg.fde_block_n, cap_n)),
+        fde_block_v=max(_MIN_DOT, min(cfg.fde_block_v, cap_v)),
     )
 
 
 def _padded(embeddings, classifier, cfg):
     n, d = embeddings.shape
     d_pad = max(_MIN_DOT, common.next_pow2(d))
-    row_tile = max(cfg.fwd_block_n, cfg.bwd_block_n)
+    row_tile = max(cfg.fwd_block_n, cfg.bwd_block_n, cfg.fde_block_n)
     n_pad = -(-n // row_tile) * row_tile
     e_pad = jnp.pad(embeddings, ((0, n_pad - n), (0, d_pad - d)))
     c_pad = classifier if d_pad == d else jnp.pad(classifier, ((0, 0), (0, d_pad - d)))
@@ -102,10 +105,11 @@ def _online(chunks):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
 def _row_losses(embeddings, classifier, targets, valid, chunks, interpret):
-    return _fwd(embeddings, classifier, targets, valid, chunks, interpret)[0]
+    # Not differentiated: the plain forward (no dE accumulation even under ``fused_de``).
+    return _fwd_plain(embeddings, classifier, targets, valid, chunks, interpret)[0]
 
 
-def _fwd(embeddings, classifier, targets, valid, chunks, interpret):
+def _fwd_plain(embeddings, classifier, targets, valid, chunks, interpret):
     z_t = reference.target_logits(embeddings, classifier, targets, valid)
     if all(cfg.fwd_shift == "target" for _, _, cfg in _as_chunks(chunks, *classifier.shape)):
         lse = _lse_by_target(embeddings, classifier, z_t, chunks, interpret)
@@ -113,6 +117,52 @@ def _fwd(embeddings, classifier, targets, valid, chunks, interpret):
         lse = _lse(embeddings, classifier, chunks, interpret)
     loss = jnp.where(valid, lse - z_t, 0.0)
     return loss, (embeddings, classifier, targets, valid, lse)
+
+
+def _fused(chunks) -> bool:
+    return all(cfg.fused_de and cfg.fwd_shift == "target" and cfg.bwd_mode == "two_pass"
+               and cfg.bwd_onehot == "xla" for _, _, cfg in chunks)
+
+
+def _fwd(embeddings, classifier, targets, valid, chunks, interpret):
+    """Forward of a differentiated call: with ``fused_de`` also the softmax-weighted classifier
+    rows a_r = sum_v softmax_rv c_v (float32 [N, D]) as a sixth residual."""
+    if not _fused(_as_chunks(chunks, *classifier.shape)):
+        return _fwd_plain(embeddings, classifier, targets, valid, chunks, interpret)
+    z_t = reference.target_logits(embeddings, classifier, targets, valid)
+    lse, a = _lse_and_mean_by_target(embeddings, classifier, z_t, chunks, interpret)
+    loss = jnp.where(valid, lse - z_t, 0.0)
+    return loss, (embeddings, classifier, targets, valid, lse, a)
+
+
+def _lse_and_mean_by_target(embeddings, classifier, z_t, chunks, interpret):
+    """(lse, a): ``_lse_by_target`` plus a_r = sum_v softmax_rv c_v (float32 [N, D]).
+
+    Every catalog chunk and split is shifted by the same z_t, so their sums and accs add. If a
+    row's sum (or acc) overflows, lse is redone with the running max and a by the dE kernel."""
+    n, d = embeddings.shape
+    lses, acc = [], 0.0
+    for lo, hi, cfg in _as_chunks(chunks, *classifier.shape):
+        e_pad, c_pad = _padded(embeddings, classifier[lo:hi], cfg)
+        lse_k, acc_k = forward.lse_rows(e_pad, c_pad, hi - lo, cfg, interpret=interpret,
+                                        shift=_pad_vec(z_t, e_pad.shape[0], 0.0), with_acc=True)
+        lses.append(lse_k[:n])
+        acc = acc + acc_k[:n, :d]
+    lse = lses[0] if len(lses) == 1 else jax.nn.logsumexp(jnp.stack(lses), axis=0)
+    a = acc * jnp.exp(z_t - lse)[:, None]  # / (the row's sum relative to its target logit)
+
+    def redo():
+        lse_o = _lse(embeddings, classifier, _online(chunks), interpret)
+        a_o = 0.0
+        for lo, hi, cfg in _as_chunks(chunks, *classifier.shape):
+            e_pad, c_pad = _padded(embeddings, classifier[lo:hi], cfg)
+            lse2 = _pad_vec(lse_o * common.LOG2E, e_pad.shape[0], 0.0)
+            a_o = a_o + backward.softmax_mean(e_pad, c_pad, hi - lo, lse2, cfg,
+                                              interpret=interpret)[:n, :d]
+        return lse_o, a_o
+
+    ok = jnp.all(jnp.isfinite(lse)) & jnp.all(jnp.isfinite(a))
+    return lax.cond(ok, lambda: (lse, a), redo)
 
 
 def _bwd(chunks, interpret, res, g_n):
@@ -138,7 +188,8 @@ def _target_term_into_dc(dc, e, t, w):
 
 
 def _grads(chunks, interpret, res, g_n, filter_eps=None):
-    embeddings, classifier, targets, valid, lse = res
+    embeddings, classifier, targets, valid, lse, *fused = res
+    a = fused[0] if fused else None  # sum_v softmax_rv c_v from a fused_de forward
     n, d = embeddings.shape
     chunks = _as_chunks(chunks, *classifier.shape)
     g_valid = jnp.where(valid, g_n.astype(jnp.float32), 0.0)
@@ -157,13 +208,16 @@ def _grads(chunks, interpret, res, g_n, filter_eps=None):
                                 _pad_vec(t_chunk, n_pad, -1), _pad_vec(g_valid, n_pad, 0.0),
                                 cfg, interpret=interpret,
                                 de_dtype=jnp.float32 if len(chunks) > 1 or outside else None,
-                                filter_eps=filter_eps, onehot=not outside)
-        de = de[:n, :d]
-        de_total = de if de_total is None else de_total + de
+                                filter_eps=filter_eps, onehot=not outside, want_de=a is None)
+        if a is None:
+            de = de[:n, :d]
+            de_total = de if de_total is None else de_total + de
         dc = dc[:, :d]
         if outside:
             dc = _target_term_into_dc(dc, embeddings, t_chunk, g_valid)
         dcs.append(dc)
+    if a is not None:  # (a fused forward implies ``outside``)
+        de_total = g_valid[:, None] * a
     if outside:  # dE_r -= g_r c_{t_r} (rows with t = -1, e.g. a vocab shard's foreign targets: 0)
         c_t = jnp.take(classifier, jnp.maximum(t_valid, 0), axis=0).astype(jnp.float32)
         de_total = de_total - jnp.where(t_valid >= 0, g_valid, 0.0)[:, None] * c_t
@@ -178,12 +232,12 @@ _row_losses.defvjp(_fwd, _bwd)
 # by mean logit (``reference.by_mean_logit``, shared with impl="xla") and skips negligible tiles.
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
 def _row_losses_filtered(embeddings, classifier, targets, valid, chunks, interpret, filter_eps):
-    return _fwd(embeddings, classifier, targets, valid, chunks, interpret)[0]
+    return _fwd_plain(embeddings, classifier, targets, valid, chunks, interpret)[0]
 
 
 def _fwd_filtered(embeddings, classifier, targets, valid, chunks, interpret, filter_eps):
     del filter_eps
-    return _fwd(embeddings, classifier, targets, valid, chunks, interpret)
+    return _fwd_plain(embeddings, classifier, targets, valid, chunks, interpret)
 
 
 def _bwd_filtered(chunks, interpret, filter_eps, res, g_n):

@@ -151,13 +151,18 @@ ATOMIC_SPLIT = dict(block_n=16, block_v=32, kernel_config=KernelConfig(bwd_mode=
 ONLINE = dict(block_n=16, block_v=16, kernel_config=KernelConfig(fwd_shift="online", num_splits=2))
 # The target term formed inside the backward kernels (the default adds it outside, in XLA).
 ONEHOT_KERNEL = dict(block_n=16, block_v=16, kernel_config=KernelConfig(bwd_onehot="kernel"))
+# dE's softmax term accumulated by the forward (split catalog: partial accs are summed).
+FUSED = dict(block_n=16, block_v=16, kernel_config=KernelConfig(fused_de=True, num_splits=2))
+UNFUSED = dict(block_n=16, block_v=16, kernel_config=KernelConfig(fused_de=False))
 PALLAS_CPU = (
     [("two-pass", TWO_PASS, dt, red) for dt in ("float32", "bfloat16") for red in ("mean", "sum", "none")]
     + [("atomic-3-splits", ATOMIC_SPLIT, "bfloat16", "mean"),
        ("atomic-3-splits", ATOMIC_SPLIT, "float32", "none"),
        ("online-max", ONLINE, "bfloat16", "mean"), ("online-max", ONLINE, "float32", "none"),
        ("onehot-in-kernel", ONEHOT_KERNEL, "bfloat16", "sum"),
-       ("onehot-in-kernel", ONEHOT_KERNEL, "float32", "none")]
+       ("onehot-in-kernel", ONEHOT_KERNEL, "float32", "none"),
+       ("fused-de-2-splits", FUSED, "bfloat16", "mean"), ("fused-de-2-splits", FUSED, "float32", "none"),
+       ("unfused", UNFUSED, "bfloat16", "sum"), ("unfused", UNFUSED, "float32", "none")]
 )
 
 
@@ -196,11 +201,12 @@ def _far_above_target_inputs(rng, n, v, d, dtype):
     return e, c, t, where
 
 
-@pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
-def test_target_shift_overflow_falls_back_to_running_max(dtype_name):
+@pytest.mark.parametrize("dtype_name,fused", [("float32", False), ("bfloat16", False),
+                                              ("float32", True), ("bfloat16", True)])
+def test_target_shift_overflow_falls_back_to_running_max(dtype_name, fused):
     from pallas_kernels.cce import forward, ops
 
-    rng = _rng("overflow", dtype_name)
+    rng = _rng("overflow", dtype_name, fused)
     e, c, t, where = _far_above_target_inputs(rng, 21, 37, 16, DTYPES[dtype_name])
     # The shifted kernel alone does overflow on these rows (so the fallback is exercised) ...
     cfg = ops.resolve_config(21, 37, 16, 16, 16)
@@ -211,8 +217,9 @@ def test_target_shift_overflow_falls_back_to_running_max(dtype_name):
     lse = forward.lse_rows(e_pad, c, 37, cfg, interpret=True,
                            shift=jnp.pad(shift, (0, 32 - 21)))
     assert not np.all(np.isfinite(np.asarray(lse)[:21]))
-    # ... and the loss and gradients still match float64.
-    check_case(e, c, t, where, "none", "pallas", dtype_name, interpret=True, block_n=16, block_v=16)
+    # ... and the loss and gradients still match float64 (fused: softmax-mean kernel fallback).
+    check_case(e, c, t, where, "none", "pallas", dtype_name, interpret=True, block_n=16, block_v=16,
+               kernel_config=KernelConfig(fused_de=fused))
 
 
 # ---------------------------------------------------------------- GPU: compiled Triton kernels
@@ -241,15 +248,19 @@ GPU_CASES = (
     + [("split-4", KernelConfig(num_splits=4), d, "bfloat16", "mean") for d in (64, 256)]
     + [("online-max", KernelConfig(fwd_shift="online"), 128, dt, red) for dt, red in _DT]
     + [("onehot-in-kernel", KernelConfig(bwd_onehot="kernel"), 64, dt, red) for dt, red in _DT]
+    + [("fused-de", KernelConfig(fused_de=True), d, dt, red) for d in (64, 256) for dt, red in _DT]
+    + [("fused-de-split-4", KernelConfig(fused_de=True, num_splits=4), 128, "bfloat16", "mean")]
+    + [("unfused", KernelConfig(fused_de=False), 128, dt, red) for dt, red in _DT]
 )
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
-def test_gpu_target_shift_overflow_falls_back(dtype_name):
+@pytest.mark.parametrize("dtype_name,fused", [("float32", False), ("bfloat16", True)])
+def test_gpu_target_shift_overflow_falls_back(dtype_name, fused):
     rng = _rng("gpu-overflow", dtype_name)
     e, c, t, where = _far_above_target_inputs(rng, 700, 3001, 64, DTYPES[dtype_name])
-    check_case(e, c, t, where, "none", "pallas", dtype_name)
+    check_case(e, c, t, where, "none", "pallas", dtype_name,
+               kernel_config=KernelConfig(fused_de=fused))
 
 
 @pytest.mark.gpu
@@ -381,8 +392,10 @@ def test_tables_past_32_bit_offsets_are_cut_into_chunks():
     assert jax.eval_shape(fn, e, c, t).shape == ()
 
 
-@pytest.mark.parametrize("dtype_name,reduction", [("float32", "mean"), ("bfloat16", "none")])
-def test_chunked_catalog_matches_float64_reference(monkeypatch, dtype_name, reduction):
+@pytest.mark.parametrize("dtype_name,reduction,fused", [("float32", "mean", False),
+                                                        ("bfloat16", "none", False),
+                                                        ("bfloat16", "mean", True)])
+def test_chunked_catalog_matches_float64_reference(monkeypatch, dtype_name, reduction, fused):
     # Lower the 32-bit limit so that a tiny ragged catalog is cut into 3-5 uneven chunks; the
     # merged log-sum-exp and the per-chunk gradients must equal the one-piece reference.
     from pallas_kernels.cce import ops
@@ -392,22 +405,25 @@ def test_chunked_catalog_matches_float64_reference(monkeypatch, dtype_name, redu
     monkeypatch.setattr(ops, "_MAX_ELEMENTS", d * int(rng.integers(v // 5 + 1, v // 3)))
     assert 3 <= len(ops.catalog_chunks(v, d)) <= 5
     e, c, t, where = make_inputs(rng, n, v, d, DTYPES[dtype_name])
-    check_case(e, c, t, where, reduction, "pallas", dtype_name, interpret=True, block_v=16)
+    check_case(e, c, t, where, reduction, "pallas", dtype_name, interpret=True, block_v=16,
+               kernel_config=KernelConfig(fused_de=fused))
 
 
-@pytest.mark.parametrize("bwd_mode", ["two_pass", "atomic"])
-def test_restarted_accumulation_chains_match_float64_reference(monkeypatch, bwd_mode):
+@pytest.mark.parametrize("bwd_mode,fused", [("two_pass", False), ("atomic", False),
+                                            ("two_pass", True)])
+def test_restarted_accumulation_chains_match_float64_reference(monkeypatch, bwd_mode, fused):
     # Tiny chains (2-3 tiles) so that the backward's restarted MMA chains, their remainder and the
     # ragged tail all occur at interpreter sizes; the sum must still equal the reference.
     from pallas_kernels.cce import common
 
-    rng = _rng("chains", bwd_mode)
+    rng = _rng("chains", bwd_mode, fused)
     monkeypatch.setattr(common, "SINGLE_CHAIN_ITEMS", 0)
     monkeypatch.setattr(common, "CHAIN_ITEMS", int(rng.choice([32, 48])))
     n, v = int(rng.integers(40, 90)), int(rng.integers(150, 260))
     e, c, t, where = make_inputs(rng, n, v, 16, jnp.float32)
     check_case(e, c, t, where, "mean", "pallas", "float32", interpret=True, block_n=16,
-               block_v=16, kernel_config=KernelConfig(bwd_mode=bwd_mode))
+               block_v=16, kernel_config=KernelConfig(bwd_mode=bwd_mode, fused_de=fused,
+                                                      num_splits=2))
 
 
 def test_masked_rows_may_hold_out_of_range_targets():
