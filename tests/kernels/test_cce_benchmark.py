@@ -49,3 +49,24 @@ def test_variants_time_each_named_config(tmp_path):
 def test_variants_with_unknown_config_field_fail_clearly():
     with pytest.raises(SystemExit, match="unknown KernelConfig fields \\['fwd_poly_v'\\]"):
         benchmark_loss.main(["--d", "16", "--interpret", "--variants", '{"x": {"fwd_poly_v": 64}}'])
+
+
+def test_parts_benchmark_times_each_kernel(tmp_path, capsys):
+    from experiments import benchmark_cce_parts
+
+    out = tmp_path / "parts.json"
+    benchmark_cce_parts.main(["--n", "40", "--v", "70", "--d", "16", "--reps", "1", "--interpret",
+                              "--variants", '{"a": {}, "b": {"fde_block_v": 16}}',
+                              "--out", str(out)])
+    rows = json.loads(out.read_text())
+    assert [r["variant"] for r in rows] == ["a", "b"]
+    for r in rows:
+        for part in ("lse_fwd", "fused_fwd", "dc_kernel", "de_and_dc_kernels"):
+            assert r[f"{part}_ms"] > 0, (part, r)
+    assert '"variant": "a"' in capsys.readouterr().out
+    benchmark_cce_parts.main(["--n", "40", "--v", "70", "--d", "16", "--reps", "1", "--interpret",
+                              "--parts", "fused_fwd", "--out", str(out)])
+    (row,) = json.loads(out.read_text())
+    assert "fused_fwd_ms" in row and "lse_fwd_ms" not in row and "dc_kernel_ms" not in row
+    with pytest.raises(SystemExit, match="unknown KernelConfig fields"):
+        benchmark_cce_parts.main(["--interpret", "--variants", '{"x": {"fde_tile": 1}}'])

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One device call (nvidia-h100-x1) for the fused forward of issue 4 (KernelConfig.fused_de: the
+# forward of a differentiated call also accumulates sum_v softmax_rv c_v, so the backward runs
+# only the dC kernel): its gpu-marked tests, then its speed against the unfused defaults at the
+# issue's shape. Logs and JSON under $OUT. Steps are switched off with TESTS= / BENCH=.
+#   DS="64 128 256" bash experiments/gpu_session_fused.sh
+set -u
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+PY=${PY:-python3}
+{ date -u; nvidia-smi -L; $PY -c "import sys, jax; print(sys.version.split()[0], jax.__version__)"; } 2>&1 | tee -a "$OUT/env.log"
+
+if [ -n "${TESTS-1}" ]; then
+  timeout ${TEST_S:-240} $PY -m pytest -v -rA -m gpu -p no:cacheprovider ${TEST_FILES:-tests/kernels/test_cce.py} \
+    -k "${TEST_K:-fused or unfused or overflow}" 2>&1 | grep -v Warning | tee "$OUT/gpu_tests${TEST_TAG-}.log" | tail -4
+fi
+
+if [ -n "${BENCH-1}" ]; then
+  VARIANTS=${VARIANTS:-'{"unfused": {"fused_de": false}, "fused": {"fused_de": true}}'}
+  for d in ${DS:-128}; do
+    timeout ${BENCH_S:-200} $PY -m experiments.benchmark_loss --d $d --reps 5 --variants "$VARIANTS" \
+      --out "$OUT/fused_d$d.json" 2>&1 | grep -v -i warn | tee -a "$OUT/fused_bench.log" | grep '"case"' \
+      | $PY -c "import sys, json
+for l in sys.stdin:
+    r = json.loads(l); print(r['d'], r['case'], 'fwd', r.get('fwd_ms'), 'f+b', r.get('fwd_bwd_ms'), 'temp', r.get('temp_mib'), r.get('error', ''))"
+  done
+fi
+
+# Each kernel alone (experiments/benchmark_cce_parts.py); PARTS_VARIANTS_<D> sweeps fde_* tiles.
+if [ -n "${PARTS-}" ]; then
+  for d in ${DS:-128}; do
+    var=PARTS_VARIANTS_$d; variants=${!var-}; variants=${variants:-'{"default": {}}'}
+    timeout ${PARTS_S:-200} $PY -m experiments.benchmark_cce_parts --d $d --reps 5 \
+      --variants "$variants" ${PARTS_ONLY:+--parts $PARTS_ONLY} \
+      --out "$OUT/parts_d$d.json" 2>&1 | grep -v -i warn | tee -a "$OUT/parts.log"
+  done
+fi
