@@ -35,3 +35,19 @@ if [ -n "${PARTS-}" ]; then
       --out "$OUT/parts_d$d.json" 2>&1 | grep -v -i warn | tee -a "$OUT/parts.log"
   done
 fi
+
+# SASRec with the fused-forward defaults: CE and CCE on the shared Games set at the same time on
+# the one GPU (TRAIN_S s each), then CCE training steps at the Zvuk shape for 1e4..1e7 items.
+if [ -n "${TRAIN-}" ]; then
+  export DATA_DIR=${DATA_DIR:-.data_carry}
+  W=${WORK:-/tmp/fused_train}; T=${TRAIN_S:-120}; SLACK=120; mkdir -p "$W/logs"
+  . "$(dirname "$0")/gpu_session_lib.sh"
+  for loss in ce cce; do run "games_$loss" "configs/amazon_games_$loss.py" & done
+  wait
+  $PY -m experiments.run_table "$W" 2>&1 | tee "$OUT/train_table.log"
+  show_failed_runs
+  XLA_PYTHON_CLIENT_MEM_FRACTION=0.95 timeout ${CATALOG_S:-240} $PY -m experiments.catalog_scale \
+    --out "$OUT/catalog_cce.json" --losses=cce --catalogs=${CATALOGS:-1e4,1e5,1e6,1e7} --steps 3 \
+    --warmup 1 --time_budget_s ${CATALOG_BUDGET_S:-180} > "$OUT/catalog_cce.log" 2>&1
+  echo "catalog rc=$?"; tail -n 6 "$OUT/catalog_cce.log"
+fi
