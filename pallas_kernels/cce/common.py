@@ -43,8 +43,9 @@ class KernelConfig:
     bwd_mode="two_pass" and bwd_onehot="xla" (otherwise ignored); a float32 [N, D] residual is
     kept from the forward to the backward, and the loss it returns may differ from the plain
     forward's in the last bits (other tiles, other summation order). ``fde_*``: tiles, launch
-    settings and sum form (as ``fwd_sum_tile``) of that fused forward. H100, N=131072, V=1e6 (docs/perf.md): f+b 187.3 ->
-    137.0 ms (D=64), 298.3 -> 218.8 (D=128), 574.5 -> 434.3 (D=256), with bwd_stages 2 -> 3.
+    settings and sum form (as ``fwd_sum_tile``) of that fused forward. H100, N=131072, V=1e6
+    (docs/perf.md): f+b 187.3 -> 137.0 ms (D=64), 298.3 -> 218.8 (D=128), 574.5 -> 434.3
+    (D=256), with bwd_stages 2 -> 3.
     """
 
     fwd_block_n: int | None = None
@@ -73,9 +74,8 @@ class KernelConfig:
 # fde_stages. Tiles measured on an H200 (2026-11-22, N=32768, V=1e6, bf16; docs/perf.md "tile
 # sweep"); the fused forward's tiles equal the backward's and its stages, bwd_stages=3 and the
 # D=128 forward tile were measured on an H100 at N=131072 (docs/perf.md "fused forward": 128x64
-# 68.1 vs 64x128 71.5 ms). Larger D takes smaller tiles:
-# the resident E tile, the pipelined C tiles and the f32 accumulators must fit in registers and
-# 228 KB of shared memory.
+# 68.1 vs 64x128 71.5 ms). Larger D takes smaller tiles: the resident E tile, the pipelined C
+# tiles and the f32 accumulators must fit in registers and 228 KB of shared memory.
 _DEFAULTS = {
     64: ((64, 128, 4), (64, 64, 4), 3),
     128: ((128, 64, 4), (64, 128, 4), 3),

@@ -26,9 +26,11 @@ def resolve_config(n: int, v: int, d: int, block_n=None, block_v=None,
     """Defaults for (n, v, d, dtype size), user overrides, then tiles clamped to the problem."""
     cfg = common.fill_defaults(config, n, v, d, itemsize)
     if block_n is not None:
-        cfg = dataclasses.replace(cfg, fwd_block_n=block_n, bwd_block_n=block_n, fde_block_n=block_n)
+        cfg = dataclasses.replace(cfg, fwd_block_n=block_n, bwd_block_n=block_n,
+                                  fde_block_n=block_n)
     if block_v is not None:
-        cfg = dataclasses.replace(cfg, fwd_block_v=block_v, bwd_block_v=block_v, fde_block_v=block_v)
+        cfg = dataclasses.replace(cfg, fwd_block_v=block_v, bwd_block_v=block_v,
+                                  fde_block_v=block_v)
     if cfg.bwd_onehot not in ("kernel", "xla"):
         raise ValueError(f"bwd_onehot={cfg.bwd_onehot!r} must be 'kernel' or 'xla'")
     if cfg.fwd_shift not in ("online", "target"):

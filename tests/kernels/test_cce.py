@@ -161,7 +161,8 @@ PALLAS_CPU = (
        ("online-max", ONLINE, "bfloat16", "mean"), ("online-max", ONLINE, "float32", "none"),
        ("onehot-in-kernel", ONEHOT_KERNEL, "bfloat16", "sum"),
        ("onehot-in-kernel", ONEHOT_KERNEL, "float32", "none"),
-       ("fused-de-2-splits", FUSED, "bfloat16", "mean"), ("fused-de-2-splits", FUSED, "float32", "none"),
+       ("fused-de-2-splits", FUSED, "bfloat16", "mean"),
+       ("fused-de-2-splits", FUSED, "float32", "none"),
        ("unfused", UNFUSED, "bfloat16", "sum"), ("unfused", UNFUSED, "float32", "none")]
 )
 
