@@ -106,9 +106,9 @@ def median_ms(fn, args, reps: int):
 
 
 def matmul_rate(size: int = 8192, reps: int = 10) -> float:
+    """Measured bf16 matmul flop/s on random data (reps queued back to back, best of 3)."""
     if jax.default_backend() == "cpu":
         size, reps = 512, 2  # smoke tests only
-    """Measured bf16 matmul flop/s on random data (reps queued back to back, best of 3)."""
     ka, kb = jax.random.split(jax.random.key(1))
     a = jax.random.normal(ka, (size, size), jnp.bfloat16)
     b = jax.random.normal(kb, (size, size), jnp.bfloat16)

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# One device call (nvidia-h100-x1) for the fused forward of issue 4 (KernelConfig.fused_de: the
+# Device calls (nvidia-h100-x1) for the fused forward of issue 4 (KernelConfig.fused_de: the
 # forward of a differentiated call also accumulates sum_v softmax_rv c_v, so the backward runs
-# only the dC kernel): its gpu-marked tests, then its speed against the unfused defaults at the
-# issue's shape. Logs and JSON under $OUT. Steps are switched off with TESTS= / BENCH=.
+# only the dC kernel). Steps: TESTS (gpu-marked tests, TEST_K / TEST_FILES / TEST_S), BENCH
+# (VARIANTS against each other at the issue's shape, per D in DS), PARTS=1 (each kernel alone,
+# PARTS_VARIANTS_<D>, PARTS_ONLY), TRAIN=1 (SASRec CE vs CCE on Games, then CCE steps at the
+# Zvuk shape; needs .data_carry). Logs and JSON under $OUT. Switch steps off with TESTS= / BENCH=.
 #   DS="64 128 256" bash experiments/gpu_session_fused.sh
+#   TESTS= BENCH= TRAIN=1 bash experiments/gpu_session_fused.sh
 set -u
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
