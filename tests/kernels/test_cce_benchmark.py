@@ -70,3 +70,11 @@ def test_parts_benchmark_times_each_kernel(tmp_path, capsys):
     assert "fused_fwd_ms" in row and "lse_fwd_ms" not in row and "dc_kernel_ms" not in row
     with pytest.raises(SystemExit, match="unknown KernelConfig fields"):
         benchmark_cce_parts.main(["--interpret", "--variants", '{"x": {"fde_tile": 1}}'])
+
+
+def test_chunk_probe_runs_one_and_two_launches(capsys):
+    from experiments import chunk_overhead_probe
+
+    chunk_overhead_probe.main(["--n", "40", "--v", "70", "--d", "16", "--reps", "1", "--interpret"])
+    out = capsys.readouterr().out
+    assert "chunks=1 f+b" in out and "chunks=2 f+b" in out
