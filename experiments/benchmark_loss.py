@@ -198,16 +198,23 @@ def run_cases(args, p_mm, p_exp, mem_limit):
     return rows
 
 
-def run_variants(args, p_mm, p_exp):
-    """Each named KernelConfig of ``--variants`` on every shape (fields not given: defaults)."""
+def parse_variants(text: str) -> dict[str, KernelConfig]:
+    """``--variants`` JSON {name: {KernelConfig field: value}} -> {name: KernelConfig}; an unknown
+    field is a one-line error naming the known ones."""
     known = {f.name for f in dataclasses.fields(KernelConfig)}
     variants = {}
-    for name, fields in json.loads(args.variants).items():
+    for name, fields in json.loads(text).items():
         unknown = sorted(set(fields) - known)
         if unknown:
             raise SystemExit(f"--variants {name!r}: unknown KernelConfig fields {unknown}; "
                              f"choose from {sorted(known)}")
         variants[name] = KernelConfig(**fields)
+    return variants
+
+
+def run_variants(args, p_mm, p_exp):
+    """Each named KernelConfig of ``--variants`` on every shape (fields not given: defaults)."""
+    variants = parse_variants(args.variants)
     rows = []
     dtype = jnp.dtype(args.dtype)
     for n, v, d in shapes(args):

@@ -189,7 +189,6 @@ def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: b
     de_dtype = e_pad.dtype if de_dtype is None else de_dtype
     bn, bv = cfg.bwd_block_n, cfg.bwd_block_v
     n_tiles = pl.cdiv(v, bv)
-    n_full = v // bv
     prec = common.dot_precision(e_pad.dtype)
     exp_asm = cfg.exp_asm and not interpret
     params = common.compiler_params(cfg.bwd_warps, cfg.bwd_stages)
