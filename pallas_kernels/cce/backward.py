@@ -39,19 +39,16 @@ from pallas_kernels.cce import common
 
 
 def _grad_tile(x, lse2, t, g, cols, exp_asm: bool, transposed: bool, col_mask=None,
-               filter_eps=None, count_cols=None, onehot: bool = True, magic=None):
+               filter_eps=None, count_cols=None, onehot: bool = True):
     """float32 G tile from float32 logits x ([rows, cols] or, transposed, [cols, rows]).
 
     With ``filter_eps`` (static float) also returns whether the tile is kept: max |P - onehot|
     over rows with g != 0 and columns in ``count_cols`` (default ``col_mask``; None: all) is at
     least ``filter_eps``. ``onehot=False``: G = softmax * g only (the caller subtracts the
-    target term outside the kernel; no per-logit compare). ``magic`` (transposed, onehot=False):
-    the exponentials by ``common.exp2_poly`` instead of the MUFU."""
+    target term outside the kernel; no per-logit compare)."""
     if not onehot:  # (never with filter_eps: it needs |P - onehot|)
         if transposed:
-            x2 = x * common.LOG2E - lse2[None, :]
-            p = common.exp2(x2, exp_asm) if magic is None else common.exp2_poly(x2, magic)
-            grad = p * g[None, :]
+            grad = common.exp2(x * common.LOG2E - lse2[None, :], exp_asm) * g[None, :]
             return grad if col_mask is None else jnp.where(col_mask[:, None], grad, 0.0)
         grad = common.exp2(x * common.LOG2E - lse2[:, None], exp_asm) * g[:, None]
         return grad if col_mask is None else jnp.where(col_mask[None, :], grad, 0.0)
@@ -113,10 +110,8 @@ def _de_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, de_ref, *, v, block_v, n_fu
 
 
 def _dc_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_ref, *, v, block_v, block_n, n_row_tiles,
-               precision, exp_asm, filter_eps=None, onehot=True, poly_cols=0,
-               interpret=False):
+               precision, exp_asm, filter_eps=None, onehot=True):
     j = pl.program_id(0)
-    magic = common.round_magic(interpret) if poly_cols else None
     start = j * block_v
     cols = start + jnp.arange(block_v)
     col_ok = cols < v
@@ -126,9 +121,6 @@ def _dc_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_ref, *, v, block_v, bloc
         rows = pl.ds(i * block_n, block_n)
         e = e_ref[rows, :]
         xt = common.dot_nt(c, e, precision)  # [block_v, block_n]
-        if filter_eps is None and not onehot and poly_cols:
-            return _dc_pieces(c, e_ref, lse2_ref, g_ref, i * block_n, cols, acc, block_n,
-                              poly_cols, precision, exp_asm, magic)
         if filter_eps is None:
             # (Operand load order as it was measured: it changes Triton's pipelining.)
             if onehot:
@@ -146,20 +138,6 @@ def _dc_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_ref, *, v, block_v, bloc
     # Rows >= V of this tile are never stored.
     plgpu.store(dc_ref.at[pl.ds(start, block_v), :], acc.astype(dc_ref.dtype),
                 mask=col_ok[:, None])
-
-
-def _dc_pieces(c, e_ref, lse2_ref, g_ref, row0, cols, acc, block_n, poly_cols, precision,
-               exp_asm, magic):
-    """One row tile of the dC kernel (onehot=False) as ``common.column_pieces``: the last
-    ``poly_cols`` rows of the tile take their exponentials on the FMA pipes."""
-    for offset, size, poly in common.column_pieces(block_n, poly_cols):
-        rows = pl.ds(row0 + offset, size)
-        e = e_ref[rows, :]
-        xt = common.dot_nt(c, e, precision)  # [block_v, size]
-        grad_t = _grad_tile(xt, lse2_ref[rows], None, g_ref[rows], cols, exp_asm,
-                            transposed=True, onehot=False, magic=magic if poly else None)
-        acc = acc + common.dot_nn(grad_t.astype(e.dtype), e, precision)
-    return acc
 
 
 def _atomic_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_in_ref, de_ref, dc_ref, *, v, block_v,
@@ -248,8 +226,7 @@ def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: b
         de = _de_call(e_pad, c_pad, v, lse2, t, g, cfg, interpret, de_dtype, **filt)
     dc = pl.pallas_call(
         functools.partial(_dc_kernel, v=v, block_v=bv, block_n=bn, n_row_tiles=n_pad // bn,
-                          precision=prec, exp_asm=exp_asm, poly_cols=cfg.bwd_poly_cols or 0,
-                          interpret=interpret, **filt),
+                          precision=prec, exp_asm=exp_asm, **filt),
         grid=(n_tiles,),
         in_specs=[full] * 5,
         out_specs=full,

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-import operator
 
 import jax
 import jax.numpy as jnp
@@ -70,9 +68,6 @@ class KernelConfig:
     fde_warps: int | None = None
     fde_stages: int | None = None
     fde_sum_tile: bool | None = None
-    fwd_poly_cols: int | None = None
-    fde_poly_cols: int | None = None
-    bwd_poly_cols: int | None = None
 
 
 # Per D: (fwd_block_n, fwd_block_v, fwd_warps), (bwd_block_n, bwd_block_v, bwd_warps),
@@ -113,8 +108,7 @@ def default_config(n: int, v: int, d: int, itemsize: int = 2) -> KernelConfig:
                         bwd_mode="two_pass", exp_asm=True, fwd_shift="target",
                         fwd_sum_tile=True, bwd_onehot="xla", fused_de=True,
                         fde_block_n=bbn, fde_block_v=bbv, fde_warps=bw, fde_stages=fde_stages,
-                        fde_sum_tile=False, fwd_poly_cols=0,
-                        fde_poly_cols=0, bwd_poly_cols=0)
+                        fde_sum_tile=False)
 
 
 def fill_defaults(cfg: KernelConfig | None, n: int, v: int, d: int,
@@ -158,69 +152,6 @@ def exp2(x, use_asm: bool):
     return plgpu.elementwise_inline_asm(
         "ex2.approx.ftz.f32 $0, $1;", args=[x], constraints="=r,r", pack=1,
         result_shape_dtypes=[jax.ShapeDtypeStruct(x.shape, x.dtype)])[0]
-
-
-# Minimax polynomial (relative error) for 2^f on [-1/2, 1/2], coefficients from f^0 up, fitted in
-# float64 by iteratively reweighted least squares: max relative error 2.3e-7 with float32 Horner
-# steps, as ex2.approx's ~2 ulp. Degree 5: 4 would save one FMA for 2.7e-6, but its c0 < 1 would
-# turn an overflow (x >= 128) into a finite number the overflow check cannot see.
-_EXP2_POLY = (1.0000001192092896, 0.6931469440460205, 0.24022120237350464, 0.05550713464617729,
-              0.009675541892647743, 0.0013276460813358426)
-_ROUND_MAGIC = 12582912.0  # 1.5 * 2^23: x + M rounds x to an integer held in M's low bits
-
-
-def round_magic(interpret: bool):
-    """1.5 * 2^23 for ``exp2_poly``. XLA, which runs the interpreter, would fold (x + M) - M to x
-    for a constant M, so there it is hidden behind an optimization barrier; Triton and LLVM do
-    not reassociate float math (no fast-math flags), so the GPU gets the constant."""
-    m = jnp.float32(_ROUND_MAGIC)
-    return lax.optimization_barrier(m) if interpret else m
-
-
-def exp2_poly(x, magic):
-    """2**x in float32 without the MUFU: FMA and integer ops only, to take part of the
-    exponentials off the special-function unit, which bounds the forward (``KernelConfig.*_poly_cols``).
-    ``magic``: ``round_magic(interpret)``.
-
-    x = n + f with n = round(x) (x + 1.5 * 2^23 keeps n in its low bits) and |f| <= 1/2; 2^f by
-    the polynomial; n is added to the exponent bits (bitcast(x + M) << 23 == n << 23, since M's
-    low 9 bits are zero). x is clamped to [-126, 128]: below, the result is 2^-126 instead of ~0
-    (negligible in a sum that holds the shift's own 2^0 = 1); at 128, p(0) > 1 gives the exponent
-    field 255, a NaN, which the overflow check catches as it does ex2's inf.
-    """
-    x = jnp.minimum(jnp.maximum(x, -126.0), 128.0)
-    t = x + magic
-    f = x - (t - magic)
-    p = jnp.full_like(f, _EXP2_POLY[-1])
-    for c in _EXP2_POLY[-2::-1]:
-        p = p * f + c
-    bits = (lax.bitcast_convert_type(p, jnp.int32)
-            + lax.shift_left(lax.bitcast_convert_type(t, jnp.int32), 23))
-    return lax.bitcast_convert_type(bits, jnp.float32)
-
-
-def column_pieces(block: int, poly_cols: int):
-    """Split a logit tile's ``block`` columns into power-of-two pieces (offset, size, poly): the
-    MUFU's share first (binary decomposition of block - poly_cols), then ``poly_cols`` columns
-    whose exponentials are ``exp2_poly``'s. Each piece is its own (smaller-N) dot, so one warp
-    holds MUFU and FMA work for the scheduler to overlap; 0: one piece, the plain tile.
-    Unrolling whole tiles instead broke Triton's load pipelining (H100, D = 64: forward 48.9 ->
-    70.1 ms, every 2nd tile; docs/perf.md)."""
-    if not poly_cols or poly_cols >= block:  # (a tile clamped to a tiny problem: no split)
-        return ((0, block, False),)
-    if poly_cols & (poly_cols - 1) or poly_cols < 16:
-        raise ValueError(f"poly_cols={poly_cols} must be 0 or a power of two >= 16")
-    pieces, off, rest = [], 0, block - poly_cols
-    while rest:
-        size = 1 << (rest.bit_length() - 1)
-        pieces.append((off, size, False))
-        off, rest = off + size, rest - size
-    return tuple(pieces) + ((off, poly_cols, True),)
-
-
-def total(xs):
-    """xs[0] + xs[1] + ... (no leading 0 + : the one-piece kernel stays the plain one)."""
-    return functools.reduce(operator.add, xs)
 
 
 # Tensor-core accumulation chains in the backward (``chained_sum``). The float32 MMA accumulator

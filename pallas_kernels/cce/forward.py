@@ -35,8 +35,7 @@ _NEG_INF = float("-inf")
 
 def _fwd_kernel(e_ref, c_ref, *refs, v: int, block_v: int, tiles_per_split: int, n_full: int,
                 has_tail: bool, num_splits: int, precision, exp_asm: bool, fixed_shift: bool,
-                sum_tile: bool, with_acc: bool = False, poly_cols: int = 0,
-                interpret: bool = False):
+                sum_tile: bool, with_acc: bool = False):
     if fixed_shift:
         shift_ref, lse2_ref, *acc_ref = refs
     else:
@@ -47,40 +46,29 @@ def _fwd_kernel(e_ref, c_ref, *refs, v: int, block_v: int, tiles_per_split: int,
 
     tail_j = common.traced(n_full, 1)
 
-    def logits(j, tail: bool, offset: int = 0, size: int = block_v):
-        """(float32 logits [block_n, size], the catalog rows [size, D]) of columns
-        [offset, offset + size) of catalog tile j."""
-        start = j * block_v + offset
-        c = common.load_rows(c_ref, start, size, v if tail else None)
-        x = common.dot_nt(e, c, precision)  # float32 [block_n, size]
+    def logits(j, tail: bool):
+        """(float32 logits [block_n, block_v], the catalog tile [block_v, D])."""
+        start = j * block_v
+        c = common.load_rows(c_ref, start, block_v, v if tail else None)
+        x = common.dot_nt(e, c, precision)  # float32 [block_n, block_v]
         if tail:
-            cols = start + jnp.arange(size)
+            cols = start + jnp.arange(block_v)
             x = jnp.where((cols < v)[None, :], x, _NEG_INF)
         return x, c
 
     if fixed_shift:
         shift2 = shift_ref[...]  # float32 [block_n], log2 domain, <= the row max
-        # The tile's last poly_cols columns take their exponentials on the FMA pipes.
-        pieces = common.column_pieces(block_v, poly_cols)
-        magic = common.round_magic(interpret) if poly_cols else None
 
         def step(j, carry, tail: bool):
-            sums, acc = carry[0], carry[1:]
-            ps = []
-            for offset, size, poly in pieces:
-                x, c = logits(j, tail, offset, size)
-                x2 = x * common.LOG2E - shift2[:, None]
-                ps.append(common.exp2_poly(x2, magic) if poly else common.exp2(x2, exp_asm))
-                if with_acc:  # rows of c past V are zeros and their p is 0: nothing to mask
-                    acc = (acc[0] + common.dot_nn(ps[-1].astype(e.dtype), c, precision),)
-            if sum_tile:
-                sums = tuple(s + p for s, p in zip(sums, ps))
-            else:
-                sums = (sums[0] + common.total([jnp.sum(p, axis=1) for p in ps]),)
-            return (sums,) + acc
+            x, c = logits(j, tail)
+            p = common.exp2(x * common.LOG2E - shift2[:, None], exp_asm)
+            s = carry[0] + (p if sum_tile else jnp.sum(p, axis=1))
+            if not with_acc:
+                return (s,)
+            # Rows of c past V are zeros and their p is 0: nothing to mask.
+            return s, carry[1] + common.dot_nn(p.astype(e.dtype), c, precision)
 
-        init = (tuple(jnp.zeros((block_n, size), jnp.float32) for _, size, _ in pieces)
-                if sum_tile else (jnp.zeros((block_n,), jnp.float32),),)
+        init = (jnp.zeros((block_n, block_v) if sum_tile else (block_n,), jnp.float32),)
         if with_acc:
             init += (jnp.zeros(e.shape, jnp.float32),)
     else:
@@ -109,7 +97,7 @@ def _fwd_kernel(e_ref, c_ref, *refs, v: int, block_v: int, tiles_per_split: int,
                          lambda c: step(tail_j, c, tail=True), lambda c: c, carry)
     # log2-domain LSE; an empty split gives -inf, which the merge ignores.
     if fixed_shift:
-        s = common.total([jnp.sum(t, axis=1) for t in carry[0]]) if sum_tile else carry[0][0]
+        s = jnp.sum(carry[0], axis=1) if sum_tile else carry[0]
         lse2_ref[...] = shift2 + jnp.log2(s)
         if with_acc:
             acc_ref[0][...] = carry[1]
@@ -146,9 +134,7 @@ def lse_rows(e_pad: jax.Array, c_pad: jax.Array, v: int, cfg: common.KernelConfi
         has_tail=n_full != n_tiles, num_splits=splits,
         precision=common.dot_precision(e_pad.dtype), exp_asm=cfg.exp_asm and not interpret,
         fixed_shift=shift is not None,
-        sum_tile=bool(cfg.fde_sum_tile if with_acc else cfg.fwd_sum_tile), with_acc=with_acc,
-        poly_cols=(cfg.fde_poly_cols if with_acc else cfg.fwd_poly_cols) or 0,
-        interpret=interpret)
+        sum_tile=bool(cfg.fde_sum_tile if with_acc else cfg.fwd_sum_tile), with_acc=with_acc)
     extra = () if shift is None else (shift.astype(jnp.float32) * common.LOG2E,)
     out_specs = [pl.BlockSpec((None, bn), lambda i, s: (s, i))]
     out_shape = [jax.ShapeDtypeStruct((splits, n_pad), jnp.float32)]

@@ -35,10 +35,6 @@ def resolve_config(n: int, v: int, d: int, block_n=None, block_v=None,
         raise ValueError(f"bwd_onehot={cfg.bwd_onehot!r} must be 'kernel' or 'xla'")
     if cfg.fwd_shift not in ("online", "target"):
         raise ValueError(f"fwd_shift={cfg.fwd_shift!r} must be 'online' or 'target'")
-    for name in ("fwd_poly_cols", "fde_poly_cols", "bwd_poly_cols"):
-        cols = getattr(cfg, name)
-        if not isinstance(cols, int) or cols < 0 or (cols and (cols < 16 or cols & (cols - 1))):
-            raise ValueError(f"{name}={cols!r} must be 0 (off) or a power of two >= 16")
     for name in ("fwd_block_n", "fwd_block_v", "bwd_block_n", "bwd_block_v", "fde_block_n",
                  "fde_block_v"):
         size = getattr(cfg, name)

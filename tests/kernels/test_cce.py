@@ -116,27 +116,6 @@ def check_case(e, c, t, where, reduction, impl, dtype_name, *, interpret=False, 
         assert np.all(np.asarray(de.astype(jnp.float32))[~w] == 0.0)
 
 
-def test_exp2_poly_matches_float64_exp2():
-    """common.exp2_poly (FMA-pipe 2^x): relative error <= 3e-7 (as ex2.approx's ~2 ulp) on
-    [-126, 128); 2^-126 below (never 0, never a denormal); non-finite from 128 up, like ex2's
-    overflow, so the target-shift overflow check still sees it. The rounding constant is behind
-    an optimization barrier, as in the interpreted kernels (XLA would fold (x + M) - M)."""
-    from pallas_kernels.cce import common
-
-    rng = _rng("exp2-poly")
-    x = np.concatenate([rng.uniform(-126.0, 128.0, 200_000), rng.uniform(-1.0, 1.0, 50_000),
-                        np.arange(-126, 128) + 0.5, np.arange(-126, 128),  # ties, integers
-                        [-np.inf, -1e30, -127.3, 128.0, 128.7, 1e30, np.inf]]).astype(np.float32)
-    got = np.asarray(jax.jit(lambda x_: common.exp2_poly(x_, common.round_magic(True)))(x),
-                     np.float64)
-    x64 = x.astype(np.float64)
-    inside = (x64 >= -126.0) & (x64 < 128.0)
-    rel = np.abs(got[inside] / np.exp2(x64[inside]) - 1.0)
-    assert rel.max() <= 3e-7, rel.max()
-    assert np.all(np.abs(got[x64 < -126.0] / 2.0 ** -126 - 1.0) <= 3e-7)
-    assert not np.any(np.isfinite(got[x64 >= 128.0]))
-
-
 def random_shape(rng, max_n, max_v, max_d):
     # Ragged: never multiples of the (power-of-two) blocks, except by chance.
     return (int(rng.integers(max_n // 2, max_n)) | 1, int(rng.integers(max_v // 2, max_v)) | 1,
@@ -175,12 +154,6 @@ ONEHOT_KERNEL = dict(block_n=16, block_v=16, kernel_config=KernelConfig(bwd_oneh
 # dE's softmax term accumulated by the forward (split catalog: partial accs are summed).
 FUSED = dict(block_n=16, block_v=16, kernel_config=KernelConfig(fused_de=True, num_splits=2))
 UNFUSED = dict(block_n=16, block_v=16, kernel_config=KernelConfig(fused_de=False))
-# Part of the exponentials by the FMA-pipe polynomial (common.exp2_poly), in every kernel.
-# Tiles of 32 = 16 MUFU + 16 polynomial columns; 64 = 32 + 16 + 16.
-POLY_FUSED = dict(block_n=32, block_v=32,
-                  kernel_config=KernelConfig(fde_poly_cols=16, bwd_poly_cols=16))
-POLY_PLAIN = dict(block_n=32, block_v=64,
-                  kernel_config=KernelConfig(fused_de=False, fwd_poly_cols=16, bwd_poly_cols=16))
 PALLAS_CPU = (
     [("two-pass", TWO_PASS, dt, red) for dt in ("float32", "bfloat16") for red in ("mean", "sum", "none")]
     + [("atomic-3-splits", ATOMIC_SPLIT, "bfloat16", "mean"),
@@ -190,11 +163,7 @@ PALLAS_CPU = (
        ("onehot-in-kernel", ONEHOT_KERNEL, "float32", "none"),
        ("fused-de-2-splits", FUSED, "bfloat16", "mean"),
        ("fused-de-2-splits", FUSED, "float32", "none"),
-       ("unfused", UNFUSED, "bfloat16", "sum"), ("unfused", UNFUSED, "float32", "none"),
-       ("poly-exp-fused", POLY_FUSED, "bfloat16", "mean"),
-       ("poly-exp-fused", POLY_FUSED, "float32", "none"),
-       ("poly-exp-unfused", POLY_PLAIN, "float32", "mean"),
-       ("poly-exp-unfused", POLY_PLAIN, "bfloat16", "none")]
+       ("unfused", UNFUSED, "bfloat16", "sum"), ("unfused", UNFUSED, "float32", "none")]
 )
 
 
@@ -233,19 +202,15 @@ def _far_above_target_inputs(rng, n, v, d, dtype):
     return e, c, t, where
 
 
-@pytest.mark.parametrize("dtype_name,fused,poly", [
-    ("float32", False, 0), ("bfloat16", False, 0), ("float32", True, 0), ("bfloat16", True, 0),
-    ("float32", False, 16), ("bfloat16", True, 16)])
-def test_target_shift_overflow_falls_back_to_running_max(dtype_name, fused, poly):
+@pytest.mark.parametrize("dtype_name,fused", [("float32", False), ("bfloat16", False),
+                                              ("float32", True), ("bfloat16", True)])
+def test_target_shift_overflow_falls_back_to_running_max(dtype_name, fused):
     from pallas_kernels.cce import forward, ops
 
-    rng = _rng("overflow", dtype_name, fused, poly)
+    rng = _rng("overflow", dtype_name, fused)
     e, c, t, where = _far_above_target_inputs(rng, 21, 37, 16, DTYPES[dtype_name])
-    # The shifted kernel alone does overflow on these rows (so the fallback is exercised; with
-    # poly=16 and 32-item tiles, item 18 is in the columns the polynomial takes) ...
-    kcfg = KernelConfig(fused_de=fused, fwd_poly_cols=poly, fde_poly_cols=poly)
-    block_v = 32 if poly else 16
-    cfg = ops.resolve_config(21, 37, 16, 16, block_v, config=kcfg)
+    # The shifted kernel alone does overflow on these rows (so the fallback is exercised) ...
+    cfg = ops.resolve_config(21, 37, 16, 16, 16)
     z_t = np.asarray(e, np.float32) @ np.asarray(c, np.float32).T
     t_safe = np.where(np.asarray(where), np.asarray(t), 0)  # masked rows may hold junk labels
     shift = jnp.asarray(np.where(np.asarray(where), z_t[np.arange(21), t_safe], 0.0))
@@ -254,8 +219,8 @@ def test_target_shift_overflow_falls_back_to_running_max(dtype_name, fused, poly
                            shift=jnp.pad(shift, (0, 32 - 21)))
     assert not np.all(np.isfinite(np.asarray(lse)[:21]))
     # ... and the loss and gradients still match float64 (fused: softmax-mean kernel fallback).
-    check_case(e, c, t, where, "none", "pallas", dtype_name, interpret=True, block_n=16,
-               block_v=block_v, kernel_config=kcfg)
+    check_case(e, c, t, where, "none", "pallas", dtype_name, interpret=True, block_n=16, block_v=16,
+               kernel_config=KernelConfig(fused_de=fused))
 
 
 # ---------------------------------------------------------------- GPU: compiled Triton kernels
@@ -287,10 +252,6 @@ GPU_CASES = (
     + [("fused-de", KernelConfig(fused_de=True), d, dt, red) for d in (64, 256) for dt, red in _DT]
     + [("fused-de-split-4", KernelConfig(fused_de=True, num_splits=4), 128, "bfloat16", "mean")]
     + [("unfused", KernelConfig(fused_de=False), 128, dt, red) for dt, red in _DT]
-    + [("poly-exp", KernelConfig(fwd_poly_cols=16, fde_poly_cols=16, bwd_poly_cols=16), d, dt,
-        red) for d in (64, 256) for dt, red in _DT]
-    + [("poly-exp-unfused", KernelConfig(fused_de=False, fwd_poly_cols=32, bwd_poly_cols=32),
-        128, dt, red) for dt, red in _DT]
 )
 
 
@@ -383,8 +344,6 @@ def test_empty_batch():
         (dict(block_v=0), "block_v"),
         (dict(filter_eps=1.5), "filter_eps"),
         (dict(impl="pallas", block_v=48, interpret=True), "power of two"),
-        (dict(impl="pallas", interpret=True, kernel_config=KernelConfig(bwd_poly_cols=24)),
-         "bwd_poly_cols"),
     ],
 )
 def test_bad_input_raises(kwargs, match):
