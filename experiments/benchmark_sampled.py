@@ -47,6 +47,9 @@ def parse_args(argv=None):
     p.add_argument("--num-stages", type=int, default=None)
     p.add_argument("--dc-accum", nargs="+", default=["float32"],
                    help="dC accumulation dtypes to try for sharing=row (shared: float32)")
+    p.add_argument("--row-sampling", nargs="+", default=["independent"],
+                   help="uniform row sharing: independent and/or permutation (atomic-free dC)")
+    p.add_argument("--dc-block", type=int, default=16, help="items per program, permutation dC")
     p.add_argument("--dc-part-items", type=int, default=0, help="0: fused row backward")
     p.add_argument("--scatter-rows", type=int, default=8)
     p.add_argument("--copy-gib", type=float, default=2.0)
@@ -111,14 +114,18 @@ def cases(args) -> list[dict]:
         if args.sampler == "popularity":
             counts = np.random.default_rng(0).zipf(1.2, size=v).clip(max=10**6)
         bound_ms = 3 * n_rows * (n + 1) * d * dtype.itemsize / bw * 1e3
-        variants = [(sh, acc) for sh in args.sharing
-                    for acc in (args.dc_accum if sh == "row" else ["float32"])]
-        for sharing, dc_accum in variants:
+        # dC accumulation dtypes only matter to the atomic (independent / popularity) backward.
+        variants = [(sh, rs, acc) for sh in args.sharing
+                    for rs in (args.row_sampling if sh == "row" else ["permutation"])
+                    for acc in (args.dc_accum if sh == "row" and (
+                        rs == "independent" or args.sampler != "uniform") else ["float32"])]
+        for sharing, row_sampling, dc_accum in variants:
             kw = dict(num_negatives=n, sampler=args.sampler, item_counts=counts, sharing=sharing,
                       impl=args.impl, block_rows=args.block_rows, row_block=args.row_block,
                       neg_block=args.neg_block, num_warps=args.num_warps,
                       num_stages=args.num_stages, dc_accum=dc_accum,
-                      dc_part_items=args.dc_part_items, scatter_rows=args.scatter_rows)
+                      dc_part_items=args.dc_part_items, scatter_rows=args.scatter_rows,
+                      row_sampling=row_sampling, dc_block=args.dc_block)
             loss = lambda e_, c_, s: sampled_linear_cross_entropy(e_, c_, t, seed=s, where=where, **kw)
             fwd = jax.jit(loss)
             fwd_bwd = jax.jit(jax.value_and_grad(loss, (0, 1)))
@@ -129,7 +136,8 @@ def cases(args) -> list[dict]:
                        row_block=args.row_block,
                        neg_block=args.neg_block, num_warps=args.num_warps,
                        num_stages=args.num_stages, dc_accum=dc_accum,
-                       dc_part_items=args.dc_part_items, scatter_rows=args.scatter_rows)
+                       dc_part_items=args.dc_part_items, scatter_rows=args.scatter_rows,
+                       row_sampling=row_sampling, dc_block=args.dc_block)
             try:
                 row["fwd_ms"], row["fwd_all_ms"] = _median_ms(fwd, seeds, args.reps)
                 row["fwd_bwd_ms"], row["fwd_bwd_all_ms"] = _median_ms(fwd_bwd, seeds, args.reps)
@@ -156,10 +164,10 @@ def main(argv=None):
                 python=sys.version.split()[0], argv=sys.argv)
     if args.out:
         write_json_atomic(args.out, {"meta": meta, "rows": rows}, indent=1)
-    print(f"{'D':>4} {'sharing':>7} {'dC acc':>8} {'fwd ms':>8} {'f+b ms':>8} {'bound':>7} {'x bnd':>6} "
+    print(f"{'D':>4} {'sharing':>7} {'row ids':>11} {'dC acc':>8} {'fwd ms':>8} {'f+b ms':>8} {'bound':>7} {'x bnd':>6} "
           f"{'vs SRS':>7} {'temp MiB':>9}")
     for r in rows:
-        print(f"{r['d']:>4} {r['sharing']:>7} {r['dc_accum']:>8} {r.get('fwd_ms', float('nan')):8.2f} "
+        print(f"{r['d']:>4} {r['sharing']:>7} {r['row_sampling']:>11} {r['dc_accum']:>8} {r.get('fwd_ms', float('nan')):8.2f} "
               f"{r.get('fwd_bwd_ms', float('nan')):8.2f} {r['gather_bound_ms']:7.2f} "
               f"{r.get('x_bound', float('nan')):6.2f} {r.get('speedup_vs_srs', float('nan')):7.2f} "
               f"{r.get('temp_mib', float('nan')):9.1f} {r.get('error', '')}")

@@ -106,6 +106,8 @@ def sampled_linear_cross_entropy(
     dc_accum: str = "float32",
     dc_part_items: int | None = 0,
     scatter_rows: int = 8,
+    row_sampling: str = "independent",
+    dc_block: int = 16,
 ) -> jax.Array:
     """Sampled softmax cross-entropy with in-kernel negatives (CCE-).
 
@@ -117,8 +119,15 @@ def sampled_linear_cross_entropy(
       seed: int or int32/uint32 scalar (may be traced: use a new one every step).
       sampler: ``"uniform"`` or ``"popularity"`` (``q ∝ item_counts``).
       item_counts: ``[V]`` counts (concrete) or a ``PopularityTable`` (for popularity sampling).
-      sharing: ``"row"`` (independent negatives per row), ``"block"`` (one set per ``block_rows``
+      sharing: ``"row"`` (negatives per row), ``"block"`` (one set per ``block_rows``
         consecutive rows), ``"batch"`` (one set for all rows).
+      row_sampling: uniform ``"row"`` sharing only. ``"independent"`` (default): a hash per
+        (row, slot), the reference's i.i.d. draws; the Pallas backward adds dC with atomics.
+        ``"permutation"``: each row's negatives are i.i.d. uniform, and at each slot the rows of
+        a block of ~V consecutive rows draw distinct items (a keyed permutation; < 1/sqrt(V) of
+        the draws are dropped), which lets the Pallas backward gather dC per item with no
+        atomics: deterministic, float32 sums, no [V, D] buffer, but 1.5-1.7x slower at
+        N = 131072, V = 10^6 (docs/perf_sampled.md).
       where: optional bool ``[N]`` row mask.
       reduction: ``"mean"`` over ``where`` rows, ``"sum"`` or ``"none"`` (f32 ``[N]``).
       impl: ``"pallas"`` (GPU Triton kernels; ``interpret=True`` runs them anywhere), ``"xla"``,
@@ -126,8 +135,10 @@ def sampled_linear_cross_entropy(
       block_rows: rows per shared negative set for ``sharing="block"`` (also the kernel tile).
       row_block / neg_block / num_warps / num_stages: Pallas tiling (row tile for ``"row"``,
         ids per step for shared negatives) and Triton launch parameters.
+      dc_block: items per program of the permutation sampler's dC kernel (power of two >= 16;
+        16 measured best with 2 warps, which that path uses unless ``num_warps`` is given).
       dc_accum: ``"float32"`` (default) or ``"bfloat16"``: dtype of the buffer the Pallas
-        backward accumulates ``dC`` into with atomics (bf16 halves the atomic traffic but rounds
+        backward accumulates ``dC`` into with atomics (not used by the permutation backward) (bf16 halves the atomic traffic but rounds
         every partial sum to 8 bits of mantissa).
       dc_part_items: ``sharing="row"`` backward: ``0`` (default) scatters dC straight to HBM
         from one fused kernel; ``k > 0`` runs a dE kernel plus an item-partitioned scatter
@@ -153,7 +164,8 @@ def sampled_linear_cross_entropy(
         raise ValueError(f"where must have shape ({n_rows},), got {where.shape}")
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    sampling.check_sampling_args(num_negatives, num_items, sampler, sharing, block_rows)
+    sampling.check_sampling_args(num_negatives, num_items, sampler, sharing, block_rows,
+                                 row_sampling)
     if impl == "auto":
         impl = "pallas" if (jax.default_backend() == "gpu" and _pow2(d) and d >= 16) else "xla"
     if impl not in ("pallas", "xla"):
@@ -163,7 +175,7 @@ def sampled_linear_cross_entropy(
             raise ValueError(f"impl='pallas' needs D a power of two >= 16 (Triton blocks), got "
                              f"D={d}; use impl='xla'")
         for name, val, lo in (("block_rows", block_rows, 16), ("row_block", row_block, 8),
-                              ("neg_block", neg_block, 16)):
+                              ("neg_block", neg_block, 16), ("dc_block", dc_block, 16)):
             if not (_pow2(val) and val >= lo):
                 raise ValueError(f"impl='pallas' needs {name} a power of two >= {lo}, got {val}")
     if dc_accum not in ("float32", "bfloat16"):
@@ -186,7 +198,8 @@ def sampled_linear_cross_entropy(
         raise ValueError(f"scatter_rows must be a power of two >= 8, got {scatter_rows}")
     st = Static(int(num_negatives), int(num_items), sampler, sharing, int(block_rows), impl,
                 bool(interpret), int(xla_block_rows), int(row_block), int(neg_block), num_warps,
-                num_stages, dc_accum, int(dc_part_items), int(scatter_rows))
+                num_stages, dc_accum, int(dc_part_items), int(scatter_rows), row_sampling,
+                int(dc_block))
     w = jnp.ones((n_rows,), bool) if where is None else where.astype(bool)
     # Masked rows may hold any label (padding, -100): clamp so gathers stay in range.
     t = jnp.where(w, targets.astype(jnp.int32), 0)

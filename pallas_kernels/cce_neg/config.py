@@ -24,3 +24,8 @@ class Static:
     # the row tile of the partitioned scatter kernel.
     dc_part_items: int = 0
     scatter_rows: int = 8
+    # Uniform row sharing: "independent" (hash per (row, slot), atomic dC) or "permutation"
+    # (ids invertible per slot: atomic-free dC); sampling.py. dc_block: items per program of
+    # the permutation's dC kernel.
+    row_sampling: str = "independent"
+    dc_block: int = 16

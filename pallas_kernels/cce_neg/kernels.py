@@ -14,6 +14,14 @@ duplicate indices). The row-sharing backward skips rows with a zero cotangent (m
 ``dc_part_items > 0`` selects the item-partitioned variant (measured slower, see
 docs/perf_sampled.md).
 
+Uniform row sharing with ``row_sampling="permutation"`` (opt-in; ``sampling.py``) has a
+backward without atomics: a dE kernel over row tiles (gathers C, as the forward) and a dC kernel
+over item tiles that, for each slot, inverts the slot's permutation to find the row that drew
+each item and gathers that row of E (E is N x D: small enough to be served from L2). The
+positive (target) term of dC is added outside, sorted per target (``cce.ops``). Every dC row is
+a fixed-order float32 sum, so the gradients are deterministic, and no float32 [V, D] buffer is
+needed.
+
 Per-row residuals are O(N): the stream keys, ``lse`` and ``shift`` (``lse`` minus the uniform
 per-row correction). No ``[N, n]`` array exists anywhere.
 """
@@ -37,6 +45,8 @@ _dot = getattr(plt, "dot", None) or pl.dot
 
 def _compiler_params(st: Static, d: int):
     warps = st.num_warps
+    if warps is None and _perm(st):  # measured on an H100 at D = 128 (docs/perf_sampled.md)
+        warps = 2
     if warps is None:  # measured on an H200 (docs/perf_sampled.md): 8 warps pay off at D >= 256
         warps = 8 if d >= 256 else 4
     return plt.CompilerParams(num_warps=warps, num_stages=st.num_stages)
@@ -62,22 +72,46 @@ def _slot_key(j):
     return sampling.slot_keys(j)
 
 
+def _perm(st: Static) -> bool:
+    return sampling.uses_permutation(st.sampler, st.sharing, st.row_sampling)
+
+
 # ------------------------------------------------------------------ row sharing
 
 
-def _row_logits(st, keys, ef, t, c_ref, tabs, j, valid=None):
+def _row_setup(st: Static, keys):
+    """(keys, rows) of a row-sharing kernel (call at its top level: the interpreter has no
+    program_id in loops). The permutation sampler takes one scalar key (every row holds it) and
+    the tile's global rows (uint32); the hash takes the per-row keys and no rows."""
+    if not _perm(st):
+        return keys, None
+    bt = st.row_block
+    rows = (pl.program_id(0) * bt + jnp.arange(bt, dtype=jnp.int32)).astype(jnp.uint32)
+    return jnp.max(keys), rows
+
+
+def _row_logits(st, keys, ef, t, c_ref, tabs, j, valid=None, rows=None):
     """Logits of slot j for every row of the tile: (s f32[Bt] incl. sample correction, keep, ids, cg).
 
-    Rows where ``valid`` is False are not gathered (their ``cg`` is 0).
+    Rows where ``valid`` is False are not gathered (their ``cg`` is 0). With the permutation
+    sampler ``keys`` is its scalar key and ``rows`` the tile's global rows (``_row_setup``).
     """
     prob_ref, alias_ref, logq_ref = tabs
-    ids = _draw(st, sampling.draw_hash(keys, _slot_key(j)), prob_ref, alias_ref)
+    if _perm(st):
+        ids = sampling.perm_ids(keys, rows, j, st.num_items)
+        drawn = ids >= 0  # -1: the permutation landed past the catalog, a dropped draw
+        valid = drawn if valid is None else valid & drawn
+        keep = (ids != t) & drawn
+        ids = jnp.maximum(ids, 0)
+    else:
+        ids = _draw(st, sampling.draw_hash(keys, _slot_key(j)), prob_ref, alias_ref)
+        keep = ids != t
     cg = c_ref[ids, :] if valid is None else _masked_rows(st, c_ref, ids, valid)
     cg = cg.astype(jnp.float32)
     s = jnp.sum(ef * cg, axis=1)
     if st.sampler == "popularity":
         s = s - (jnp.float32(math.log(st.num_negatives)) + logq_ref[ids])
-    return s, ids != t, ids, cg
+    return s, keep, ids, cg
 
 
 def _finish_lse(st, s_pos, m, l, cnt):
@@ -101,13 +135,14 @@ def _split_tabs(st, refs):
 
 def _row_fwd_kernel(st, keys_ref, e_ref, t_ref, c_ref, *refs):
     tabs, (lse_ref, shift_ref, spos_ref) = _split_tabs(st, refs)
-    keys, t = keys_ref[...], t_ref[...]
+    keys, rows = _row_setup(st, keys_ref[...])
+    t = t_ref[...]
     ef = e_ref[...].astype(jnp.float32)
     s_pos = jnp.sum(ef * c_ref[t, :].astype(jnp.float32), axis=1)
 
     def body(j, carry):
         m, l, cnt = carry
-        s, keep, _, _ = _row_logits(st, keys, ef, t, c_ref, tabs, j)
+        s, keep, _, _ = _row_logits(st, keys, ef, t, c_ref, tabs, j, rows=rows)
         s = jnp.where(keep, s, -jnp.inf)
         m_new = jnp.maximum(m, s)
         l = l * jnp.exp(m - m_new) + jnp.exp(s - m_new)
@@ -144,7 +179,8 @@ def _scatter_rows(st, dc_ref, ids, val, mask=None):
 def _row_bwd_kernel(st, keys_ref, e_ref, t_ref, g_ref, lse_ref, shift_ref, c_ref, *refs):
     tabs, (dc_in_ref, de_ref, dc_ref) = _split_tabs(st, refs)
     del dc_in_ref  # aliased with dc_ref
-    keys, t, g = keys_ref[...], t_ref[...], g_ref[...]
+    keys, rows = _row_setup(st, keys_ref[...])
+    t, g = t_ref[...], g_ref[...]
     lse, shift = lse_ref[...], shift_ref[...]
     # Rows with a zero cotangent (masked rows, padding) neither gather nor scatter: in padded
     # training batches that skips their HBM traffic. Their contributions are exactly 0.
@@ -156,7 +192,7 @@ def _row_bwd_kernel(st, keys_ref, e_ref, t_ref, g_ref, lse_ref, shift_ref, c_ref
     _scatter_rows(st, dc_ref, t, g_pos[:, None] * ef, mask=valid)
 
     def body(j, de):
-        s, keep, ids, cg = _row_logits(st, keys, ef, t, c_ref, tabs, j, valid)
+        s, keep, ids, cg = _row_logits(st, keys, ef, t, c_ref, tabs, j, valid, rows)
         gj = jnp.where(keep, jnp.exp(s - shift), 0.0) * g
         _scatter_rows(st, dc_ref, ids, gj[:, None] * ef, mask=valid)
         return de + gj[:, None] * cg
@@ -169,7 +205,8 @@ def _row_de_kernel(st, keys_ref, e_ref, t_ref, g_ref, lse_ref, shift_ref, c_ref,
     """Partitioned backward, part 1: dE per row tile, and the (O(N D)) positive dC term."""
     tabs, (dc_in_ref, de_ref, dc_ref) = _split_tabs(st, refs)
     del dc_in_ref
-    keys, t, g = keys_ref[...], t_ref[...], g_ref[...]
+    keys, rows = _row_setup(st, keys_ref[...])
+    t, g = t_ref[...], g_ref[...]
     lse, shift = lse_ref[...], shift_ref[...]
     ef = e_ref[...].astype(jnp.float32)
     c_pos = c_ref[t, :].astype(jnp.float32)
@@ -177,7 +214,7 @@ def _row_de_kernel(st, keys_ref, e_ref, t_ref, g_ref, lse_ref, shift_ref, c_ref,
     _scatter_rows(st, dc_ref, t, g_pos[:, None] * ef)
 
     def body(j, de):
-        s, keep, _, cg = _row_logits(st, keys, ef, t, c_ref, tabs, j)
+        s, keep, _, cg = _row_logits(st, keys, ef, t, c_ref, tabs, j, rows=rows)
         return de + (jnp.where(keep, jnp.exp(s - shift), 0.0) * g)[:, None] * cg
 
     de = jax.lax.fori_loop(0, st.num_negatives, body, g_pos[:, None] * c_pos)
@@ -224,6 +261,69 @@ def _masked_rows(st, ref, ids, mask):
         return jnp.where(mask[:, None], ref[ids, :], 0)
     shape = (ids.shape[0], ref.shape[1])
     return plt.load(ref.at[ids, :], mask=jnp.broadcast_to(mask[:, None], shape), other=0)
+
+
+# ------------------------------------------------------------------ row sharing, permutation
+
+
+def _perm_de_kernel(st, keys_ref, e_ref, t_ref, g_ref, lse_ref, shift_ref, c_ref, de_ref,
+                    gpos_ref):
+    """dE of a row tile (gathers only) and the rows' positive-term weights g_pos (for dC)."""
+    keys, rows = _row_setup(st, keys_ref[...])
+    t, g = t_ref[...], g_ref[...]
+    lse, shift = lse_ref[...], shift_ref[...]
+    valid = g != 0.0  # masked rows: no gathers, zero gradients
+    ef = e_ref[...].astype(jnp.float32)
+    c_pos = _masked_rows(st, c_ref, t, valid).astype(jnp.float32)
+    g_pos = jnp.where(valid, (jnp.exp(jnp.sum(ef * c_pos, axis=1) - lse) - 1.0) * g, 0.0)
+    tabs = (None, None, None)
+
+    def body(j, de):
+        s, keep, _, cg = _row_logits(st, keys, ef, t, c_ref, tabs, j, valid, rows)
+        return de + (jnp.where(keep, jnp.exp(s - shift), 0.0) * g)[:, None] * cg
+
+    de = jax.lax.fori_loop(0, st.num_negatives, body, g_pos[:, None] * c_pos)
+    de_ref[...] = de.astype(de_ref.dtype)
+    gpos_ref[...] = g_pos
+
+
+def _perm_dc_kernel(st, n_rows, n_blocks, key_ref, e_ref, t_ref, g_ref, shift_ref, c_ref,
+                    dc_ref):
+    """dC (negative terms) of a tile of ``dc_block`` items: for each slot j and row block b the
+    inverse permutation names the one row that drew each item; gather it, recompute the logit,
+    accumulate softmax * g * e_row in float32. Rows past the batch, masked rows (g = 0) and rows
+    whose target is the item (excluded negatives) contribute nothing."""
+    bv = st.dc_block
+    items = pl.program_id(0) * bv + jnp.arange(bv, dtype=jnp.int32)
+    item_ok = items < st.num_items
+    items_u = jnp.where(item_ok, items, 0).astype(jnp.uint32)
+    c = _masked_rows(st, c_ref, jnp.where(item_ok, items, 0), item_ok).astype(jnp.float32)
+    key = jnp.max(key_ref[...])
+
+    def rows_of(k):
+        # (lax.div/rem: jnp's floor-mod sign fix-up does not lower to Triton; k >= 0)
+        j, b = (k, 0) if n_blocks == 1 else (jax.lax.div(k, n_blocks), jax.lax.rem(k, n_blocks))
+        return sampling.perm_rows(key, items_u, jnp.asarray(j).astype(jnp.uint32), b,
+                                  st.num_items)
+
+    def body(k, acc):
+        rows = rows_of(k)
+        in_batch = item_ok & (rows < n_rows)
+        r = jnp.where(in_batch, rows, 0)
+        # The row gathers do not wait for g and t (they only zero the weight).
+        g, t, shift = g_ref[r], t_ref[r], shift_ref[r]
+        er = _masked_rows(st, e_ref, r, in_batch).astype(jnp.float32)
+        ok = in_batch & (g != 0.0) & (t != items)
+        w = jnp.where(ok, jnp.exp(jnp.sum(er * c, axis=1) - shift) * g, 0.0)
+        return acc + w[:, None] * er
+
+    acc = jax.lax.fori_loop(0, st.num_negatives * n_blocks, body,
+                            jnp.zeros(c.shape, jnp.float32))
+    if st.interpret:
+        dc_ref[pl.ds(pl.program_id(0) * bv, bv), :] = acc.astype(dc_ref.dtype)
+    else:
+        plt.store(dc_ref.at[pl.ds(pl.program_id(0) * bv, bv), :], acc.astype(dc_ref.dtype),
+                  mask=jnp.broadcast_to(item_ok[:, None], acc.shape))
 
 
 # ------------------------------------------------------------------ shared negatives
@@ -301,6 +401,8 @@ def _tables(st, table):
 
 def _keys(st, seed_u32, n_pad_rows):
     bt = _tile(st)
+    if _perm(st):
+        return jnp.full((n_pad_rows,), sampling.perm_key(seed_u32), jnp.uint32)
     if st.sharing == "row":
         streams = jnp.arange(n_pad_rows, dtype=jnp.uint32)
     elif st.sharing == "block":
@@ -349,6 +451,8 @@ def forward(st: Static, e, c, t, seed_u32, table):
 
 def backward(st: Static, e, c, t, g_rows, seed_u32, table, lse, shift):
     """Gradients of ``sum_r g_rows[r] * loss_r``: ``(dE [N, D] in e.dtype, dC [V, D] dc_accum)``."""
+    if _perm(st):
+        return _backward_row_perm(st, e, c, t, g_rows, seed_u32, lse, shift)
     if st.sharing == "row" and 0 < st.dc_part_items < st.num_items:
         return _backward_row_partitioned(st, e, c, t, g_rows, seed_u32, table, lse, shift)
     n_rows, d = e.shape
@@ -420,4 +524,45 @@ def _backward_row_partitioned(st, e, c, t, g_rows, seed_u32, table, lse, shift):
         interpret=st.interpret,
         name="cce_neg_bwd_row_dc",
     )(*args)
+    return de[:n_rows], dc
+
+
+def _backward_row_perm(st, e, c, t, g_rows, seed_u32, lse, shift):
+    """Permutation sampler: dE kernel + per-item dC gather kernel + the sorted positive term.
+    Returns dC in c.dtype (each row's negative sum and its target term rounded once each)."""
+    from pallas_kernels.cce.ops import _target_term_into_dc
+
+    n_rows, d = e.shape
+    v = st.num_items
+    bt = st.row_block
+    n_pad = -n_rows % bt
+    np_rows = n_rows + n_pad
+    keys = _keys(st, seed_u32, np_rows)
+    e_p, t_p, g_p = _pad(e, n_pad), _pad(t, n_pad), _pad(g_rows, n_pad)
+    row = pl.BlockSpec((bt,), lambda i: (i,))
+    de, g_pos = pl.pallas_call(
+        functools.partial(_perm_de_kernel, st),
+        out_shape=(jax.ShapeDtypeStruct((np_rows, d), e.dtype),
+                   jax.ShapeDtypeStruct((np_rows,), jnp.float32)),
+        grid=(np_rows // bt,),
+        in_specs=[row, pl.BlockSpec((bt, d), lambda i: (i, 0))] + [row] * 4 + [_full_spec()],
+        out_specs=(pl.BlockSpec((bt, d), lambda i: (i, 0)), row),
+        compiler_params=_compiler_params(st, d),
+        interpret=st.interpret,
+        name="cce_neg_bwd_perm_de",
+    )(keys, e_p, t_p, g_p, _pad(lse, n_pad), _pad(shift, n_pad), c)
+    bv = st.dc_block
+    n_tiles = -(-v // bv)
+    dc = pl.pallas_call(
+        functools.partial(_perm_dc_kernel, st, n_rows, -(-n_rows // sampling.perm_domain(v))),
+        out_shape=jax.ShapeDtypeStruct((n_tiles * bv if st.interpret else v, d), c.dtype),
+        grid=(n_tiles,),
+        in_specs=[pl.BlockSpec((1,), lambda i: (0,))] + [_full_spec()] * 5,
+        out_specs=_full_spec(),
+        compiler_params=_compiler_params(st, d),
+        interpret=st.interpret,
+        name="cce_neg_bwd_perm_dc",
+    )(keys[:1], e, t, g_rows, shift, c)
+    # Positive term dC[t_r] += g_pos_r e_r (masked rows have g_pos = 0).
+    dc = _target_term_into_dc(dc[:v], e, t, -g_pos[:n_rows])
     return de[:n_rows], dc

@@ -16,6 +16,22 @@ from 16-bit halves). Each id receives ``floor(2^32 / V)`` or that plus one of th
 values, so the relative bias is at most ``V / 2^32`` (2.3e-4 at V = 10^6), far below what the
 estimator can notice; no rejection loop (which kernels could not run in lockstep) is needed.
 
+Uniform ids with row sharing and ``row_sampling="permutation"`` (opt-in): rows come in
+blocks of M (M = 2^p * b just above V, 2^p ~ sqrt(V)); slot ``j`` of block ``k`` maps the block's
+rows to [0, M) by a keyed 4-round Feistel permutation (alternating rounds on Z_b x Z_(2^p),
+round function ``mix32(half ^ round key)``; keys from ``(seed, j, k)``). A row whose position maps
+into [V, M) has no negative at that slot: the draw is dropped (id -1) and, like a draw of the
+target, does not count in ``n_eff``; the kept draws are still i.i.d. uniform over the items, so
+the logQ correction stays unbiased. Less than 2^p / M ~ 1/sqrt(V) of the draws are dropped
+(0.045% at V = 10^6). Each row's draws are independent across slots (independent keys), as
+with the hash; what differs is that within one slot the rows of a block draw *distinct* items.
+The point is the inverse: ``perm_rows`` gives, for item ``v`` and slot ``j``, the one row of
+each block that drew it, so the backward computes dC by gathering rows of E per item instead of
+scattering atomics into dC (``kernels.py``): deterministic, exact float32 sums, no [V, D]
+buffer, but 1.5-1.7x slower than the atomic backward at N = 131072, V = 10^6 (docs/perf_sampled.md),
+so ``row_sampling="independent"`` (the plain hash, independent draws for every (row, slot)) is
+the default.
+
 Popularity ids (``q_j = count_j / sum(count)``): Walker/Vose alias table. Column ``k`` is the
 uniform id above; a second hash ``mix32(h ^ 0x5BD1E995)`` gives a 24-bit coin ``u`` in [0, 1); the
 draw is ``k`` if ``u < prob[k]`` else ``alias[k]``. Probabilities are thus quantised to 2^-24.
@@ -33,6 +49,7 @@ import numpy as np
 
 SAMPLERS = ("uniform", "popularity")
 SHARINGS = ("row", "block", "batch")
+ROW_SAMPLINGS = ("independent", "permutation")
 
 _U32 = jnp.uint32
 # Domain-separation tags: the same seed gives unrelated ids in the three sharing modes.
@@ -40,6 +57,9 @@ _SHARING_TAG = {"row": 0x243F6A88, "block": 0x6A09E667, "batch": 0xBB67AE85}
 _SLOT_MUL = 0x9E3779B9
 _SLOT_ADD = 0x632BE5AB
 _COIN_XOR = 0x5BD1E995
+_PERM_TAG = 0x452821E6
+_PERM_BLOCK_MUL = 0x85EBCA6B
+_PERM_ROUNDS = (0x38D01377, 0xBE5466CF, 0x34E90C6C, 0xC0AC29B7)
 
 
 def mix32(x: jax.Array) -> jax.Array:
@@ -110,6 +130,83 @@ def alias_pick(column: jax.Array, coin: jax.Array, prob_at_col: jax.Array,
                alias_at_col: jax.Array) -> jax.Array:
     """Alias-method choice given the gathered ``prob[column]`` and ``alias[column]``."""
     return jnp.where(coin < prob_at_col, column, alias_at_col)
+
+
+def uses_permutation(sampler: str, sharing: str, row_sampling: str) -> bool:
+    """Whether row ids come from the per-slot permutation (module docstring)."""
+    return sampler == "uniform" and sharing == "row" and row_sampling == "permutation"
+
+
+def perm_shape(num_items: int) -> tuple[int, int]:
+    """(p, b): the permutation's domain is [0, M), M = 2^p * b >= V with 2^p ~ sqrt(V) (of the
+    three p nearest half of V's bits, the one with the smallest M; M - V < 2^p)."""
+    half = max(1, (num_items - 1).bit_length() // 2)
+    size = lambda p: (1 << p) * -(-num_items // (1 << p))
+    p = min((q for q in (half - 1, half, half + 1) if q >= 1), key=lambda q: (size(q), abs(q - half)))
+    return p, -(-num_items // (1 << p))
+
+
+def perm_domain(num_items: int) -> int:
+    """M: rows come in blocks of M; a draw that lands in [V, M) is dropped."""
+    p, b = perm_shape(num_items)
+    return (1 << p) * b
+
+
+def perm_key(seed_u32: jax.Array) -> jax.Array:
+    """The permutation sampler's per-call key (uint32 scalar) from the seed."""
+    return mix32(seed_u32 ^ _U32(_PERM_TAG))
+
+
+def _round_keys(key, j, block):
+    """Four uint32 Feistel round keys of slot ``j`` and row block ``block`` (broadcasting). The
+    block enters by a multiply-xor, so per-slot keys stay scalars where the block is one."""
+    k = mix32(key ^ slot_keys(jnp.asarray(j)))
+    blk = jnp.asarray(block).astype(_U32) * _U32(_PERM_BLOCK_MUL)
+    return [mix32(k ^ _U32(c)) ^ blk for c in _PERM_ROUNDS]
+
+
+def _add_mod(x, y, m):
+    s = x + y  # x, y <= m < 2^31: no wrap
+    return jnp.where(s >= m, s - m, s)
+
+
+def _feistel(x, rks, p: int, b: int, inverse: bool):
+    """The keyed bijection of [0, 2^p * b) (or its inverse) on uint32 x: 4 alternating rounds
+    on (hi, lo) in Z_b x Z_(2^p), round function mix32(half ^ key) mod the other half's size."""
+    mask, bb = _U32((1 << p) - 1), _U32(b)
+    lo, hi = x & mask, x >> p
+    f = lambda y, k: mix32(y ^ k)
+    if not inverse:
+        lo = (lo + f(hi, rks[0])) & mask
+        hi = _add_mod(hi, f(lo, rks[1]) % bb, bb)
+        lo = (lo + f(hi, rks[2])) & mask
+        hi = _add_mod(hi, f(lo, rks[3]) % bb, bb)
+    else:  # y - f mod b as y + (b - f mod b), which is in [1, b]
+        hi = _add_mod(hi, bb - f(lo, rks[3]) % bb, bb)
+        lo = (lo - f(hi, rks[2])) & mask
+        hi = _add_mod(hi, bb - f(lo, rks[1]) % bb, bb)
+        lo = (lo - f(hi, rks[0])) & mask
+    return (hi << p) | lo
+
+
+def perm_ids(key: jax.Array, rows: jax.Array, j, num_items: int) -> jax.Array:
+    """int32 ids drawn by global rows ``rows`` at slots ``j`` (broadcasting; uint32 ``key`` from
+    ``perm_key``): row r takes position r mod M of block r // M's permutation of [0, M); a
+    position that maps past the catalog gives -1, a dropped draw (excluded like the target)."""
+    p, b = perm_shape(num_items)
+    m = _U32((1 << p) * b)
+    rows = jnp.asarray(rows).astype(_U32)
+    x = _feistel(rows % m, _round_keys(key, j, rows // m), p, b, inverse=False)
+    return jnp.where(x < _U32(num_items), x.astype(jnp.int32), -1)
+
+
+def perm_rows(key: jax.Array, items: jax.Array, j, block, num_items: int) -> jax.Array:
+    """int32 row of row block ``block`` that drew each of ``items`` (in [0, V)) at slot ``j``,
+    the inverse of ``perm_ids``; the row may be past the batch (then nobody drew the item)."""
+    p, b = perm_shape(num_items)
+    pos = _feistel(jnp.asarray(items).astype(_U32), _round_keys(key, j, block), p, b,
+                   inverse=True)
+    return jnp.asarray(block).astype(jnp.int32) * ((1 << p) * b) + pos.astype(jnp.int32)
 
 
 class PopularityTable(NamedTuple):
@@ -189,7 +286,9 @@ def num_streams(n_rows: int, sharing: str, block_rows: int) -> int:
 
 
 def check_sampling_args(num_negatives: int, num_items: int, sampler: str, sharing: str,
-                        block_rows: int) -> None:
+                        block_rows: int, row_sampling: str = "independent") -> None:
+    if row_sampling not in ROW_SAMPLINGS:
+        raise ValueError(f"row_sampling must be one of {ROW_SAMPLINGS}, got {row_sampling!r}")
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     if sharing not in SHARINGS:
@@ -203,8 +302,12 @@ def check_sampling_args(num_negatives: int, num_items: int, sampler: str, sharin
 
 
 def ids_for_streams(seed_u32: jax.Array, streams: jax.Array, num_negatives: int, num_items: int,
-                    sampler: str, sharing: str, table: PopularityTable | None) -> jax.Array:
+                    sampler: str, sharing: str, table: PopularityTable | None,
+                    row_sampling: str = "independent") -> jax.Array:
     """int32[len(streams), num_negatives] ids drawn by the given streams (plain JAX)."""
+    if uses_permutation(sampler, sharing, row_sampling):
+        j = jnp.arange(num_negatives, dtype=jnp.uint32)[None, :]
+        return perm_ids(perm_key(seed_u32), streams.astype(jnp.uint32)[:, None], j, num_items)
     keys = stream_keys(seed_u32, streams, sharing)[:, None]
     h = draw_hash(keys, slot_keys(jnp.arange(num_negatives, dtype=jnp.uint32))[None, :])
     col = uniform_ids(h, num_items)
@@ -215,15 +318,18 @@ def ids_for_streams(seed_u32: jax.Array, streams: jax.Array, num_negatives: int,
 
 def sampled_negative_ids(seed, n_rows: int, num_negatives: int, num_items: int, *,
                          sampler: str = "uniform", alias_table=None, item_counts=None,
-                         sharing: str = "row", block_rows: int = 128) -> jax.Array:
+                         sharing: str = "row", block_rows: int = 128,
+                         row_sampling: str = "independent") -> jax.Array:
     """The negative ids the CCE- kernels draw: ``int32[S, num_negatives]``.
 
     ``S = n_rows`` for ``sharing="row"`` (row r uses ``ids[r]``), ``ceil(n_rows / block_rows)`` for
     ``"block"`` (row r uses ``ids[r // block_rows]``) and 1 for ``"batch"``. Popularity sampling
     needs ``alias_table`` (a ``(prob, alias)`` pair or a ``PopularityTable``) or ``item_counts``.
     Negatives equal to a row's target are drawn here but excluded by the loss.
+    ``row_sampling`` (uniform, row sharing): "independent" or "permutation" (module docstring;
+    the permutation's dropped draws are -1).
     """
-    check_sampling_args(num_negatives, num_items, sampler, sharing, block_rows)
+    check_sampling_args(num_negatives, num_items, sampler, sharing, block_rows, row_sampling)
     table = None
     if sampler == "popularity":
         if alias_table is None:
@@ -236,14 +342,16 @@ def sampled_negative_ids(seed, n_rows: int, num_negatives: int, num_items: int, 
         table = PopularityTable(jnp.asarray(prob, jnp.float32), jnp.asarray(alias, jnp.int32),
                                 jnp.zeros((num_items,), jnp.float32))
     return _ids_jit(seed_to_u32(seed), table, num_streams(n_rows, sharing, block_rows),
-                    num_negatives, num_items, sampler, sharing)
+                    num_negatives, num_items, sampler, sharing, row_sampling)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6))
-def _ids_jit(seed_u32, table, n_streams, num_negatives, num_items, sampler, sharing):
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6, 7))
+def _ids_jit(seed_u32, table, n_streams, num_negatives, num_items, sampler, sharing,
+             row_sampling):
     # One compiled program per configuration (eager callers would otherwise dispatch op by op).
     streams = jnp.arange(n_streams, dtype=jnp.uint32)
-    return ids_for_streams(seed_u32, streams, num_negatives, num_items, sampler, sharing, table)
+    return ids_for_streams(seed_u32, streams, num_negatives, num_items, sampler, sharing, table,
+                           row_sampling)
 
 
 def expand_ids(ids: jax.Array, n_rows: int, sharing: str, block_rows: int) -> jax.Array:

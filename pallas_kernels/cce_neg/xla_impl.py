@@ -29,7 +29,7 @@ def _chunk_ids(st: Static, seed_u32, table, chunk, bt):
     else:
         streams = jnp.zeros((1,), jnp.uint32)
     ids = sampling.ids_for_streams(seed_u32, streams, st.num_negatives, st.num_items, st.sampler,
-                                   st.sharing, table)
+                                   st.sharing, table, st.row_sampling)
     return ids if st.sharing == "row" else ids[0]
 
 
@@ -44,7 +44,7 @@ def _logits(st: Static, e, c, t, ids, table):
     else:
         s = jnp.einsum("rd,kd->rk", e, cg, preferred_element_type=jnp.float32)
         ids_b = ids[None, :]
-    keep = ids_b != t[:, None]
+    keep = (ids_b != t[:, None]) & (ids_b >= 0)  # -1: a dropped draw (sampling.py)
     if st.sampler == "uniform":
         n_eff = jnp.maximum(keep.sum(axis=1, keepdims=True), 1).astype(jnp.float32)
         corr = jnp.float32(math.log(st.num_items - 1)) - jnp.log(n_eff)
