@@ -124,7 +124,7 @@ def sampled_linear_cross_entropy(
       row_sampling: uniform ``"row"`` sharing only. ``"independent"`` (default): a hash per
         (row, slot), the reference's i.i.d. draws; the Pallas backward adds dC with atomics.
         ``"permutation"``: each row's negatives are i.i.d. uniform, and at each slot the rows of
-        a block of ~V consecutive rows draw distinct items (a keyed permutation; < 1/sqrt(V) of
+        a block of ~V consecutive rows draw distinct items (a keyed permutation; < 3/sqrt(V) of
         the draws are dropped), which lets the Pallas backward gather dC per item with no
         atomics: deterministic, float32 sums, no [V, D] buffer, but 1.5-1.7x slower at
         N = 131072, V = 10^6 (docs/perf_sampled.md).
@@ -138,8 +138,8 @@ def sampled_linear_cross_entropy(
       dc_block: items per program of the permutation sampler's dC kernel (power of two >= 16;
         16 measured best with 2 warps, which that path uses unless ``num_warps`` is given).
       dc_accum: ``"float32"`` (default) or ``"bfloat16"``: dtype of the buffer the Pallas
-        backward accumulates ``dC`` into with atomics (not used by the permutation backward) (bf16 halves the atomic traffic but rounds
-        every partial sum to 8 bits of mantissa).
+        backward accumulates ``dC`` into with atomics (bf16 halves the atomic traffic but rounds
+        every partial sum to 8 bits of mantissa); the permutation backward does not use it.
       dc_part_items: ``sharing="row"`` backward: ``0`` (default) scatters dC straight to HBM
         from one fused kernel; ``k > 0`` runs a dE kernel plus an item-partitioned scatter
         kernel (``k`` items per pass, ``None``: as many as fit ``_L2_BUDGET`` bytes of C + dC

@@ -22,7 +22,7 @@ rows to [0, M) by a keyed 4-round Feistel permutation (alternating rounds on Z_b
 round function ``mix32(half ^ round key)``; keys from ``(seed, j, k)``). A row whose position maps
 into [V, M) has no negative at that slot: the draw is dropped (id -1) and, like a draw of the
 target, does not count in ``n_eff``; the kept draws are still i.i.d. uniform over the items, so
-the logQ correction stays unbiased. Less than 2^p / M ~ 1/sqrt(V) of the draws are dropped
+the logQ correction stays unbiased. Fewer than 2^p / M < 3 / sqrt(V) of the draws are dropped
 (0.045% at V = 10^6). Each row's draws are independent across slots (independent keys), as
 with the hash; what differs is that within one slot the rows of a block draw *distinct* items.
 The point is the inverse: ``perm_rows`` gives, for item ``v`` and slot ``j``, the one row of
@@ -142,7 +142,8 @@ def perm_shape(num_items: int) -> tuple[int, int]:
     three p nearest half of V's bits, the one with the smallest M; M - V < 2^p)."""
     half = max(1, (num_items - 1).bit_length() // 2)
     size = lambda p: (1 << p) * -(-num_items // (1 << p))
-    p = min((q for q in (half - 1, half, half + 1) if q >= 1), key=lambda q: (size(q), abs(q - half)))
+    candidates = [q for q in (half - 1, half, half + 1) if q >= 1]
+    p = min(candidates, key=lambda q: (size(q), abs(q - half)))
     return p, -(-num_items // (1 << p))
 
 

@@ -92,8 +92,8 @@ def test_consecutive_draws_are_independent(sharing):
 
 @pytest.mark.parametrize("num_items", [2, 3, 7, 97, 1000, 2**20 + 7])
 def test_permutation_ids_invert_and_are_distinct_per_slot(num_items):
-    """Row sharing's default sampler: at every slot, each block of M >= V consecutive rows maps
-    onto [0, M) one to one (positions past the catalog: -1, dropped, less than 1/sqrt(V) of
+    """The opt-in permutation row sampler: at every slot, each block of M >= V consecutive rows
+    maps onto [0, M) one to one (positions past the catalog: -1, dropped, fewer than 3/sqrt(V) of
     them), and perm_rows inverts it block by block, also for rows past the batch."""
     from pallas_kernels.cce_neg import sampling
 
@@ -120,7 +120,7 @@ def test_permutation_ids_invert_and_are_distinct_per_slot(num_items):
 
 @pytest.mark.parametrize("num_items", [1000, 65537])
 def test_permutation_draws_are_independent(num_items):
-    # Default row sampler, 7 bins (item mod 7, expected from the exact bin sizes; dropped draws
+    # Permutation row sampler, 7 bins (item mod 7, expected from the exact bin sizes; dropped draws
     # left out): slots j, j+1 of a row and rows s, s+1 at a slot. (Below ~100 items consecutive
     # rows of a block are visibly structured: distinct items from a 4-round Feistel network.)
     # Seeds 0..39 gave mean statistics 47.9 / 45.7 at V = 65537 (48 degrees of freedom) and
