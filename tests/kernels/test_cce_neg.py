@@ -407,7 +407,8 @@ def test_pallas_interpret_partitioned_row_backward(sampler, dtype):
     (75, 23, jnp.float32, "sum"),  # 4 row blocks (N > V); rows past the batch in the last one
 ])
 def test_pallas_interpret_permutation_backward(n_rows, v, dtype, reduction):
-    # Uniform row sharing's default: dE kernel + per-item dC gather kernel + sorted target term.
+    # The permutation row sampler's backward: dE kernel + per-item dC gather kernel + sorted
+    # target term.
     check_against_reference("pallas", "uniform", "row", dtype, n_rows=n_rows, v=v, d=16, n=9,
                             block_rows=16, seed=n_rows, interpret=True, row_block=16,
                             dc_block=16, reduction=reduction, row_sampling="permutation")
