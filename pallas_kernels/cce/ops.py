@@ -67,13 +67,20 @@ def _pad_vec(x, n_pad, value):
     return jnp.pad(x, (0, n_pad - x.shape[0]), constant_values=value)
 
 
-def _lse_one(embeddings, classifier, cfg, interpret, shift=None):
+def _lse_one(embeddings, classifier, cfg, interpret, shift=None, with_acc=False):
+    """One catalog chunk's LSE [N] (``with_acc``: and its float32 acc [N, D], forward.py)."""
+    n, d = embeddings.shape
     e_pad, c_pad = _padded(embeddings, classifier, cfg)
     if shift is not None:
         shift = _pad_vec(shift, e_pad.shape[0], 0.0)
-    lse = forward.lse_rows(e_pad, c_pad, classifier.shape[0], cfg, interpret=interpret,
-                           shift=shift)
-    return lse[: embeddings.shape[0]]
+    out = forward.lse_rows(e_pad, c_pad, classifier.shape[0], cfg, interpret=interpret,
+                           shift=shift, with_acc=with_acc)
+    return (out[0][:n], out[1][:n, :d]) if with_acc else out[:n]
+
+
+def _merge_lse(parts):
+    """LSE over catalog chunks from their per-chunk LSEs (a [chunks, N] logsumexp)."""
+    return parts[0] if len(parts) == 1 else jax.nn.logsumexp(jnp.stack(parts), axis=0)
 
 
 def _as_chunks(chunks, v: int, d: int):
@@ -87,9 +94,8 @@ def _as_chunks(chunks, v: int, d: int):
 def _lse(embeddings, classifier, chunks, interpret, shift=None):
     # One kernel launch per catalog chunk, merged in float32 (a [chunks, N] logsumexp).
     chunks = _as_chunks(chunks, *classifier.shape)
-    parts = [_lse_one(embeddings, classifier[lo:hi], cfg, interpret, shift)
-             for lo, hi, cfg in chunks]
-    return parts[0] if len(parts) == 1 else jax.nn.logsumexp(jnp.stack(parts), axis=0)
+    return _merge_lse([_lse_one(embeddings, classifier[lo:hi], cfg, interpret, shift)
+                       for lo, hi, cfg in chunks])
 
 
 def _lse_by_target(embeddings, classifier, z_t, chunks, interpret):
@@ -143,15 +149,10 @@ def _lse_and_mean_by_target(embeddings, classifier, z_t, chunks, interpret):
     Every catalog chunk and split is shifted by the same z_t, so their sums and accs add. If a
     row's sum (or acc) overflows, lse is redone with the running max and a by the dE kernel."""
     n, d = embeddings.shape
-    lses, acc = [], 0.0
-    for lo, hi, cfg in _as_chunks(chunks, *classifier.shape):
-        e_pad, c_pad = _padded(embeddings, classifier[lo:hi], cfg)
-        lse_k, acc_k = forward.lse_rows(e_pad, c_pad, hi - lo, cfg, interpret=interpret,
-                                        shift=_pad_vec(z_t, e_pad.shape[0], 0.0), with_acc=True)
-        lses.append(lse_k[:n])
-        acc = acc + acc_k[:n, :d]
-    lse = lses[0] if len(lses) == 1 else jax.nn.logsumexp(jnp.stack(lses), axis=0)
-    a = acc * jnp.exp(z_t - lse)[:, None]  # / (the row's sum relative to its target logit)
+    lses, accs = zip(*(_lse_one(embeddings, classifier[lo:hi], cfg, interpret, z_t, with_acc=True)
+                       for lo, hi, cfg in _as_chunks(chunks, *classifier.shape)))
+    lse = _merge_lse(lses)
+    a = sum(accs[1:], accs[0]) * jnp.exp(z_t - lse)[:, None]  # / (the row's sum rel. to z_t)
 
     def redo():
         lse_o = _lse(embeddings, classifier, _online(chunks), interpret)

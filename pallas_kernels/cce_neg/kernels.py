@@ -213,13 +213,18 @@ def _row_de_kernel(st, keys_ref, e_ref, t_ref, g_ref, lse_ref, shift_ref, c_ref,
     c_pos = c_ref[t, :].astype(jnp.float32)
     g_pos = (jnp.exp(jnp.sum(ef * c_pos, axis=1) - lse) - 1.0) * g
     _scatter_rows(st, dc_ref, t, g_pos[:, None] * ef)
+    de = _row_de(st, keys, rows, ef, t, g, shift, c_ref, tabs, g_pos[:, None] * c_pos)
+    de_ref[...] = de.astype(de_ref.dtype)
 
+
+def _row_de(st, keys, rows, ef, t, g, shift, c_ref, tabs, de0, valid=None):
+    """float32 dE of a row tile: ``de0`` (the positive term) plus softmax * g * c of every kept
+    negative (gathers only; rows where ``valid`` is False are not gathered)."""
     def body(j, de):
-        s, keep, _, cg = _row_logits(st, keys, ef, t, c_ref, tabs, j, rows=rows)
+        s, keep, _, cg = _row_logits(st, keys, ef, t, c_ref, tabs, j, valid, rows)
         return de + (jnp.where(keep, jnp.exp(s - shift), 0.0) * g)[:, None] * cg
 
-    de = jax.lax.fori_loop(0, st.num_negatives, body, g_pos[:, None] * c_pos)
-    de_ref[...] = de.astype(de_ref.dtype)
+    return jax.lax.fori_loop(0, st.num_negatives, body, de0)
 
 
 def _row_dc_part_kernel(st, n_tiles, keys_ref, e_ref, t_ref, g_ref, shift_ref, c_ref, *refs):
@@ -277,13 +282,8 @@ def _perm_de_kernel(st, keys_ref, e_ref, t_ref, g_ref, lse_ref, shift_ref, c_ref
     ef = e_ref[...].astype(jnp.float32)
     c_pos = _masked_rows(st, c_ref, t, valid).astype(jnp.float32)
     g_pos = jnp.where(valid, (jnp.exp(jnp.sum(ef * c_pos, axis=1) - lse) - 1.0) * g, 0.0)
-    tabs = (None, None, None)
-
-    def body(j, de):
-        s, keep, _, cg = _row_logits(st, keys, ef, t, c_ref, tabs, j, valid, rows)
-        return de + (jnp.where(keep, jnp.exp(s - shift), 0.0) * g)[:, None] * cg
-
-    de = jax.lax.fori_loop(0, st.num_negatives, body, g_pos[:, None] * c_pos)
+    de = _row_de(st, keys, rows, ef, t, g, shift, c_ref, (None, None, None),
+                 g_pos[:, None] * c_pos, valid)
     de_ref[...] = de.astype(de_ref.dtype)
     gpos_ref[...] = g_pos
 
