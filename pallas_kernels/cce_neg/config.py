@@ -29,7 +29,3 @@ class Static:
     # the permutation's dC kernel.
     row_sampling: str = "independent"
     dc_block: int = 16
-    # Row sharing, scalar reductions: loss and gradients in one pass (fused.py) on a persistent
-    # grid of fused_programs programs (0: fused.DEFAULT_PROGRAMS).
-    fused: bool = False
-    fused_programs: int = 0
