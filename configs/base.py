@@ -51,6 +51,9 @@ def get_config(dataset: str = "synthetic") -> ml_collections.ConfigDict:
 
     c.loss = ml_collections.ConfigDict(dict(
         type="cce", num_negatives=0, sampler="uniform", sharing="row", impl="auto",
+        # cce_neg kernels (pallas_kernels.sampled_linear_cross_entropy): dC accumulation dtype and
+        # the uniform row sampler (docs/perf_sampled.md).
+        dc_accum="float32", row_sampling="independent",
         gbce_t=0.75,
         # SCE (reference §4.5): buckets of random mixtures of batch outputs.
         sce_n_buckets=443, sce_bucket_size_x=443, sce_bucket_size_y=512, sce_mix_x=True))

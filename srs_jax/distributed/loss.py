@@ -58,6 +58,11 @@ def make_loss_plan(mesh: Mesh, loss_config, table_rows: int, n_items: int, *, it
         if option(loss_config, "sharing") != "row":
             raise ValueError("vocabulary-parallel cce_neg draws negatives per row: set "
                              "loss.sharing='row'")
+        for field, default in (("row_sampling", "independent"), ("dc_accum", "float32")):
+            if option(loss_config, field) != default:
+                raise ValueError(f"vocabulary-parallel cce_neg supports only loss.{field}="
+                                 f"'{default}' (the shard kernels hash per row and accumulate "
+                                 f"in float32): set it back")
         counts = None
         if option(loss_config, "sampler") == "popularity":
             if item_counts is None:

@@ -23,6 +23,10 @@ Loss config fields (``ml_collections.ConfigDict`` or dict; missing optional ones
   sharing        'row' (own negatives per row) | 'batch' (one set for all rows) | 'block' (cce_neg
                  only: one set per row tile); default 'row'
   impl           cce/cce_neg kernel implementation: 'auto' | 'pallas' | 'xla' (cce also 'naive'); default 'auto'
+  dc_accum       cce_neg, Pallas row sharing: dtype of the atomically accumulated dC, 'float32' |
+                 'bfloat16' (1.5-1.8x faster loss, partial sums rounded to bf16); default 'float32'
+  row_sampling   cce_neg, uniform row sharing: 'independent' (hash per row and slot) |
+                 'permutation' (deterministic, atomic-free dC; slower); default 'independent'
   gbce_t         gBCE calibration t in [0, 1]; default 0.75
   sce_n_buckets, sce_bucket_size_x, sce_bucket_size_y   SCE buckets / rows / items per bucket;
                  defaults 443, 443, 512 (the reference's)

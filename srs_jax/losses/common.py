@@ -11,6 +11,8 @@ DEFAULTS = {
     "sampler": "uniform",
     "sharing": "row",
     "impl": "auto",
+    "dc_accum": "float32",
+    "row_sampling": "independent",
     "gbce_t": 0.75,
     "sce_n_buckets": 443,
     "sce_bucket_size_x": 443,

@@ -61,5 +61,6 @@ def cce_neg(cfg, hidden, classifier, labels, where, *, key, item_counts=None):
     rows = pallas_kernels.sampled_linear_cross_entropy(
         hidden, classifier, safe_labels(labels, where), num_negatives=num_negatives(cfg),
         seed=kernel_seed(key), sampler=sampler, item_counts=counts, sharing=option(cfg, "sharing"),
-        where=where, reduction="none", impl=option(cfg, "impl"))
+        where=where, reduction="none", impl=option(cfg, "impl"),
+        dc_accum=option(cfg, "dc_accum"), row_sampling=option(cfg, "row_sampling"))
     return masked_mean(rows, where)

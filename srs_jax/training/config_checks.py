@@ -10,6 +10,8 @@ from srs_jax import models as models_lib
 LOSS_TYPES = ("ce", "ce_neg", "bce", "bce_plus", "gbce", "sce", "cce", "cce_neg")
 SAMPLED_LOSSES = ("ce_neg", "cce_neg", "bce_plus", "gbce")
 SAMPLERS = ("uniform", "popularity")
+DC_ACCUMS = ("float32", "bfloat16")
+ROW_SAMPLINGS = ("independent", "permutation")
 SCHEDULES = ("constant", "cosine")
 COVERAGE_MODES = ("reference", "conventional")
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
@@ -43,6 +45,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         _fail("loss.num_negatives", loss.num_negatives, f"loss {loss.type} needs >= 1 negatives")
     if loss.sampler not in SAMPLERS:
         _fail("loss.sampler", loss.sampler, f"use one of {list(SAMPLERS)}")
+    for field, allowed in (("dc_accum", DC_ACCUMS), ("row_sampling", ROW_SAMPLINGS)):
+        if loss.get(field, allowed[0]) not in allowed:
+            _fail(f"loss.{field}", loss[field], f"use one of {list(allowed)}")
     train = config.train
     for field in ("batch_size", "eval_batch_size", "max_epochs", "patience", "log_every"):
         if int(train[field]) < 1:

@@ -65,3 +65,35 @@ def test_cce_neg_equals_ce_neg_on_the_kernel_ids(seed, sampler, sharing):
     # A different key gives different negatives (and so a different loss).
     other = compute_loss(cfg, hidden, classifier, labels, where, key=jax.random.key(seed + 100), item_counts=counts)
     assert float(other) != kernel[0]
+
+
+@pytest.mark.parametrize("seed", [6, 7])
+def test_cce_neg_permutation_row_sampling_equals_ce_neg_on_its_ids(seed):
+    # loss.row_sampling='permutation' reaches the kernels: the loss is CE- on the permutation's ids.
+    rng, hidden, classifier, labels, where, _ = problem(seed)
+    n_rows, n_items = hidden.shape[0], classifier.shape[0]
+    num_neg = int(rng.integers(2, 40))
+    key = jax.random.key(seed)
+    cfg = {"type": "cce_neg", "num_negatives": num_neg, "row_sampling": "permutation", "impl": "xla"}
+    kernel = value_and_grads(lambda h, c: compute_loss(cfg, h, c, labels, where, key=key), hidden, classifier)
+    ids = pk.sampled_negative_ids(kernel_seed(key), n_rows, num_neg, n_items, row_sampling="permutation")
+    hashed = pk.sampled_negative_ids(kernel_seed(key), n_rows, num_neg, n_items)
+    assert not np.array_equal(ids, hashed)
+    # (The package's reference, which skips the draws the permutation drops, id -1.)
+    plain = value_and_grads(lambda h, c: pk.sampled_ce_reference(h, c, labels, jnp.asarray(ids), num_items=n_items,
+                                                                 where=where), hidden, classifier)
+    np.testing.assert_allclose(kernel[0], plain[0], rtol=1e-5)
+    for g, w in zip(kernel[1:], plain[1:]):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_cce_neg_dc_accum_reaches_the_kernels():
+    # On CPU the Pallas kernels run only in interpret mode, which the training path does not
+    # select; the jaxpr of the loss under impl='pallas' shows the dC buffer's dtype instead.
+    _, hidden, classifier, labels, where, _ = problem(8)
+    for accum in ("float32", "bfloat16"):
+        cfg = {"type": "cce_neg", "num_negatives": 5, "impl": "pallas", "dc_accum": accum}
+        grad = jax.grad(lambda c: compute_loss(cfg, hidden, c, labels, where, key=jax.random.key(0)))
+        jaxpr = str(jax.make_jaxpr(grad)(classifier))
+        assert "cce_neg_bwd_row" in jaxpr
+        assert f"{jnp.dtype(accum).name}[{classifier.shape[0]},16]" in jaxpr.replace(" ", "")

@@ -79,6 +79,8 @@ def test_shared_configs_follow_data_dir(monkeypatch):
     ("eval.monitor", "ndcg@7", "eval.monitor"),
     ("model.compute_dtype", "float16", "compute_dtype"),
     ("eval.coverage_mode", "catalog", "coverage_mode"),
+    ("loss.dc_accum", "float16", "loss.dc_accum"),
+    ("loss.row_sampling", "feistel", "loss.row_sampling"),
 ])
 def test_invalid_values_give_one_line_errors(field, value, match):
     c = base.get_config()

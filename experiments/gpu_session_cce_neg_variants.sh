@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# One single-GPU device call: SASRec CCE- (row sharing, uniform, 511 negatives) on the two shared
+# Amazon sets with the kernel options of issue 5, all runs at once on the one GPU, each with a
+# TRAIN_S training budget: the defaults, bf16 dC accumulation, and the permutation row sampler.
+#   DATA_DIR=.data_carry TRAIN_S=290 bash experiments/gpu_session_cce_neg_variants.sh
+# Epoch times are not comparable across runs (the GPU is shared); quality is.
+set -u
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false DATA_DIR=${DATA_DIR:-.data_carry}
+W=${WORK:-/tmp/quality}; T=${TRAIN_S:-290}; mkdir -p "$W/logs"
+PY=${PY:-python3}
+date -u; nvidia-smi -L 2>/dev/null
+
+SLACK=150; . "$(dirname "$0")/gpu_session_lib.sh"
+
+for data in sports games; do
+  run "${data}_cce_neg_row_default" "configs/amazon_${data}_cce_neg.py" &
+  run "${data}_cce_neg_row_bf16_dc" "configs/amazon_${data}_cce_neg.py" \
+    --config.loss.dc_accum=bfloat16 &
+  run "${data}_cce_neg_row_permutation" "configs/amazon_${data}_cce_neg.py" \
+    --config.loss.row_sampling=permutation &
+done
+wait
+
+$PY -m experiments.run_table "$W"
+show_failed_runs
+date -u
