@@ -171,6 +171,17 @@ def test_vocab_parallel_input_errors():
         vp.vocab_parallel_cross_entropy(e, jnp.zeros((10, 8)), t, mesh=bad_mesh)
 
 
+@pytest.mark.parametrize("field, value", [("sharing", "block"), ("row_sampling", "permutation"),
+                                          ("dc_accum", "bfloat16")])
+def test_loss_plan_refuses_cce_neg_options_the_shard_kernels_lack(field, value):
+    mesh = dist.make_mesh({"data": 1, "vocab": 1}, devices=jax.devices()[:1])
+    cfg = {"type": "cce_neg", "num_negatives": 4, field: value}
+    with pytest.raises(ValueError, match=f"loss.{field}='") as err:
+        dist.make_loss_plan(mesh, cfg, 11, 10)
+    assert "\n" not in str(err.value)
+    dist.make_loss_plan(mesh, {"type": "cce_neg", "num_negatives": 4}, 11, 10)  # defaults pass
+
+
 def test_one_device_mesh_matches_linear_cross_entropy():
     import pallas_kernels
 
