@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pallas_kernels.cce_neg import sampling, xla_impl
-from pallas_kernels.cce_neg.config import Static
+from pallas_kernels.cce_neg.config import Static, pow2, triton_width_ok
 from pallas_kernels.cce_neg.reference import reduce_rows
 
 
@@ -77,10 +77,6 @@ def _popularity_table(item_counts, num_items: int) -> sampling.PopularityTable:
 
 # Bytes of C + dC rows one scatter partition may cover: about half of an H100's 50 MB L2.
 _L2_BUDGET = 24 << 20
-
-
-def _pow2(x: int) -> bool:
-    return x > 0 and x & (x - 1) == 0
 
 
 def sampled_linear_cross_entropy(
@@ -167,16 +163,16 @@ def sampled_linear_cross_entropy(
     sampling.check_sampling_args(num_negatives, num_items, sampler, sharing, block_rows,
                                  row_sampling)
     if impl == "auto":
-        impl = "pallas" if (jax.default_backend() == "gpu" and _pow2(d) and d >= 16) else "xla"
+        impl = "pallas" if (jax.default_backend() == "gpu" and triton_width_ok(d)) else "xla"
     if impl not in ("pallas", "xla"):
         raise ValueError(f"impl must be 'auto', 'pallas' or 'xla', got {impl!r}")
     if impl == "pallas":
-        if not (_pow2(d) and d >= 16):
+        if not triton_width_ok(d):
             raise ValueError(f"impl='pallas' needs D a power of two >= 16 (Triton blocks), got "
                              f"D={d}; use impl='xla'")
         for name, val, lo in (("block_rows", block_rows, 16), ("row_block", row_block, 8),
                               ("neg_block", neg_block, 16), ("dc_block", dc_block, 16)):
-            if not (_pow2(val) and val >= lo):
+            if not (pow2(val) and val >= lo):
                 raise ValueError(f"impl='pallas' needs {name} a power of two >= {lo}, got {val}")
     if dc_accum not in ("float32", "bfloat16"):
         raise ValueError(f"dc_accum must be 'float32' or 'bfloat16', got {dc_accum!r}")
@@ -194,7 +190,7 @@ def sampled_linear_cross_entropy(
     if dc_part_items >= num_items:
         dc_part_items = 0
     if impl == "pallas" and sharing == "row" and dc_part_items and not (
-            _pow2(scatter_rows) and scatter_rows >= 8):
+            pow2(scatter_rows) and scatter_rows >= 8):
         raise ValueError(f"scatter_rows must be a power of two >= 8, got {scatter_rows}")
     st = Static(int(num_negatives), int(num_items), sampler, sharing, int(block_rows), impl,
                 bool(interpret), int(xla_block_rows), int(row_block), int(neg_block), num_warps,

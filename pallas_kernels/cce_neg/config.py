@@ -5,6 +5,15 @@ from __future__ import annotations
 import dataclasses
 
 
+def pow2(x: int) -> bool:
+    return x > 0 and x & (x - 1) == 0
+
+
+def triton_width_ok(d: int) -> bool:
+    """Whether the Triton kernels take rows of width D (a power of two >= 16)."""
+    return pow2(d) and d >= 16
+
+
 @dataclasses.dataclass(frozen=True)
 class Static:
     num_negatives: int

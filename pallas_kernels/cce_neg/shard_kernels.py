@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
 from pallas_kernels.cce_neg import sampling
+from pallas_kernels.cce_neg.config import pow2, triton_width_ok
 from pallas_kernels.cce_neg.kernels import (
     _NEG_INIT,
     _compiler_params,
@@ -55,13 +56,7 @@ class ShardStatic:
     num_stages: int | None = None
 
 
-def _pow2(x: int) -> bool:
-    return x > 0 and x & (x - 1) == 0
-
-
-def supports(d: int) -> bool:
-    """Whether the Triton kernels take rows of width D (a power of two >= 16)."""
-    return _pow2(d) and d >= 16
+supports = triton_width_ok  # Whether the Triton kernels take rows of width D.
 
 
 def check_shapes(d: int, row_block: int) -> None:
@@ -69,7 +64,7 @@ def check_shapes(d: int, row_block: int) -> None:
     if not supports(d):
         raise ValueError(f"impl='pallas' needs D a power of two >= 16 (Triton blocks), got D={d}; "
                          "use impl='xla'")
-    if not (_pow2(row_block) and row_block >= 8):
+    if not (pow2(row_block) and row_block >= 8):
         raise ValueError(f"impl='pallas' needs row_block a power of two >= 8, got {row_block}")
 
 
