@@ -3,11 +3,8 @@
 # CCE and CCE- on Sports), in the background, while the large-catalog CCE GPU test runs.
 #   DATA_DIR=.data_carry TRAIN_S=400 bash experiments/gpu_session_bert4rec.sh
 set -u
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false DATA_DIR=${DATA_DIR:-.data_carry}
-W=${WORK:-/tmp/bert}; T=${TRAIN_S:-400}; mkdir -p "$W/logs"
-PY=${PY:-python3}
-date -u; nvidia-smi -L 2>/dev/null
-SLACK=100; . "$(dirname "$0")/gpu_session_lib.sh"
+. "$(dirname "$0")/gpu_session_lib.sh"
+session_setup /tmp/bert 400 100  # work folder, training budget, slack (s)
 run sports_bert4rec_ce configs/amazon_sports_bert4rec_ce.py &
 run games_bert4rec_ce configs/amazon_games_bert4rec_ce.py &
 run sports_bert4rec_cce configs/amazon_sports_bert4rec_ce.py --config.loss.type=cce &

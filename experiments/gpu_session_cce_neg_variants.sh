@@ -5,12 +5,8 @@
 #   DATA_DIR=.data_carry TRAIN_S=290 bash experiments/gpu_session_cce_neg_variants.sh
 # Epoch times are not comparable across runs (the GPU is shared); quality is.
 set -u
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false DATA_DIR=${DATA_DIR:-.data_carry}
-W=${WORK:-/tmp/quality}; T=${TRAIN_S:-290}; mkdir -p "$W/logs"
-PY=${PY:-python3}
-date -u; nvidia-smi -L 2>/dev/null
-
-SLACK=150; . "$(dirname "$0")/gpu_session_lib.sh"
+. "$(dirname "$0")/gpu_session_lib.sh"
+session_setup /tmp/quality 290 150  # work folder, training budget, slack (s)
 
 for data in sports games; do
   run "${data}_cce_neg_row_default" "configs/amazon_${data}_cce_neg.py" &

@@ -4,12 +4,8 @@
 # CE and CCE at the Zvuk shape. Prints compact tables to stdout (nothing needs to come back in files).
 #   DATA_DIR=.data_carry TRAIN_S=150 bash experiments/gpu_session_lead.sh
 set -u
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false DATA_DIR=${DATA_DIR:-.data_carry}
-W=${WORK:-/tmp/lead}; T=${TRAIN_S:-150}; mkdir -p "$W/logs"
-PY=${PY:-python3}
-date -u; nvidia-smi -L 2>/dev/null
-
-SLACK=120; . "$(dirname "$0")/gpu_session_lib.sh"
+. "$(dirname "$0")/gpu_session_lib.sh"
+session_setup /tmp/lead 150 120  # work folder, training budget, slack (s)
 
 for loss in ce cce cce_neg; do run "sports_$loss" "configs/amazon_sports_$loss.py" & done
 for loss in ce cce; do run "games_$loss" "configs/amazon_games_$loss.py" & done

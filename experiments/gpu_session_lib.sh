@@ -1,5 +1,13 @@
-# Sourced by the GPU session scripts (gpu_session_lead / quality / bert4rec.sh). Expects W (work
-# folder), T (training budget, s), SLACK (s beyond T before the run is killed) and PY.
+# Sourced by the GPU session scripts of training runs (gpu_session_lead / quality / bert4rec /
+# cce_neg_variants.sh), which call session_setup first.
+
+session_setup() {  # default work folder, default training budget (s), slack (s) beyond it
+  # Sets W (WORK overrides), T (TRAIN_S overrides), SLACK (before a run is killed) and PY.
+  export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false DATA_DIR=${DATA_DIR:-.data_carry}
+  W=${WORK:-$1}; T=${TRAIN_S:-$2}; SLACK=$3; mkdir -p "$W/logs"
+  PY=${PY:-python3}
+  date -u; nvidia-smi -L 2>/dev/null
+}
 
 run() {  # name, config file, overrides... (--config must precede the --config.x overrides)
   local name=$1 cfg=$2; shift 2

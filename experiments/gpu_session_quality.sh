@@ -5,12 +5,8 @@
 #   DATA_DIR=.data_carry TRAIN_S=300 bash experiments/gpu_session_quality.sh
 # Epoch times are not comparable across runs (the GPU is shared); quality is.
 set -u
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false DATA_DIR=${DATA_DIR:-.data_carry}
-W=${WORK:-/tmp/quality}; T=${TRAIN_S:-300}; mkdir -p "$W/logs"
-PY=${PY:-python3}
-date -u; nvidia-smi -L 2>/dev/null
-
-SLACK=150; . "$(dirname "$0")/gpu_session_lib.sh"
+. "$(dirname "$0")/gpu_session_lib.sh"
+session_setup /tmp/quality 300 150  # work folder, training budget, slack (s)
 
 for data in sports games; do
   for sharing in ${SHARINGS:-row block batch}; do
