@@ -3,10 +3,8 @@
 # Logs and JSON under $OUT. Steps are skipped by leaving their variable empty.
 #   TESTS=1 TUNE="--d 128 --n 32768" BENCH="--d 64 128 256" bash experiments/gpu_session_cce.sh
 set -u
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-PY=${PY:-python3}
-{ date -u; nvidia-smi -L; $PY -c "import sys, jax; print(sys.version.split()[0], jax.__version__, jax.devices())"; } 2>&1 | tee "$OUT/env.log"
+. "$(dirname "$0")/gpu_session_lib.sh"
+kernel_session_setup
 if [ -n "${TESTS:-}" ]; then
   timeout ${TEST_S:-200} $PY -m pytest -q -rA -m gpu tests/kernels/test_cce.py -p no:cacheprovider \
     ${TEST_ARGS:-} 2>&1 | grep -v Warning | tee "$OUT/gpu_tests.log" | tail -30

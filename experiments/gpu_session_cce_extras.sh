@@ -4,10 +4,8 @@
 # and the forward's catalog split for small N (default splits vs one split). Logs under $OUT.
 #   bash experiments/gpu_session_cce_extras.sh
 set -u
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-PY=${PY:-python3}
-{ date -u; nvidia-smi -L; $PY -c "import sys, jax; print(sys.version.split()[0], jax.__version__)"; } 2>&1 | tee "$OUT/env.log"
+. "$(dirname "$0")/gpu_session_lib.sh"
+kernel_session_setup
 timeout ${TEST_S:-200} $PY -m pytest -q -rA -m gpu -p no:cacheprovider tests/kernels/test_cce_filter.py 2>&1 \
   | grep -v Warning | tee "$OUT/gpu_tests_filter.log" | tail -6
 # Filtering at the issue's shape (D = 128), fresh-model inputs (every probability ~1/V).

@@ -8,10 +8,8 @@
 #   DS="64 128 256" bash experiments/gpu_session_fused.sh
 #   TESTS= BENCH= TRAIN=1 bash experiments/gpu_session_fused.sh
 set -u
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-PY=${PY:-python3}
-{ date -u; nvidia-smi -L; $PY -c "import sys, jax; print(sys.version.split()[0], jax.__version__)"; } 2>&1 | tee -a "$OUT/env.log"
+. "$(dirname "$0")/gpu_session_lib.sh"
+kernel_session_setup
 
 if [ -n "${TESTS-1}" ]; then
   timeout ${TEST_S:-240} $PY -m pytest -v -rA -m gpu -p no:cacheprovider ${TEST_FILES:-tests/kernels/test_cce.py} \
@@ -44,7 +42,6 @@ fi
 if [ -n "${TRAIN-}" ]; then
   export DATA_DIR=${DATA_DIR:-.data_carry}
   W=${WORK:-/tmp/fused_train}; T=${TRAIN_S:-120}; SLACK=120; mkdir -p "$W/logs"
-  . "$(dirname "$0")/gpu_session_lib.sh"
   for loss in ce cce; do run "games_$loss" "configs/amazon_games_$loss.py" & done
   wait
   $PY -m experiments.run_table "$W" 2>&1 | tee "$OUT/train_table.log"

@@ -5,10 +5,9 @@
 #   TAG=h100 bash experiments/gpu_session_kernels.sh
 # Each step has its own timeout (defaults sum to 530 s); leave TESTS / CCE / CCE_NEG empty to skip.
 set -u
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-PY=${PY:-python3}; TAG=${TAG:-gpu}
-{ date -u; nvidia-smi -L; $PY -c "import sys, jax; print(sys.version.split()[0], jax.__version__, jax.devices())"; } 2>&1 | tee "$OUT/env.log"
+. "$(dirname "$0")/gpu_session_lib.sh"
+kernel_session_setup
+TAG=${TAG:-gpu}
 if [ -n "${TESTS-1}" ]; then
   timeout ${TEST_S:-230} $PY -m pytest -q -rf -m gpu tests/kernels -p no:cacheprovider ${TEST_ARGS:-} 2>&1 \
     | grep -v -i warn | tee "$OUT/gpu_tests.log" | tail -15

@@ -1,5 +1,12 @@
-# Sourced by the GPU session scripts of training runs (gpu_session_lead / quality / bert4rec /
-# cce_neg_variants.sh), which call session_setup first.
+# Sourced by the GPU session scripts: the kernel ones call kernel_session_setup, the training-run
+# ones (gpu_session_lead / quality / bert4rec / cce_neg_variants.sh) session_setup, then run.
+
+kernel_session_setup() {  # sets OUT (default /tmp/out, created) and PY; appends to $OUT/env.log
+  export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+  OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+  PY=${PY:-python3}
+  { date -u; nvidia-smi -L; $PY -c "import sys, jax; print(sys.version.split()[0], jax.__version__, jax.devices())"; } 2>&1 | tee -a "$OUT/env.log"
+}
 
 session_setup() {  # default work folder, default training budget (s), slack (s) beyond it
   # Sets W (WORK overrides), T (TRAIN_S overrides), SLACK (before a run is killed) and PY.

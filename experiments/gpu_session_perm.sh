@@ -4,10 +4,8 @@
 # samplings, and a dC tile sweep at D = 128. Logs and JSON under $OUT.
 #   bash experiments/gpu_session_perm.sh            (DC_BLOCKS="16 32": the dC tile sweep)
 set -u
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-PY=${PY:-python3}
-{ date -u; nvidia-smi -L; $PY -c "import sys, jax; print(sys.version.split()[0], jax.__version__)"; } 2>&1 | tee "$OUT/env.log"
+. "$(dirname "$0")/gpu_session_lib.sh"
+kernel_session_setup
 if [ -n "${TESTS-1}" ]; then
   timeout ${TEST_S:-240} $PY -m pytest -v -rA -m gpu -p no:cacheprovider tests/kernels/test_cce_neg.py \
     ${TEST_K:+-k "$TEST_K"} 2>&1 | grep -v Warning | tee "$OUT/gpu_tests.log" | tail -4
