@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pallas_kernels.cce_neg import sampling, xla_impl
-from pallas_kernels.cce_neg.config import Static, pow2, triton_width_ok
+from pallas_kernels.cce_neg.config import DC_ACCUMS, Static, pow2, triton_width_ok
 from pallas_kernels.cce_neg.reference import reduce_rows
 
 
@@ -174,7 +174,7 @@ def sampled_linear_cross_entropy(
                               ("neg_block", neg_block, 16), ("dc_block", dc_block, 16)):
             if not (pow2(val) and val >= lo):
                 raise ValueError(f"impl='pallas' needs {name} a power of two >= {lo}, got {val}")
-    if dc_accum not in ("float32", "bfloat16"):
+    if dc_accum not in DC_ACCUMS:
         raise ValueError(f"dc_accum must be 'float32' or 'bfloat16', got {dc_accum!r}")
 
     table = None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+DC_ACCUMS = ("float32", "bfloat16")  # dtypes of the atomically accumulated dC buffer
+
 
 def pow2(x: int) -> bool:
     return x > 0 and x & (x - 1) == 0

@@ -5,13 +5,13 @@ from __future__ import annotations
 import jax
 import ml_collections
 
+from pallas_kernels.cce_neg.config import DC_ACCUMS
+from pallas_kernels.cce_neg.sampling import ROW_SAMPLINGS
 from srs_jax import models as models_lib
 
 LOSS_TYPES = ("ce", "ce_neg", "bce", "bce_plus", "gbce", "sce", "cce", "cce_neg")
 SAMPLED_LOSSES = ("ce_neg", "cce_neg", "bce_plus", "gbce")
 SAMPLERS = ("uniform", "popularity")
-DC_ACCUMS = ("float32", "bfloat16")
-ROW_SAMPLINGS = ("independent", "permutation")
 SCHEDULES = ("constant", "cosine")
 COVERAGE_MODES = ("reference", "conventional")
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
