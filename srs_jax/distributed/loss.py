@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 
 from pallas_kernels import vocab_parallel
 from srs_jax.distributed.mesh import VOCAB
-from srs_jax.losses.common import num_negatives, option
+from srs_jax.losses.common import DEFAULTS, num_negatives, option
 
 _VP_LOSSES = ("cce", "cce_neg")
 _state = threading.local()
@@ -58,11 +58,11 @@ def make_loss_plan(mesh: Mesh, loss_config, table_rows: int, n_items: int, *, it
         if option(loss_config, "sharing") != "row":
             raise ValueError("vocabulary-parallel cce_neg draws negatives per row: set "
                              "loss.sharing='row'")
-        for field, default in (("row_sampling", "independent"), ("dc_accum", "float32")):
-            if option(loss_config, field) != default:
+        for field in ("row_sampling", "dc_accum"):  # the shard kernels support only the defaults
+            if option(loss_config, field) != DEFAULTS[field]:
                 raise ValueError(f"vocabulary-parallel cce_neg supports only loss.{field}="
-                                 f"'{default}' (the shard kernels hash per row and accumulate "
-                                 f"in float32): set it back")
+                                 f"'{DEFAULTS[field]}' (the shard kernels hash per row and "
+                                 f"accumulate in float32): set it back")
         counts = None
         if option(loss_config, "sampler") == "popularity":
             if item_counts is None:
