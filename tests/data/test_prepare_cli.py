@@ -35,7 +35,10 @@ def get_config():
 
 
 def _run(tmp_path, *args):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # The repository first, then whatever the caller's path holds (e.g. packages installed with
+    # pip --target, as on the GPU machine).
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
     return subprocess.run([sys.executable, "-m", "experiments.prepare", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
 

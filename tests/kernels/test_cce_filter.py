@@ -26,6 +26,7 @@ import pytest
 from pallas_kernels import linear_cross_entropy
 from pallas_kernels.cce import ops, reference
 from pallas_kernels.cce.common import KernelConfig
+from tests.kernels.cuda_lowering import lower_for_cuda
 from tests.kernels.test_cce import (
     DTYPES, EPS32, GRAD_RTOL, _rng, make_inputs, random_shape, reference_f64)
 
@@ -310,6 +311,6 @@ def test_backward_lowers_for_cuda(bwd_mode, filter_eps):
     cfg = KernelConfig(bwd_mode=bwd_mode)
     f = jax.jit(jax.value_and_grad(lambda e_, c_: ops.pallas_row_losses(
         e_, c_, t, w, config=cfg, filter_eps=filter_eps).sum(), (0, 1)))
-    text = f.trace(e, c).lower(lowering_platforms=("cuda",)).as_text()
+    text = lower_for_cuda(f.trace(e, c)).as_text()
     # Forward: the target-shifted kernel and its running-max fallback (two branches of a cond).
     assert text.count("__gpu$xla.gpu.triton") == 2 + (2 if bwd_mode == "two_pass" else 1)

@@ -16,6 +16,7 @@ import pytest
 from pallas_kernels import vocab_parallel as vp
 from pallas_kernels.cce_neg import shard_kernels
 from srs_jax import distributed as dist
+from tests.kernels.cuda_lowering import lower_for_cuda
 
 
 def _one_device_mesh():
@@ -91,9 +92,8 @@ def test_shard_kernels_lower_for_cuda(sampler):
             e, tab, jnp.zeros((n,), jnp.int32), mesh=mesh, col_start=1, num_classes=v,
             num_negatives=50, seed=jnp.uint32(3), sampler_tables=st, impl="pallas")
 
-    lowered = jax.jit(jax.value_and_grad(loss, (0, 1))).trace(
-        jnp.zeros((n, d), jnp.bfloat16), jnp.zeros((rows, d), jnp.float32)).lower(
-        lowering_platforms=("cuda",))
+    lowered = lower_for_cuda(jax.jit(jax.value_and_grad(loss, (0, 1))).trace(
+        jnp.zeros((n, d), jnp.bfloat16), jnp.zeros((rows, d), jnp.float32)))
     text = lowered.as_text()
     assert text.count("__gpu$xla.gpu.triton") == 2  # forward + backward kernel
     assert "cce_neg_shard_fwd" in text and "cce_neg_shard_bwd" in text
