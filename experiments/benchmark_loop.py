@@ -2,18 +2,25 @@
 
     python -m experiments.benchmark_loop --config configs/zvuk_cce.py --steps 200 [--config.x=y ...]
 
-"bare": the batches already on the device, ``train_step`` called back to back, one sync at the end.
-"loop": ``srs_jax.training.loop`` 's epoch function on the same windows: host batching
+"bare": the batches already on the device, the trainer's jitted step
+(``steps.flat_train_step``: the state as a flat list of arrays) called back to back, one sync at
+the end: what the device alone sustains. "bare_nnx": the same with ``train_step`` called on the
+NNX state pytrees (``steps.make_train_step``), whose Python flattening is what the flat step
+avoids. "loop": ``srs_jax.training.loop`` 's epoch function on the same windows: host batching
 (BatchIterator), background prefetch to the device, lagged metric fetches, NaN checks, progress
-bar. Prints one JSON line; the target is ``ratio = loop / bare >= 0.95``.
+bar (``--noflat``: through the NNX-state call). "host": the same loop around a jitted step that
+does no work (same arguments, donation and metrics), i.e. the most steps per second the host side
+can feed. Prints one JSON line; the target is ``ratio = loop / bare >= 0.95``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import flags
 from ml_collections import config_flags
@@ -24,6 +31,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/synthetic_cce.py", 
 _STEPS = flags.DEFINE_integer("steps", 100, "Timed steps per measurement.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Measurements of each kind (median reported).")
 _OUT = flags.DEFINE_string("out", None, "Also write the JSON result to this file.")
+_FLAT = flags.DEFINE_bool("flat", True, "Loop through steps.flat_train_step (the trainer's "
+                          "single-device path); --noflat: pass the NNX state to each jit call.")
 
 
 def main(argv):
@@ -50,6 +59,14 @@ def main(argv):
     counts = np.asarray(dataset.item_counts) if config.loss.sampler == "popularity" else None
     train_step = steps.make_train_step(config.model, config.loss, optimizer, counts)
 
+    @functools.partial(jax.jit, static_argnums=0, donate_argnums=(1, 2))
+    def idle_step(graphdef_, state_, opt_state_, batch, key_):
+        # The loop's host work around a step that costs the device nothing.
+        del graphdef_, key_
+        one = jnp.float32(1)
+        return state_, opt_state_, {"loss": one, "grad_norm": one, "finite": one,
+                                    "n_targets": jnp.sum(batch["targets"] > 0).astype(jnp.float32)}
+
     iterator = batches_lib.BatchIterator(windows, bs, seed=int(config.seed), epoch=0)
     device_batches = [jax.device_put(b) for b in iterator]
     key = jax.random.key(0)
@@ -57,8 +74,24 @@ def main(argv):
     state, opt_state, m = train_step(graphdef, state, opt_state, device_batches[0], key)
     jax.block_until_ready(m)
     compile_s = time.perf_counter() - t0
+    treedef = jax.tree.structure((state, opt_state))
+    flat_step = steps.flat_train_step(train_step, graphdef, treedef)
+    leaves, m = flat_step(jax.tree.leaves((state, opt_state)), device_batches[0], key, np.int32(0))
+    jax.block_until_ready(m)  # compiled
+    state, opt_state = jax.tree.unflatten(treedef, leaves)
 
     def bare():
+        nonlocal state, opt_state
+        leaves = jax.tree.leaves((state, opt_state))
+        t = time.perf_counter()
+        for i, b in enumerate(device_batches):
+            leaves, m = flat_step(leaves, b, key, np.int32(i))
+        jax.block_until_ready((leaves, m))
+        rate = n / (time.perf_counter() - t)
+        state, opt_state = jax.tree.unflatten(treedef, leaves)
+        return rate
+
+    def bare_nnx():
         nonlocal state, opt_state
         t = time.perf_counter()
         for i, b in enumerate(device_batches):
@@ -69,20 +102,36 @@ def main(argv):
     def looped():
         nonlocal state, opt_state
         meta = {"global_step": 0, "epoch": 0}
+        # warm=False: the first step (the flat step's compile in the first run) is timed apart.
         state, opt_state, stats = loop._train_epoch(config, 0, windows, train_step, graphdef, state,
-                                                    opt_state, meta, writer=None, warm=True)
+                                                    opt_state, meta, writer=None, warm=False,
+                                                    flat=_FLAT.value)
         return stats["timed_steps"] / stats["train_seconds"]
 
-    bare_runs, loop_runs = [], []
-    for _ in range(int(_REPEATS.value)):  # interleaved, so drift affects both alike
+    def host_only():
+        nonlocal state, opt_state
+        meta = {"global_step": 0, "epoch": 0}
+        state, opt_state, stats = loop._train_epoch(config, 0, windows, idle_step, graphdef, state,
+                                                    opt_state, meta, writer=None, warm=False,
+                                                    flat=_FLAT.value)
+        return stats["timed_steps"] / stats["train_seconds"]
+
+    bare_runs, loop_runs, nnx_runs = [], [], []
+    for _ in range(int(_REPEATS.value)):  # interleaved, so drift affects all alike
         bare_runs.append(bare())
         loop_runs.append(looped())
+        nnx_runs.append(bare_nnx())
+    host_runs = [host_only() for _ in range(int(_REPEATS.value))]
     result = {
         "config": config.data.name, "loss": config.loss.type, "batch_size": bs,
         "max_len": int(config.model.max_len), "n_items": int(dataset.n_items), "steps": n,
         "device": jax.local_devices()[0].device_kind, "compile_s": round(compile_s, 2),
         "bare_steps_per_s": float(np.median(bare_runs)), "loop_steps_per_s": float(np.median(loop_runs)),
         "bare_runs": [round(x, 3) for x in bare_runs], "loop_runs": [round(x, 3) for x in loop_runs],
+        "bare_nnx_steps_per_s": float(np.median(nnx_runs)), "bare_nnx_runs": [round(x, 3) for x in nnx_runs],
+        "host_steps_per_s": float(np.median(host_runs)), "host_runs": [round(x, 3) for x in host_runs],
+        "prefetch": int(config.train.prefetch), "log_every": int(config.train.log_every),
+        "flat": bool(_FLAT.value),
     }
     result["ratio"] = result["loop_steps_per_s"] / result["bare_steps_per_s"]
     line = json.dumps(result)

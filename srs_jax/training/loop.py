@@ -52,22 +52,58 @@ def _initial_meta() -> dict:
                         "peak_train_bytes": None}}
 
 
-def _fetch(pending: list[dict]) -> dict:
-    """Host copy of a list of per-step metric dicts: losses of the finite steps, target tokens,
-    and the index of the first non-finite step (or None)."""
+def _fetch(pending: list) -> dict:
+    """Host copy of a list of per-step metrics (dicts, or fp32[4] arrays in ``steps.METRICS``
+    order): losses of the finite steps, target tokens, and the index of the first non-finite step
+    (or None)."""
     if not pending:
         return {"losses": [], "tokens": 0.0, "bad": None}
     host = jax.device_get(pending)
-    finite = np.array([m["finite"] for m in host])
+    rows = np.array([[m[k] for k in steps_lib.METRICS] if isinstance(m, dict) else m for m in host],
+                    np.float64).reshape(len(host), len(steps_lib.METRICS))
+    loss, tokens, finite = (rows[:, steps_lib.METRICS.index(k)] for k in ("loss", "n_targets", "finite"))
     bad = int(np.argmin(finite)) if finite.min() < 1 else None
-    return {"losses": [float(m["loss"]) for m in host if m["finite"] > 0],
-            "tokens": float(np.sum([m["n_targets"] for m in host])),
-            "bad": bad, "bad_loss": float(host[bad]["loss"]) if bad is not None else None}
+    return {"losses": [float(x) for x in loss[finite > 0]], "tokens": float(np.sum(tokens)),
+            "bad": bad, "bad_loss": float(loss[bad]) if bad is not None else None}
+
+
+class _Stepper:
+    """Runs the epoch's steps: through ``steps.flat_train_step`` (state held as a flat list of
+    arrays; see there why) when ``flat``, else through ``train_step`` itself (the sharded step,
+    which shards each batch on the host)."""
+
+    def __init__(self, train_step, graphdef, state, opt_state, base_key, flat: bool):
+        self._train_step, self._graphdef, self._key, self._flat = train_step, graphdef, base_key, flat
+        if flat:
+            self._leaves, treedef = jax.tree.flatten((state, opt_state))
+            self._step = steps_lib.flat_train_step(train_step, graphdef, treedef)
+            self._treedef = treedef
+        else:
+            self._state = (state, opt_state)
+
+    def __call__(self, batch, global_step: int):
+        """One step; returns its metrics (on the device)."""
+        if self._flat:
+            self._leaves, metrics = self._step(self._leaves, batch, self._key, np.int32(global_step))
+            return metrics
+        state, opt_state, metrics = self._train_step(
+            self._graphdef, *self._state, batch, jax.random.fold_in(self._key, global_step))
+        self._state = (state, opt_state)
+        return metrics
+
+    def state(self):
+        """``(state, opt_state)`` after the steps run so far."""
+        return jax.tree.unflatten(self._treedef, self._leaves) if self._flat else self._state
 
 
 def _train_epoch(config, epoch, windows, train_step, graphdef, state, opt_state, meta,
-                 writer, warm, save_mid_epoch=None):
+                 writer, warm, save_mid_epoch=None, flat=True):
     """Runs the (rest of the) epoch; returns ``(state, opt_state, stats)``.
+
+    ``flat``: step through ``steps.flat_train_step(train_step, ...)`` (``train_step`` must then be
+    a jitted single-device step, as from ``steps.make_train_step``); False for any other step
+    function (the sharded one). ``warm``: the step has been compiled (else the first step is
+    timed apart as compilation).
 
     A run resumed from a mid-epoch checkpoint (``meta["step_in_epoch"] > 0``) skips the batches
     already seen; ``meta["partial"]`` carries that epoch's losses, tokens and seconds so far.
@@ -80,7 +116,8 @@ def _train_epoch(config, epoch, windows, train_step, graphdef, state, opt_state,
     partial = meta.get("partial") or {"losses": [], "tokens": 0.0, "seconds": 0.0}
     iterator = batches_lib.BatchIterator(windows, int(tc.batch_size), seed=int(config.seed),
                                          epoch=epoch, shuffle=True, start_step=start)
-    base_key = jax.random.key(int(config.seed))
+    stepper = _Stepper(train_step, graphdef, state, opt_state, jax.random.key(int(config.seed)), flat)
+    del state, opt_state  # donated by the steps: only the stepper's copy is live
     log_every = int(tc.log_every)
     every = int(tc.get("checkpoint_every_steps") or 0)
     losses, tokens = list(partial["losses"]), float(partial["tokens"])
@@ -109,8 +146,7 @@ def _train_epoch(config, epoch, windows, train_step, graphdef, state, opt_state,
         with Prefetcher(iterator, int(tc.prefetch)) as batches:
             pending_start = step0
             for i, batch in enumerate(batches):
-                key = jax.random.fold_in(base_key, step0 + i)
-                state, opt_state, m = train_step(graphdef, state, opt_state, batch, key)
+                m = stepper(batch, step0 + i)
                 if i == 0 and not warm:
                     # First call of the process compiles: timed apart, not counted as training.
                     jax.block_until_ready(m)
@@ -140,11 +176,12 @@ def _train_epoch(config, epoch, windows, train_step, graphdef, state, opt_state,
                     seconds = partial["seconds"] + t_save - t0 - compile_seconds - save_seconds
                     save_mid_epoch(dict(meta, global_step=step0 + i + 1, step_in_epoch=done,
                                         partial={"losses": losses, "tokens": tokens, "seconds": seconds}),
-                                   state, opt_state)
+                                   *stepper.state())
                     last_saved = step0 + i + 1
                     save_seconds += time.perf_counter() - t_save
             drain(logged, pending_start - log_every)
             drain(pending, pending_start)
+            state, opt_state = stepper.state()
             jax.block_until_ready(state.params)
     finally:
         bar.close()
@@ -235,7 +272,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume:
             epochs_here += 1
             state, opt_state, stats = _train_epoch(
                 config, epoch, windows, train_step, graphdef, state, opt_state, meta, writer,
-                warm=bool(profile.compile_seconds), save_mid_epoch=save_mid_epoch)
+                warm=bool(profile.compile_seconds), save_mid_epoch=save_mid_epoch,
+                flat=sharded_step is None)
             profile.compile_seconds += stats["compile_seconds"]
             profile.end_training_phase(stats["train_seconds"], stats["timed_steps"], stats["tokens"])
             t_val = time.perf_counter()

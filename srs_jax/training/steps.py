@@ -153,6 +153,33 @@ def make_train_step(model_config, loss_config, optimizer, item_counts=None):
     return jax.jit(step, static_argnums=0, donate_argnums=(1, 2))
 
 
+METRICS = ("loss", "grad_norm", "n_targets", "finite")  # the rows of flat_train_step's metrics
+
+
+@functools.lru_cache(maxsize=8)
+def flat_train_step(train_step, graphdef, treedef):
+    """``train_step`` (as from ``make_train_step``) over the flat leaves of ``(state, opt_state)``:
+    ``(leaves, batch, base_key, global_step int32) -> (leaves, fp32[4] metrics in METRICS order)``,
+    jitted, leaves donated. The step key is ``fold_in(base_key, global_step)``, as the trainer's.
+
+    Why: a jit call flattens its arguments, and the ``nnx.State`` pytrees flatten and unflatten
+    in Python (each ``nnx.Variable`` node), ~1 ms of host time per step for SASRec's state and
+    Adam moments on a CPU host (cProfile, docs/training.md), which bounds small steps on a GPU; a
+    list of arrays flattens in C++. For the same reason the key is folded inside the jit (an
+    eager ``fold_in`` is a dispatch of its own) and the metrics come back as one array.
+    ``treedef = jax.tree.structure((state, opt_state))``; cached on its three arguments so that
+    every epoch reuses one compiled step.
+    """
+    def step(leaves, batch, base_key, global_step):
+        state, opt_state = jax.tree.unflatten(treedef, leaves)
+        state, opt_state, metrics = train_step(graphdef, state, opt_state, batch,
+                                               jax.random.fold_in(base_key, global_step))
+        return (jax.tree.leaves((state, opt_state)),
+                jnp.stack([metrics[k].astype(jnp.float32) for k in METRICS]))
+
+    return jax.jit(step, donate_argnums=0)
+
+
 def encode_step(graphdef, state: TrainState, history, *, model_config):
     """``history int32[B, L]`` (left-padded) -> fp32 query vectors ``[B, H]`` read at position ``L - 1``."""
     mod = models_lib.model_module(model_config.name)
