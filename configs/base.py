@@ -13,8 +13,8 @@ Any field can be overridden: --config.train.batch_size=512 --config.loss.type=ce
   ``impl`` ('auto' | 'pallas' | 'xla' | 'naive'), ``gbce_t``, ``sce_*`` (SCE buckets).
 * ``train``: ``batch_size``, ``lr``, ``b1``, ``b2``, ``eps``, ``max_epochs``, ``patience``
   (epochs without a strict val improvement), ``warmup_steps``, ``schedule`` ('constant' |
-  'cosine'), ``grad_clip`` (0 = off), ``eval_batch_size``, ``prefetch`` (batches queued on the
-  device), ``log_every`` (steps between progress-bar / NaN checks), ``window_stride`` (None = one
+  'cosine'), ``grad_clip`` (0 = off), ``eval_batch_size``, ``prefetch`` (blocks of 16 batches
+  queued on the device; batches on a mesh), ``log_every`` (steps between progress-bar / NaN checks), ``window_stride`` (None = one
   window per user, the reference; k = sliding windows), ``max_train_seconds`` (0 = no limit; else
   no new epoch starts after this many seconds of the run and the best checkpoint is evaluated),
   ``checkpoint_every_steps`` (0 = the latest checkpoint at epoch ends only; k = also every k

@@ -2,7 +2,7 @@
 
     python -m experiments.benchmark_loop --config configs/zvuk_cce.py --steps 200 [--config.x=y ...]
 
-"bare": the batches already on the device, the trainer's jitted step
+"bare": the batches already on the device (in the trainer's blocks), the trainer's jitted step
 (``steps.flat_train_step``: the state as a flat list of arrays) called back to back, one sync at
 the end: what the device alone sustains. "bare_nnx": the same with ``train_step`` called on the
 NNX state pytrees (``steps.make_train_step``), whose Python flattening is what the flat step
@@ -69,26 +69,29 @@ def main(argv):
 
     iterator = batches_lib.BatchIterator(windows, bs, seed=int(config.seed), epoch=0)
     device_batches = [jax.device_put(b) for b in iterator]
+    k = loop.BLOCK_STEPS  # the flat step reads its batch from a block, as in the trainer
+    device_blocks = [jax.device_put(b) for b in batches_lib.stacked_blocks(iterator, k)]
     key = jax.random.key(0)
     t0 = time.perf_counter()
     state, opt_state, m = train_step(graphdef, state, opt_state, device_batches[0], key)
     jax.block_until_ready(m)
     compile_s = time.perf_counter() - t0
-    treedef = jax.tree.structure((state, opt_state))
-    flat_step = steps.flat_train_step(train_step, graphdef, treedef)
-    leaves, m = flat_step(jax.tree.leaves((state, opt_state)), device_batches[0], key, np.int32(0))
+    leaves, spec = steps.flatten_state(state, opt_state)
+    flat_step = steps.flat_train_step(train_step, graphdef, spec)
+    key_data = jax.random.key_data(key)
+    leaves, m = flat_step(leaves, device_blocks[0], np.int32(0), key_data, np.int32(0))
     jax.block_until_ready(m)  # compiled
-    state, opt_state = jax.tree.unflatten(treedef, leaves)
+    state, opt_state = steps.unflatten_state(leaves, spec)
 
     def bare():
         nonlocal state, opt_state
-        leaves = jax.tree.leaves((state, opt_state))
+        leaves, _ = steps.flatten_state(state, opt_state)
         t = time.perf_counter()
-        for i, b in enumerate(device_batches):
-            leaves, m = flat_step(leaves, b, key, np.int32(i))
+        for i in range(n):
+            leaves, m = flat_step(leaves, device_blocks[i // k], np.int32(i % k), key_data, np.int32(i))
         jax.block_until_ready((leaves, m))
         rate = n / (time.perf_counter() - t)
-        state, opt_state = jax.tree.unflatten(treedef, leaves)
+        state, opt_state = steps.unflatten_state(leaves, spec)
         return rate
 
     def bare_nnx():

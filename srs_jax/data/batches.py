@@ -9,7 +9,7 @@ input.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -131,3 +131,21 @@ class BatchIterator:
                     rows = np.concatenate([rows, pad])
                 batch[key] = rows
             yield batch
+
+
+def stacked_blocks(batches: Iterable[dict[str, np.ndarray]], k: int) -> Iterator[dict[str, np.ndarray]]:
+    """Consecutive batches stacked in blocks of ``k``: dicts of ``[k, B, ...]`` arrays, so that
+    the trainer moves ``k`` steps' inputs to the device in one transfer. The last block is filled
+    up to ``k`` by repeating its last batch (one shape, one compile); the caller knows how many
+    of its batches are real."""
+    if int(k) < 1:
+        raise ValueError(f"block size k={k} must be >= 1")
+    block: list[dict[str, np.ndarray]] = []
+    for batch in batches:
+        block.append(batch)
+        if len(block) == k:
+            yield {name: np.stack([b[name] for b in block]) for name in block[0]}
+            block = []
+    if block:
+        block += [block[-1]] * (k - len(block))
+        yield {name: np.stack([b[name] for b in block]) for name in block[0]}

@@ -67,6 +67,19 @@ def _fetch(pending: list) -> dict:
             "bad": bad, "bad_loss": float(loss[bad]) if bad is not None else None}
 
 
+BLOCK_STEPS = 16  # batches per host-to-device transfer on the flat path (train.prefetch blocks queued)
+
+
+def _steps_in(items, k: int, n: int):
+    """``(i, item, index)`` for the ``n`` steps of an epoch, ``items`` holding ``k`` steps each
+    (the last one padded)."""
+    i = 0
+    for item in items:
+        for index in range(min(k, n - i)):
+            yield i, item, index
+            i += 1
+
+
 class _Stepper:
     """Runs the epoch's steps: through ``steps.flat_train_step`` (state held as a flat list of
     arrays; see there why) when ``flat``, else through ``train_step`` itself (the sharded step,
@@ -75,25 +88,27 @@ class _Stepper:
     def __init__(self, train_step, graphdef, state, opt_state, base_key, flat: bool):
         self._train_step, self._graphdef, self._key, self._flat = train_step, graphdef, base_key, flat
         if flat:
-            self._leaves, treedef = jax.tree.flatten((state, opt_state))
-            self._step = steps_lib.flat_train_step(train_step, graphdef, treedef)
-            self._treedef = treedef
+            self._leaves, self._spec = steps_lib.flatten_state(state, opt_state)
+            self._step = steps_lib.flat_train_step(train_step, graphdef, self._spec)
+            self._key_data = jax.random.key_data(base_key)
         else:
             self._state = (state, opt_state)
 
-    def __call__(self, batch, global_step: int):
-        """One step; returns its metrics (on the device)."""
+    def __call__(self, item, index: int, global_step: int):
+        """One step on batch ``index`` of the block ``item`` (flat), or on the batch ``item``
+        (``index`` 0); returns its metrics (on the device)."""
         if self._flat:
-            self._leaves, metrics = self._step(self._leaves, batch, self._key, np.int32(global_step))
+            self._leaves, metrics = self._step(self._leaves, item, np.int32(index), self._key_data,
+                                               np.int32(global_step))
             return metrics
         state, opt_state, metrics = self._train_step(
-            self._graphdef, *self._state, batch, jax.random.fold_in(self._key, global_step))
+            self._graphdef, *self._state, item, jax.random.fold_in(self._key, global_step))
         self._state = (state, opt_state)
         return metrics
 
     def state(self):
         """``(state, opt_state)`` after the steps run so far."""
-        return jax.tree.unflatten(self._treedef, self._leaves) if self._flat else self._state
+        return steps_lib.unflatten_state(self._leaves, self._spec) if self._flat else self._state
 
 
 def _train_epoch(config, epoch, windows, train_step, graphdef, state, opt_state, meta,
@@ -143,10 +158,13 @@ def _train_epoch(config, epoch, windows, train_step, graphdef, state, opt_state,
         return got
 
     try:
-        with Prefetcher(iterator, int(tc.prefetch)) as batches:
+        # The flat step takes its inputs in blocks of BLOCK_STEPS batches (one transfer each).
+        k = BLOCK_STEPS if flat else 1
+        items = batches_lib.stacked_blocks(iterator, k) if flat else iter(iterator)
+        with Prefetcher(items, int(tc.prefetch)) as device_items:
             pending_start = step0
-            for i, batch in enumerate(batches):
-                m = stepper(batch, step0 + i)
+            for i, item, index in _steps_in(device_items, k, n_steps - start):
+                m = stepper(item, index, step0 + i)
                 if i == 0 and not warm:
                     # First call of the process compiles: timed apart, not counted as training.
                     jax.block_until_ready(m)

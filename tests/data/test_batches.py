@@ -161,3 +161,27 @@ def test_batch_iterator_errors():
         BatchIterator({"a": a}, 2, seed=0, epoch=0, start_step=5)
     with pytest.raises(ValueError, match="at least one array"):
         BatchIterator({}, 2, seed=0, epoch=0)
+
+
+@pytest.mark.parametrize("n_batches,k", [(7, 3), (6, 3), (2, 5), (1, 1)])
+def test_stacked_blocks_keep_order_and_pad_with_the_last_batch(n_batches, k):
+    from srs_jax.data.batches import stacked_blocks
+
+    rng = np.random.default_rng([n_batches, k])
+    batches = [{"inputs": rng.integers(0, 99, (4, 5)).astype(np.int32),
+                "targets": rng.integers(0, 99, (4, 5)).astype(np.int32)} for _ in range(n_batches)]
+    blocks = list(stacked_blocks(iter(batches), k))
+    assert len(blocks) == -(-n_batches // k)
+    for b, block in enumerate(blocks):
+        assert set(block) == {"inputs", "targets"}
+        for name, x in block.items():
+            assert x.shape == (k, 4, 5) and x.dtype == np.int32
+            for j in range(k):  # slots past the real batches repeat the last one
+                np.testing.assert_array_equal(x[j], batches[min(b * k + j, n_batches - 1)][name])
+
+
+def test_stacked_blocks_rejects_k_below_one():
+    from srs_jax.data.batches import stacked_blocks
+
+    with pytest.raises(ValueError, match="k=0"):
+        next(stacked_blocks(iter([]), 0))

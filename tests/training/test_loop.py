@@ -227,11 +227,12 @@ def _epoch(cfg, flat):
 def test_flat_step_matches_the_nnx_state_step_bit_for_bit(tmp_path):
     # The trainer steps through steps.flat_train_step (state as a flat list of arrays, key folded
     # inside the jit); the sharded path passes the NNX state itself. Same losses, same params and
-    # Adam moments, bit for bit, over an epoch with dropout.
-    cfg = tiny_config(tmp_path, log_every=4)
+    # Adam moments, bit for bit, over an epoch with dropout whose steps fill one block of
+    # loop.BLOCK_STEPS batches and part of a second.
+    cfg = tiny_config(tmp_path, log_every=4, batch_size=8)
     flat_stats, flat_leaves = _epoch(cfg, flat=True)
     nnx_stats, nnx_leaves = _epoch(cfg, flat=False)
-    assert flat_stats["steps_run"] == nnx_stats["steps_run"] > 4
+    assert loop.BLOCK_STEPS < flat_stats["steps_run"] == nnx_stats["steps_run"] < 2 * loop.BLOCK_STEPS
     assert flat_stats["train_loss"] == nnx_stats["train_loss"]
     assert flat_stats["tokens"] == nnx_stats["tokens"] > 0
     assert len(flat_leaves) == len(nnx_leaves)
