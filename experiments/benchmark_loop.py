@@ -3,7 +3,7 @@
     python -m experiments.benchmark_loop --config configs/zvuk_cce.py --steps 200 [--config.x=y ...]
 
 "bare": the batches already on the device (in the trainer's blocks), the trainer's jitted step
-(``steps.flat_train_step``: the state as a flat list of arrays) called back to back, one sync at
+(``steps.flat_train_step``: the state packed into a few arrays) called back to back, one sync at
 the end: what the device alone sustains. "bare_nnx": the same with ``train_step`` called on the
 NNX state pytrees (``steps.make_train_step``), whose Python flattening is what the flat step
 avoids. "loop": ``srs_jax.training.loop`` 's epoch function on the same windows: host batching
@@ -39,7 +39,7 @@ def main(argv):
     del argv
     from srs_jax import data as data_lib
     from srs_jax.data import batches as batches_lib
-    from srs_jax.training import config_checks, loop, steps
+    from srs_jax.training import config_checks, flat_state, loop, steps
 
     config = config_checks.resolve_config(_CONFIG.value)
     config_checks.validate_config(config)
@@ -76,22 +76,23 @@ def main(argv):
     state, opt_state, m = train_step(graphdef, state, opt_state, device_batches[0], key)
     jax.block_until_ready(m)
     compile_s = time.perf_counter() - t0
-    leaves, spec = steps.flatten_state(state, opt_state)
+    spec = flat_state.spec_of(state, opt_state)
+    leaves = flat_state.pack(state, opt_state, spec)
     flat_step = steps.flat_train_step(train_step, graphdef, spec)
     key_data = jax.random.key_data(key)
     leaves, m = flat_step(leaves, device_blocks[0], np.int32(0), key_data, np.int32(0))
     jax.block_until_ready(m)  # compiled
-    state, opt_state = steps.unflatten_state(leaves, spec)
+    state, opt_state = flat_state.unpack(leaves, spec)
 
     def bare():
         nonlocal state, opt_state
-        leaves, _ = steps.flatten_state(state, opt_state)
+        leaves = flat_state.pack(state, opt_state, spec)
         t = time.perf_counter()
         for i in range(n):
             leaves, m = flat_step(leaves, device_blocks[i // k], np.int32(i % k), key_data, np.int32(i))
         jax.block_until_ready((leaves, m))
         rate = n / (time.perf_counter() - t)
-        state, opt_state = steps.unflatten_state(leaves, spec)
+        state, opt_state = flat_state.unpack(leaves, spec)
         return rate
 
     def bare_nnx():

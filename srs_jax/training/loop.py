@@ -24,6 +24,7 @@ from srs_jax.data import batches as batches_lib
 from srs_jax.training import checkpoints as ckpt_lib
 from srs_jax.training import config_checks
 from srs_jax.training import evaluation
+from srs_jax.training import flat_state
 from srs_jax.training import profiling
 from srs_jax.training import run_files
 from srs_jax.training import steps as steps_lib
@@ -81,14 +82,15 @@ def _steps_in(items, k: int, n: int):
 
 
 class _Stepper:
-    """Runs the epoch's steps: through ``steps.flat_train_step`` (state held as a flat list of
-    arrays; see there why) when ``flat``, else through ``train_step`` itself (the sharded step,
+    """Runs the epoch's steps: through ``steps.flat_train_step`` (state held as a few packed
+    arrays, ``flat_state``; see there why) when ``flat``, else through ``train_step`` itself (the sharded step,
     which shards each batch on the host)."""
 
     def __init__(self, train_step, graphdef, state, opt_state, base_key, flat: bool):
         self._train_step, self._graphdef, self._key, self._flat = train_step, graphdef, base_key, flat
         if flat:
-            self._leaves, self._spec = steps_lib.flatten_state(state, opt_state)
+            self._spec = flat_state.spec_of(state, opt_state)
+            self._buffers = flat_state.pack(state, opt_state, self._spec)
             self._step = steps_lib.flat_train_step(train_step, graphdef, self._spec)
             self._key_data = jax.random.key_data(base_key)
         else:
@@ -98,7 +100,7 @@ class _Stepper:
         """One step on batch ``index`` of the block ``item`` (flat), or on the batch ``item``
         (``index`` 0); returns its metrics (on the device)."""
         if self._flat:
-            self._leaves, metrics = self._step(self._leaves, item, np.int32(index), self._key_data,
+            self._buffers, metrics = self._step(self._buffers, item, np.int32(index), self._key_data,
                                                np.int32(global_step))
             return metrics
         state, opt_state, metrics = self._train_step(
@@ -108,7 +110,7 @@ class _Stepper:
 
     def state(self):
         """``(state, opt_state)`` after the steps run so far."""
-        return steps_lib.unflatten_state(self._leaves, self._spec) if self._flat else self._state
+        return flat_state.unpack(self._buffers, self._spec) if self._flat else self._state
 
 
 def _train_epoch(config, epoch, windows, train_step, graphdef, state, opt_state, meta,

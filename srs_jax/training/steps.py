@@ -20,6 +20,7 @@ from flax import nnx
 
 from srs_jax import losses as losses_lib
 from srs_jax import models as models_lib
+from srs_jax.training import flat_state
 
 
 class TrainState(NamedTuple):
@@ -157,55 +158,30 @@ def make_train_step(model_config, loss_config, optimizer, item_counts=None):
 METRICS = ("loss", "grad_norm", "n_targets", "finite")  # the rows of flat_train_step's metrics
 
 
-class FlatSpec(NamedTuple):
-    """How ``flatten_state`` flattened ``(state, opt_state)``: the tree structure and, per leaf,
-    the PRNG implementation of a key leaf (passed as its raw ``uint32`` data) or None."""
-    treedef: Any
-    key_impls: tuple
-
-
-def _is_key(x) -> bool:
-    return jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-
-
-def flatten_state(state, opt_state):
-    """``(leaves, FlatSpec)``: the arrays of ``(state, opt_state)`` as a flat list, PRNG key
-    arrays (the RNG streams' keys) as their raw ``uint32`` data."""
-    leaves, treedef = jax.tree.flatten((state, opt_state))
-    impls = tuple(str(jax.random.key_impl(x)) if _is_key(x) else None for x in leaves)
-    return [jax.random.key_data(x) if i else x for x, i in zip(leaves, impls)], FlatSpec(treedef, impls)
-
-
-def unflatten_state(leaves, spec: FlatSpec):
-    """Inverse of ``flatten_state``: ``(state, opt_state)``."""
-    leaves = [jax.random.wrap_key_data(x, impl=i) if i else x for x, i in zip(leaves, spec.key_impls)]
-    return jax.tree.unflatten(spec.treedef, leaves)
-
-
 @functools.lru_cache(maxsize=8)
-def flat_train_step(train_step, graphdef, spec: FlatSpec):
-    """``train_step`` (as from ``make_train_step``) over ``flatten_state``'s leaves, jitted:
-    ``(leaves, block, index int32, base_key_data uint32[...], global_step int32) -> (leaves,
-    fp32[4] metrics in METRICS order)``, leaves donated. The batch is ``block[name][index]`` of a
-    block of stacked batches (``batches.stacked_blocks``). The step key is
-    ``fold_in(base_key, global_step)``, as the trainer's, with ``base_key =
-    wrap_key_data(base_key_data)`` (default PRNG implementation).
+def flat_train_step(train_step, graphdef, spec: flat_state.PackSpec):
+    """``train_step`` (as from ``make_train_step``) over the state packed by
+    ``flat_state.pack(state, opt_state, spec)``, jitted: ``(buffers, block, index int32,
+    base_key_data uint32[...], global_step int32) -> (buffers, fp32[4] metrics in METRICS
+    order)``, buffers donated. The batch is ``block[name][index]`` of a block of stacked batches
+    (``batches.stacked_blocks``). The step key is ``fold_in(base_key, global_step)``, as the
+    trainer's, with ``base_key = wrap_key_data(base_key_data)`` (default PRNG implementation).
 
-    Why: a jit call flattens its arguments and builds its outputs on the host. The ``nnx.State``
-    pytrees flatten and unflatten in Python (each ``nnx.Variable`` node), and PRNG key arrays
-    leave jax's C++ dispatch path: ~3 ms of host time per step on the H100 machine, which capped
-    small models at ~300 steps/s (docs/training.md). A list of plain arrays goes through C++. For
-    the same reason the key is folded inside the jit (an eager ``fold_in`` is a dispatch of its
-    own), the metrics come back as one array, and the inputs of several steps travel as one
-    block. Cached on its arguments so that every epoch reuses one compiled step.
+    Why: the host time of a jit call grows with its pytree and buffer count. Passing the NNX
+    state itself (~100 arrays for SASRec with Adam, flattened in Python through every
+    ``nnx.Variable``, PRNG keys outside jax's C++ path) costs ~3 ms per step on the H100
+    machine, which capped small models at ~300 steps/s (docs/training.md). For the same reason
+    the key is folded inside the jit (an eager ``fold_in`` is a dispatch of its own), the metrics
+    come back as one array, and the inputs of several steps travel as one block. Cached on its
+    arguments so that every epoch reuses one compiled step.
     """
-    def step(leaves, block, index, base_key_data, global_step):
+    def step(buffers, block, index, base_key_data, global_step):
         batch = {name: lax.dynamic_index_in_dim(x, index, 0, keepdims=False)
                  for name, x in block.items()}
-        state, opt_state = unflatten_state(leaves, spec)
+        state, opt_state = flat_state.unpack(buffers, spec)
         key = jax.random.fold_in(jax.random.wrap_key_data(base_key_data), global_step)
         state, opt_state, metrics = train_step(graphdef, state, opt_state, batch, key)
-        return (flatten_state(state, opt_state)[0],
+        return (flat_state.pack(state, opt_state, spec),
                 jnp.stack([metrics[k].astype(jnp.float32) for k in METRICS]))
 
     return jax.jit(step, donate_argnums=0)
