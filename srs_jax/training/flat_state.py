@@ -15,6 +15,7 @@ small model the step itself takes ~1 ms on a GPU, so this bookkeeping decides th
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -68,27 +69,52 @@ def spec_of(state, opt_state) -> PackSpec:
     return PackSpec(treedef, tuple(slots), len(big) + len(groups))
 
 
-def pack(state, opt_state, spec: PackSpec) -> list:
-    """``(state, opt_state)`` as ``spec.n_buffers`` arrays. Jittable; outside a jit each small
-    leaf is a device operation, so call it once per epoch, not per step."""
-    buffers: list = [None] * spec.n_buffers
-    small: list[list] = [[] for _ in range(spec.n_buffers)]
-    for x, slot in zip(jax.tree.leaves((state, opt_state)), spec.slots):
-        raw = _raw(x)[0]
+def _n_big(spec: PackSpec) -> int:
+    return sum(slot.offset < 0 for slot in spec.slots)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _pack_small(spec: PackSpec, small: list) -> list:
+    """The small leaves (tree order) concatenated into the per-dtype buffers. Jitted: one call on
+    the host (``pack`` at an epoch's start), inlined inside the training step."""
+    groups: dict[int, list] = {}
+    for x, slot in zip(small, (s for s in spec.slots if s.offset >= 0)):
+        groups.setdefault(slot.buffer, []).append(jnp.ravel(_raw(x)[0]))
+    return [jnp.concatenate(groups[b]) for b in sorted(groups)]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _unpack_small(spec: PackSpec, packed: list) -> list:
+    """Inverse of ``_pack_small``: the small leaves in tree order (PRNG keys re-wrapped)."""
+    n_big, out = _n_big(spec), []
+    for slot in spec.slots:
         if slot.offset < 0:
-            buffers[slot.buffer] = raw
-        else:  # offsets were assigned in tree order, the order appended here
-            small[slot.buffer].append(jnp.ravel(raw))
-    return [b if b is not None else jnp.concatenate(small[i]) for i, b in enumerate(buffers)]
+            continue
+        size = int(np.prod(slot.shape, dtype=np.int64))
+        x = jax.lax.slice(packed[slot.buffer - n_big], (slot.offset,), (slot.offset + size,))
+        x = x.reshape(slot.shape)
+        out.append(jax.random.wrap_key_data(x, impl=slot.key_impl) if slot.key_impl else x)
+    return out
+
+
+def pack(state, opt_state, spec: PackSpec) -> list:
+    """``(state, opt_state)`` as ``spec.n_buffers`` arrays: the big leaves as they are (no copy),
+    then the packed buffers. Jittable; on the host it is one jitted call for the small leaves."""
+    leaves = jax.tree.leaves((state, opt_state))
+    big = [_raw(x)[0] for x, slot in zip(leaves, spec.slots) if slot.offset < 0]
+    small = [x for x, slot in zip(leaves, spec.slots) if slot.offset >= 0]
+    return big + list(_pack_small(spec, small))
 
 
 def unpack(buffers, spec: PackSpec):
     """Inverse of ``pack``: ``(state, opt_state)``."""
+    n_big = _n_big(spec)
+    small = iter(_unpack_small(spec, list(buffers[n_big:])))
     leaves = []
     for slot in spec.slots:
-        buf = buffers[slot.buffer]
         if slot.offset >= 0:
-            size = int(np.prod(slot.shape, dtype=np.int64))
-            buf = jax.lax.slice(buf, (slot.offset,), (slot.offset + size,)).reshape(slot.shape)
-        leaves.append(jax.random.wrap_key_data(buf, impl=slot.key_impl) if slot.key_impl else buf)
+            leaves.append(next(small))
+        else:
+            x = buffers[slot.buffer]
+            leaves.append(jax.random.wrap_key_data(x, impl=slot.key_impl) if slot.key_impl else x)
     return jax.tree.unflatten(spec.treedef, leaves)
