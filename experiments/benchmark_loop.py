@@ -10,7 +10,8 @@ avoids. "loop": ``srs_jax.training.loop`` 's epoch function on the same windows:
 (BatchIterator), background prefetch to the device, lagged metric fetches, NaN checks, progress
 bar (``--noflat``: through the NNX-state call). "host": the same loop around a jitted step that
 does no work (same arguments, donation and metrics), i.e. the most steps per second the host side
-can feed. Prints one JSON line; the target is ``ratio = loop / bare >= 0.95``.
+can feed (``--profile N``: where its time goes, by cProfile). Prints one JSON line; the target
+is ``ratio = loop / bare >= 0.95``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/synthetic_cce.py", 
 _STEPS = flags.DEFINE_integer("steps", 100, "Timed steps per measurement.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Measurements of each kind (median reported).")
 _OUT = flags.DEFINE_string("out", None, "Also write the JSON result to this file.")
+_PROFILE = flags.DEFINE_integer("profile", 0, "If > 0: also cProfile one more host-only epoch and "
+                                "print its N most expensive functions (by own time) to stderr.")
 _FLAT = flags.DEFINE_bool("flat", True, "Loop through steps.flat_train_step (the trainer's "
                           "single-device path); --noflat: pass the NNX state to each jit call.")
 
@@ -126,6 +129,14 @@ def main(argv):
         loop_runs.append(looped())
         nnx_runs.append(bare_nnx())
     host_runs = [host_only() for _ in range(int(_REPEATS.value))]
+    if _PROFILE.value > 0:
+        import cProfile
+        import pstats
+        import sys
+
+        profiler = cProfile.Profile()
+        profiler.runcall(host_only)
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(_PROFILE.value)
     result = {
         "config": config.data.name, "loss": config.loss.type, "batch_size": bs,
         "max_len": int(config.model.max_len), "n_items": int(dataset.n_items), "steps": n,
