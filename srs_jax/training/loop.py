@@ -82,9 +82,9 @@ def _steps_in(items, k: int, n: int):
 
 
 class _Stepper:
-    """Runs the epoch's steps: through ``steps.flat_train_step`` (state held as a few packed
-    arrays, ``flat_state``; see there why) when ``flat``, else through ``train_step`` itself (the sharded step,
-    which shards each batch on the host)."""
+    """Runs the epoch's steps: through ``steps.flat_train_step`` (the state held as a few packed
+    arrays, ``flat_state``; see there why) when ``flat``, else through ``train_step`` itself (the
+    sharded step, which shards each batch on the host)."""
 
     def __init__(self, train_step, graphdef, state, opt_state, base_key, flat: bool):
         self._train_step, self._graphdef, self._key, self._flat = train_step, graphdef, base_key, flat
