@@ -106,22 +106,18 @@ def main(argv):
         jax.block_until_ready((state.params, m))
         return n / (time.perf_counter() - t)
 
-    def looped():
+    def epoch_rate(step_fn):
+        """Steps/s of the trainer's epoch function around ``step_fn``."""
         nonlocal state, opt_state
         meta = {"global_step": 0, "epoch": 0}
         # warm=False: the first step (the flat step's compile in the first run) is timed apart.
-        state, opt_state, stats = loop._train_epoch(config, 0, windows, train_step, graphdef, state,
+        state, opt_state, stats = loop._train_epoch(config, 0, windows, step_fn, graphdef, state,
                                                     opt_state, meta, writer=None, warm=False,
                                                     flat=_FLAT.value)
         return stats["timed_steps"] / stats["train_seconds"]
 
-    def host_only():
-        nonlocal state, opt_state
-        meta = {"global_step": 0, "epoch": 0}
-        state, opt_state, stats = loop._train_epoch(config, 0, windows, idle_step, graphdef, state,
-                                                    opt_state, meta, writer=None, warm=False,
-                                                    flat=_FLAT.value)
-        return stats["timed_steps"] / stats["train_seconds"]
+    looped = functools.partial(epoch_rate, train_step)
+    host_only = functools.partial(epoch_rate, idle_step)
 
     bare_runs, loop_runs, nnx_runs = [], [], []
     for _ in range(int(_REPEATS.value)):  # interleaved, so drift affects all alike
