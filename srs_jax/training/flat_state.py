@@ -2,8 +2,9 @@
 
 Every array a jitted call takes or returns costs host time at dispatch (the runtime tracks each
 buffer), and pytrees of ``nnx.Variable`` nodes or PRNG key arrays are flattened in Python. For a
-small model the step itself takes ~1 ms on a GPU, so this bookkeeping decides the step rate
-(docs/training.md, "Host overhead on the GPU"). ``pack`` turns ``(state, opt_state)`` into:
+small model the step itself takes under a millisecond on a GPU (0.7 ms for SASRec on the Games
+set, H100), so this bookkeeping decides the step rate (docs/training.md, "Host overhead on the
+GPU"). ``pack`` turns ``(state, opt_state)`` into:
 
 * each leaf of at least ``PACK_MIN_SIZE`` elements (embedding tables and their Adam moments) as
   its own array, PRNG keys as their raw ``uint32`` data;
