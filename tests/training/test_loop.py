@@ -203,7 +203,7 @@ def test_resume_from_a_mid_epoch_checkpoint_is_bit_exact(two_epoch_run, one_epoc
 
 
 def _epoch(cfg, flat):
-    """One epoch of ``cfg`` through the flat or the NNX-state step: (losses, stats, leaves)."""
+    """One epoch of ``cfg`` through the flat or the NNX-state step: (stats, state leaves as numpy)."""
     from srs_jax import data as data_lib
     from srs_jax.data import batches as batches_lib
     from srs_jax.training import config_checks, steps
@@ -225,8 +225,8 @@ def _epoch(cfg, flat):
 
 
 def test_flat_step_matches_the_nnx_state_step_bit_for_bit(tmp_path):
-    # The trainer steps through steps.flat_train_step (state as a flat list of arrays, key folded
-    # inside the jit); the sharded path passes the NNX state itself. Same losses, same params and
+    # The trainer steps through steps.flat_train_step (state packed into a few arrays, key folded
+    # and batch picked from a block inside the jit); the sharded path passes the NNX state itself. Same losses, same params and
     # Adam moments, bit for bit, over an epoch with dropout whose steps fill one block of
     # loop.BLOCK_STEPS batches and part of a second.
     cfg = tiny_config(tmp_path, log_every=4, batch_size=8)
