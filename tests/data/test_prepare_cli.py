@@ -1,7 +1,6 @@
 """``python -m experiments.prepare``: summary, final JSON line, overrides and errors."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,11 +34,9 @@ def get_config():
 
 
 def _run(tmp_path, *args):
-    # The repository first, then whatever the caller's path holds (e.g. packages installed with
-    # pip --target, as on the GPU machine).
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
-    return subprocess.run([sys.executable, "-m", "experiments.prepare", *args], cwd=ROOT, env=env,
+    # cwd=ROOT puts the repository on the module path; the caller's environment (PYTHONPATH
+    # included, e.g. packages installed with pip --target) is inherited, as in the other CLI tests.
+    return subprocess.run([sys.executable, "-m", "experiments.prepare", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -16,8 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_benchmark_loop_reports_every_rate(tmp_path):
     out = tmp_path / "loop.json"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p))
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
     args = ["--config", "configs/synthetic_cce.py", "--steps", "5", "--repeats", "1",
             "--out", str(out), f"--config.data.cache_dir={tmp_path / 'cache'}",
             "--config.data.synthetic.n_users=120", "--config.data.synthetic.n_items=60",
