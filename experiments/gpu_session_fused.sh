@@ -40,8 +40,7 @@ fi
 # SASRec with the fused-forward defaults: CE and CCE on the shared Games set at the same time on
 # the one GPU (TRAIN_S s each), then CCE training steps at the Zvuk shape for 1e4..1e7 items.
 if [ -n "${TRAIN-}" ]; then
-  export DATA_DIR=${DATA_DIR:-.data_carry}
-  W=${WORK:-/tmp/fused_train}; T=${TRAIN_S:-120}; SLACK=120; mkdir -p "$W/logs"
+  session_setup /tmp/fused_train 120 120  # work folder, training budget, slack (s)
   for loss in ce cce; do run "games_$loss" "configs/amazon_games_$loss.py" & done
   wait
   $PY -m experiments.run_table "$W" 2>&1 | tee "$OUT/train_table.log"
