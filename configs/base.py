@@ -14,9 +14,10 @@ Any field can be overridden: --config.train.batch_size=512 --config.loss.type=ce
 * ``train``: ``batch_size``, ``lr``, ``b1``, ``b2``, ``eps``, ``max_epochs``, ``patience``
   (epochs without a strict val improvement), ``warmup_steps``, ``schedule`` ('constant' |
   'cosine'), ``grad_clip`` (0 = off), ``eval_batch_size``, ``prefetch`` (blocks of 16 batches
-  queued on the device; batches on a mesh), ``log_every`` (steps between progress-bar / NaN checks), ``window_stride`` (None = one
-  window per user, the reference; k = sliding windows), ``max_train_seconds`` (0 = no limit; else
-  no new epoch starts after this many seconds of the run and the best checkpoint is evaluated),
+  queued on the device; batches on a mesh), ``log_every`` (steps between progress-bar / NaN
+  checks), ``window_stride`` (None = one window per user, the reference; k = sliding windows),
+  ``max_train_seconds`` (0 = no limit; else no new epoch starts after this many seconds of the
+  run and the best checkpoint is evaluated),
   ``checkpoint_every_steps`` (0 = the latest checkpoint at epoch ends only; k = also every k
   steps inside an epoch, and ``--resume`` continues from that step).
 * ``eval``: ``ks``, ``metrics``, ``monitor`` (the val metric for early stopping and the best

@@ -1,5 +1,6 @@
 # Sourced by the GPU session scripts: the kernel ones call kernel_session_setup, the training-run
-# ones (gpu_session_lead / quality / bert4rec / cce_neg_variants.sh) session_setup, then run.
+# ones (gpu_session_lead / quality / bert4rec / cce_neg_variants.sh, fused.sh's TRAIN step)
+# session_setup, then run.
 
 kernel_session_setup() {  # sets OUT (default /tmp/out, created) and PY; appends to $OUT/env.log
   export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
