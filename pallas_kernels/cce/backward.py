@@ -110,7 +110,7 @@ def _de_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, de_ref, *, v, block_v, n_fu
 
 
 def _dc_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_ref, *, v, block_v, block_n, n_row_tiles,
-               precision, exp_asm, filter_eps=None, onehot=True, stagger="none"):
+               precision, exp_asm, filter_eps=None, onehot=True):
     j = pl.program_id(0)
     start = j * block_v
     cols = start + jnp.arange(block_v)
@@ -134,10 +134,7 @@ def _dc_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_ref, *, v, block_v, bloc
                                   transposed=True, filter_eps=filter_eps, count_cols=col_ok)
         return _add_if(keep, acc, lambda: common.dot_nn(grad_t.astype(e.dtype), e, precision))
 
-    zeros = jnp.zeros(c.shape, jnp.float32)
-    if stagger != "none" and exp_asm:
-        zeros = zeros + common.stagger_zero(stagger, j, (block_v, block_n), exp_asm)
-    acc = common.chained_sum(n_row_tiles, step, zeros, block_n)
+    acc = common.chained_sum(n_row_tiles, step, jnp.zeros(c.shape, jnp.float32), block_n)
     # Rows >= V of this tile are never stored.
     plgpu.store(dc_ref.at[pl.ds(start, block_v), :], acc.astype(dc_ref.dtype),
                 mask=col_ok[:, None])
@@ -229,7 +226,7 @@ def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: b
         de = _de_call(e_pad, c_pad, v, lse2, t, g, cfg, interpret, de_dtype, **filt)
     dc = pl.pallas_call(
         functools.partial(_dc_kernel, v=v, block_v=bv, block_n=bn, n_row_tiles=n_pad // bn,
-                          precision=prec, exp_asm=exp_asm, stagger=cfg.stagger or "none", **filt),
+                          precision=prec, exp_asm=exp_asm, **filt),
         grid=(n_tiles,),
         in_specs=[full] * 5,
         out_specs=full,

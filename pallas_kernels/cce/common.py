@@ -68,7 +68,6 @@ class KernelConfig:
     fde_warps: int | None = None
     fde_stages: int | None = None
     fde_sum_tile: bool | None = None
-    stagger: str | None = None
 
 
 # Per D: (fwd_block_n, fwd_block_v, fwd_warps), (bwd_block_n, bwd_block_v, bwd_warps),
@@ -109,7 +108,7 @@ def default_config(n: int, v: int, d: int, itemsize: int = 2) -> KernelConfig:
                         bwd_mode="two_pass", exp_asm=True, fwd_shift="target",
                         fwd_sum_tile=True, bwd_onehot="xla", fused_de=True,
                         fde_block_n=bbn, fde_block_v=bbv, fde_warps=bw, fde_stages=fde_stages,
-                        fde_sum_tile=False, stagger="none")
+                        fde_sum_tile=False)
 
 
 def fill_defaults(cfg: KernelConfig | None, n: int, v: int, d: int,
@@ -144,44 +143,6 @@ def dot_nn(a, b, precision):
     """a [m, k] . b [k, n] -> float32 [m, n]."""
     return lax.dot_general(a, b, (((1,), (0,)), ((), ())), precision=precision,
                            preferred_element_type=jnp.float32)
-
-
-# Programs resident on one SM start together and run identical loops, so their GEMM phases and
-# exponential phases stay aligned and the tensor cores and the MUFU take turns. ``stagger``
-# delays some programs at their start by ``k`` tiles' worth of exponentials:
-# "parity:k" (odd program ids), "mod:g:k" (id % g), "wave:g:k" (the (id // SMS)-th wave of
-# the first g waves). "none": no delay.
-SMS = 132
-
-
-def stagger_trips(spec: str, pid):
-    """Delay passes (int32, traced) for program ``pid`` under ``spec``."""
-    if spec in (None, "none"):
-        return jnp.int32(0) * pid
-    mode, *nums = spec.split(":")
-    nums = [int(x) for x in nums]
-    if mode == "parity":
-        return nums[0] * (pid % 2)
-    if mode == "mod":
-        return nums[1] * (pid % nums[0])
-    if mode == "wave":
-        wave = pid // SMS
-        return jnp.where(wave < nums[0], wave * nums[1], 0)
-    raise ValueError(f"stagger={spec!r}: use 'none', 'parity:k', 'mod:g:k' or 'wave:g:k'")
-
-
-def stagger_zero(spec: str, pid, shape, use_asm: bool):
-    """float32 scalar 0.0, computed after ``stagger_trips`` passes of ex2 over a ``shape`` tile:
-    ex2(-inf) = +0 exactly, so adding it changes nothing but the start time."""
-    if spec in (None, "none") or not use_asm:
-        return jnp.float32(0.0)
-    inf = float("inf")
-
-    def burn(_, z):
-        return exp2(z - inf, True)
-
-    z = lax.fori_loop(0, stagger_trips(spec, pid), burn, jnp.zeros(shape, jnp.float32))
-    return jnp.sum(z)
 
 
 def exp2(x, use_asm: bool):

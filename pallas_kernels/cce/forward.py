@@ -35,7 +35,7 @@ _NEG_INF = float("-inf")
 
 def _fwd_kernel(e_ref, c_ref, *refs, v: int, block_v: int, tiles_per_split: int, n_full: int,
                 has_tail: bool, num_splits: int, precision, exp_asm: bool, fixed_shift: bool,
-                sum_tile: bool, with_acc: bool = False, stagger: str = "none"):
+                sum_tile: bool, with_acc: bool = False):
     if fixed_shift:
         shift_ref, lse2_ref, *acc_ref = refs
     else:
@@ -86,10 +86,6 @@ def _fwd_kernel(e_ref, c_ref, *refs, v: int, block_v: int, tiles_per_split: int,
     lo = split * tiles_per_split
     hi = jnp.minimum(lo + tiles_per_split, n_full)
     carry = init
-    if stagger != "none" and exp_asm:
-        pid = pl.program_id(0) * num_splits + split
-        delay = common.stagger_zero(stagger, pid, (block_n, block_v), exp_asm)
-        carry = (init[0] + delay,) + tuple(init[1:])
     if n_full > 0:  # (a catalog smaller than one tile has only the masked tail)
         body = functools.partial(step, tail=False)
         if with_acc:  # acc is a tensor-core chain: restart it on long catalogs (common.py)
@@ -138,8 +134,7 @@ def lse_rows(e_pad: jax.Array, c_pad: jax.Array, v: int, cfg: common.KernelConfi
         has_tail=n_full != n_tiles, num_splits=splits,
         precision=common.dot_precision(e_pad.dtype), exp_asm=cfg.exp_asm and not interpret,
         fixed_shift=shift is not None,
-        sum_tile=bool(cfg.fde_sum_tile if with_acc else cfg.fwd_sum_tile), with_acc=with_acc,
-        stagger=cfg.stagger or "none")
+        sum_tile=bool(cfg.fde_sum_tile if with_acc else cfg.fwd_sum_tile), with_acc=with_acc)
     extra = () if shift is None else (shift.astype(jnp.float32) * common.LOG2E,)
     out_specs = [pl.BlockSpec((None, bn), lambda i, s: (s, i))]
     out_shape = [jax.ShapeDtypeStruct((splits, n_pad), jnp.float32)]
