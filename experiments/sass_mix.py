@@ -1,13 +1,14 @@
 """Instruction mix and stall samples per SASS opcode, from Nsight Compute's source page as CSV.
 
   ncu --import report.ncu-rep --page source --csv --print-source sass > sass.csv
-  python -m experiments.sass_mix sass.csv
+  python -m experiments.sass_mix sass.csv [more.csv.gz ...]
 """
 
 from __future__ import annotations
 
 import collections
 import csv
+import gzip
 import sys
 
 
@@ -19,8 +20,12 @@ def opcode(source: str) -> str:
 
 
 def mix(path: str, top: int = 16) -> str:
-    rows = list(csv.reader(open(path)))
-    head = next(i for i, r in enumerate(rows) if "Source" in r)
+    with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as f:
+        rows = list(csv.reader(f))
+    head = next((i for i, r in enumerate(rows) if "Source" in r), None)
+    if head is None:
+        raise SystemExit(f"{path}: no 'Source' column; write it with `ncu --import REPORT --page "
+                         "source --csv --print-source sass`")
     names = rows[head]
     src, done = names.index("Source"), names.index("Instructions Executed")
     stall = names.index("Warp Stall Sampling (All Samples)")

@@ -38,7 +38,7 @@ from jax.experimental.pallas import triton as plgpu
 from pallas_kernels.cce import common
 
 
-def _grad_tile(x, lse2, t, g, cols, exp_asm: bool, transposed: bool, col_mask=None,
+def _grad_tile(x, lse2, t, g, cols, exp_mode: str, transposed: bool, col_mask=None,
                filter_eps=None, count_cols=None, onehot: bool = True):
     """float32 G tile from float32 logits x ([rows, cols] or, transposed, [cols, rows]).
 
@@ -48,19 +48,19 @@ def _grad_tile(x, lse2, t, g, cols, exp_asm: bool, transposed: bool, col_mask=No
     target term outside the kernel; no per-logit compare)."""
     if not onehot:  # (never with filter_eps: it needs |P - onehot|)
         if transposed:
-            grad = common.exp2(x * common.LOG2E - lse2[None, :], exp_asm) * g[None, :]
+            grad = common.exp2_shifted(x, lse2[None, :], exp_mode) * g[None, :]
             return grad if col_mask is None else jnp.where(col_mask[:, None], grad, 0.0)
-        grad = common.exp2(x * common.LOG2E - lse2[:, None], exp_asm) * g[:, None]
+        grad = common.exp2_shifted(x, lse2[:, None], exp_mode) * g[:, None]
         return grad if col_mask is None else jnp.where(col_mask[None, :], grad, 0.0)
     if transposed:  # x is [block_v, block_n]
-        p = common.exp2(x * common.LOG2E - lse2[None, :], exp_asm)
+        p = common.exp2_shifted(x, lse2[None, :], exp_mode)
         hit = cols[:, None] == t[None, :]
         err = p - hit.astype(jnp.float32)
         grad = err * g[None, :]
         if col_mask is not None:
             grad = jnp.where(col_mask[:, None], grad, 0.0)
     else:  # x is [block_n, block_v]
-        p = common.exp2(x * common.LOG2E - lse2[:, None], exp_asm)
+        p = common.exp2_shifted(x, lse2[:, None], exp_mode)
         hit = t[:, None] == cols[None, :]
         err = p - hit.astype(jnp.float32)
         grad = err * g[:, None]
@@ -84,7 +84,7 @@ def _add_if(keep, acc, term):
 
 
 def _de_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, de_ref, *, v, block_v, n_full, has_tail,
-               precision, exp_asm, filter_eps=None, onehot=True):
+               precision, exp_mode, filter_eps=None, onehot=True):
     e = e_ref[...]
     lse2, t, g = lse2_ref[...], t_ref[...], g_ref[...]
 
@@ -95,10 +95,10 @@ def _de_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, de_ref, *, v, block_v, n_fu
         x = common.dot_nt(e, c, precision)
         # Rows of c beyond V are zeros, so their G entries meet zero rows: no mask needed.
         if filter_eps is None:
-            grad = _grad_tile(x, lse2, t, g, cols, exp_asm, transposed=False, onehot=onehot)
+            grad = _grad_tile(x, lse2, t, g, cols, exp_mode, transposed=False, onehot=onehot)
             return acc + common.dot_nn(grad.astype(e.dtype), c, precision)
         # ... but they must not keep a tile alive (their P is not 0).
-        grad, keep = _grad_tile(x, lse2, t, g, cols, exp_asm, transposed=False,
+        grad, keep = _grad_tile(x, lse2, t, g, cols, exp_mode, transposed=False,
                                 filter_eps=filter_eps, count_cols=cols < v if tail else None)
         return _add_if(keep, acc, lambda: common.dot_nn(grad.astype(e.dtype), c, precision))
 
@@ -110,7 +110,7 @@ def _de_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, de_ref, *, v, block_v, n_fu
 
 
 def _dc_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_ref, *, v, block_v, block_n, n_row_tiles,
-               precision, exp_asm, filter_eps=None, onehot=True):
+               precision, exp_mode, filter_eps=None, onehot=True):
     j = pl.program_id(0)
     start = j * block_v
     cols = start + jnp.arange(block_v)
@@ -124,13 +124,13 @@ def _dc_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_ref, *, v, block_v, bloc
         if filter_eps is None:
             # (Operand load order as it was measured: it changes Triton's pipelining.)
             if onehot:
-                grad_t = _grad_tile(xt, lse2_ref[rows], t_ref[rows], g_ref[rows], cols, exp_asm,
+                grad_t = _grad_tile(xt, lse2_ref[rows], t_ref[rows], g_ref[rows], cols, exp_mode,
                                     transposed=True)
             else:
-                grad_t = _grad_tile(xt, lse2_ref[rows], None, g_ref[rows], cols, exp_asm,
+                grad_t = _grad_tile(xt, lse2_ref[rows], None, g_ref[rows], cols, exp_mode,
                                     transposed=True, onehot=False)
             return acc + common.dot_nn(grad_t.astype(e.dtype), e, precision)
-        grad_t, keep = _grad_tile(xt, lse2_ref[rows], t_ref[rows], g_ref[rows], cols, exp_asm,
+        grad_t, keep = _grad_tile(xt, lse2_ref[rows], t_ref[rows], g_ref[rows], cols, exp_mode,
                                   transposed=True, filter_eps=filter_eps, count_cols=col_ok)
         return _add_if(keep, acc, lambda: common.dot_nn(grad_t.astype(e.dtype), e, precision))
 
@@ -141,7 +141,7 @@ def _dc_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_ref, *, v, block_v, bloc
 
 
 def _atomic_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_in_ref, de_ref, dc_ref, *, v, block_v,
-                   n_tiles, precision, exp_asm, filter_eps=None):
+                   n_tiles, precision, exp_mode, filter_eps=None):
     del dc_in_ref  # aliased with dc_ref (zero-initialised float32 accumulator)
     e = e_ref[...]
     lse2, t, g = lse2_ref[...], t_ref[...], g_ref[...]
@@ -152,10 +152,10 @@ def _atomic_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_in_ref, de_ref, dc_r
         c = plgpu.load(c_ref.at[pl.ds(start, block_v), :], mask=(cols < v)[:, None], other=0.0)
         x = common.dot_nt(e, c, precision)
         if filter_eps is None:
-            grad = _grad_tile(x, lse2, t, g, cols, exp_asm, transposed=False, col_mask=cols < v)
+            grad = _grad_tile(x, lse2, t, g, cols, exp_mode, transposed=False, col_mask=cols < v)
             keep = None
         else:
-            grad, keep = _grad_tile(x, lse2, t, g, cols, exp_asm, transposed=False,
+            grad, keep = _grad_tile(x, lse2, t, g, cols, exp_mode, transposed=False,
                                     col_mask=cols < v, filter_eps=filter_eps)
         gq = grad.astype(e.dtype)
 
@@ -190,7 +190,7 @@ def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: b
     bn, bv = cfg.bwd_block_n, cfg.bwd_block_v
     n_tiles = pl.cdiv(v, bv)
     prec = common.dot_precision(e_pad.dtype)
-    exp_asm = cfg.exp_asm and not interpret
+    exp_mode = common.exp_mode(cfg, interpret)
     params = common.compiler_params(cfg.bwd_warps, cfg.bwd_stages)
     # Only passed when set, so that the unfiltered kernels are the very same partials as before.
     filt = {} if filter_eps is None else {"filter_eps": float(filter_eps)}
@@ -208,7 +208,7 @@ def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: b
         dc0 = jnp.zeros((n_tiles * bv, d_pad), jnp.float32)
         de, dc = pl.pallas_call(
             functools.partial(_atomic_kernel, v=v, block_v=bv, n_tiles=n_tiles, precision=prec,
-                              exp_asm=exp_asm, **filt),
+                              exp_mode=exp_mode, **filt),
             grid=(n_pad // bn,),
             in_specs=[row_spec, full, vec_spec, vec_spec, vec_spec, full],
             out_specs=[row_spec, full],
@@ -226,7 +226,7 @@ def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: b
         de = _de_call(e_pad, c_pad, v, lse2, t, g, cfg, interpret, de_dtype, **filt)
     dc = pl.pallas_call(
         functools.partial(_dc_kernel, v=v, block_v=bv, block_n=bn, n_row_tiles=n_pad // bn,
-                          precision=prec, exp_asm=exp_asm, **filt),
+                          precision=prec, exp_mode=exp_mode, **filt),
         grid=(n_tiles,),
         in_specs=[full] * 5,
         out_specs=full,
@@ -248,7 +248,7 @@ def _de_call(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, interpret: b
         functools.partial(_de_kernel, v=v, block_v=bv, n_full=n_full,
                           has_tail=n_full != pl.cdiv(v, bv),
                           precision=common.dot_precision(e_pad.dtype),
-                          exp_asm=cfg.exp_asm and not interpret, **filt),
+                          exp_mode=common.exp_mode(cfg, interpret), **filt),
         grid=(n_pad // bn,),
         in_specs=[row_spec, pl.no_block_spec, vec_spec, vec_spec, vec_spec],
         out_specs=row_spec,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import struct
 
 import jax
 import jax.numpy as jnp
@@ -24,13 +25,17 @@ class KernelConfig:
     row tile in the forward (merged afterwards), for small N; ``bwd_mode``: "two_pass" (a kernel
     owning dE row tiles and one owning dC catalog tiles) or "atomic" (one pass, f32 atomics on dC);
     ``exp_asm``: exp2 as one ``ex2.approx.ftz.f32`` (inline PTX) instead of libdevice's exp2f.
+    ``exp_fma`` (default True, with exp_asm): 2^(x log2 e - shift) as one ``fma.rn.ftz`` and one
+    ``ex2`` in the same inline PTX; Triton emits the scale and the shift as FMUL + FADD
+    (Nsight Compute, H100: 2 FADD + 1 FMUL + 1 MUFU per logit in the forward; docs/perf.md).
     ``fwd_shift``: "target" (default: each row's exponentials are shifted by its target logit,
     which is at most the row max, so no running max is tracked; if a row's sum overflows, i.e. a
     logit ~70 above its target's, the batch is redone online) or "online" (running row max; the
     vocabulary-parallel shards, which do not own the targets, always use it). ``fwd_sum_tile``
-    (default True): keep the sum of exponentials as a [block_n, block_v] tile, reduced once at
+    (default True for D > 64): keep the sum of exponentials as a [block_n, block_v] tile, reduced once at
     the end. Measured on an H100 (docs/perf.md): forward 53.8 -> 47.6 ms (D=64), 80.0 -> 70.8
-    (D=128), 128.8 -> 119.2 (D=256) at N=131072, V=1e6.
+    (D=128), 128.8 -> 119.2 (D=256) at N=131072, V=1e6; since the FMA exponentials, D <= 64
+    sums per row again (fewer registers: 45.6 -> 44.9 ms).
     ``bwd_onehot``: "xla" (default: the two-pass backward kernels form softmax * g only, no
     per-logit compare; the O(N D) target term is added outside, to dE in float32 and to dC as
     one float32 segment sum per target item, added to its row with one more rounding; costs an
@@ -59,6 +64,7 @@ class KernelConfig:
     bwd_stages: int | None = None
     bwd_mode: str | None = None
     exp_asm: bool | None = None
+    exp_fma: bool | None = None
     fwd_shift: str | None = None
     fwd_sum_tile: bool | None = None
     bwd_onehot: str | None = None
@@ -70,17 +76,18 @@ class KernelConfig:
     fde_sum_tile: bool | None = None
 
 
-# Per D: (fwd_block_n, fwd_block_v, fwd_warps), (bwd_block_n, bwd_block_v, bwd_warps),
-# fde_stages. Tiles measured on an H200 (2026-11-22, N=32768, V=1e6, bf16; docs/perf.md "tile
-# sweep"); the fused forward's tiles equal the backward's and its stages, bwd_stages=3 and the
-# D=128 forward tile were measured on an H100 at N=131072 (docs/perf.md "fused forward": 128x64
-# 68.1 vs 64x128 71.5 ms). Larger D takes smaller tiles: the resident E tile, the pipelined C
-# tiles and the f32 accumulators must fit in registers and 228 KB of shared memory.
+# Per D: (fwd_block_n, fwd_block_v, fwd_warps, fwd_stages, fwd_sum_tile), (bwd_block_n,
+# bwd_block_v, bwd_warps), fde_stages. Tiles measured on an H200 (2026-11-22, N=32768, V=1e6,
+# bf16; docs/perf.md "tile sweep"); the fused forward's tiles equal the backward's and its stages,
+# bwd_stages=3, the D=128 forward tile and, with the FMA exponentials, the D=64 row sums and the
+# D=128 two stages (3 programs per SM instead of 2) were measured on an H100 at N=131072
+# (docs/perf.md). Larger D takes smaller tiles: the resident E tile, the pipelined C tiles and
+# the f32 accumulators must fit in registers and 228 KB of shared memory.
 _DEFAULTS = {
-    64: ((64, 128, 4), (64, 64, 4), 3),
-    128: ((128, 64, 4), (64, 128, 4), 3),
-    256: ((256, 64, 8), (64, 64, 4), 2),
-    512: ((64, 32, 4), (32, 32, 4), 2),  # float32 at D=256: the same bytes per row as bf16 D=512
+    64: ((64, 128, 4, 3, False), (64, 64, 4), 3),
+    128: ((128, 64, 4, 2, True), (64, 128, 4), 3),
+    256: ((256, 64, 8, 3, True), (64, 64, 4), 2),
+    512: ((64, 32, 4, 3, True), (32, 32, 4), 2),  # float32 at D=256: as bf16 D=512 per row
 }
 
 
@@ -98,15 +105,16 @@ def default_config(n: int, v: int, d: int, itemsize: int = 2) -> KernelConfig:
     """
     width = d * max(1, itemsize // 2)
     key = next((k for k in sorted(_DEFAULTS) if width <= k), max(_DEFAULTS))
-    (fbn, fbv, fw), (bbn, bbv, bw), fde_stages = _DEFAULTS[key]
+    (fbn, fbv, fw, fstages, fsum_tile), (bbn, bbv, bw), fde_stages = _DEFAULTS[key]
     row_tiles = -(-n // fbn)
     catalog_tiles = -(-v // fbv)
     splits = max(1, min(_MAX_SPLITS, -(-_TARGET_PROGRAMS // row_tiles), catalog_tiles // 16))
-    return KernelConfig(fwd_block_n=fbn, fwd_block_v=fbv, fwd_warps=fw, fwd_stages=3,
+    return KernelConfig(fwd_block_n=fbn, fwd_block_v=fbv, fwd_warps=fw, fwd_stages=fstages,
                         num_splits=splits,
                         bwd_block_n=bbn, bwd_block_v=bbv, bwd_warps=bw, bwd_stages=3,
-                        bwd_mode="two_pass", exp_asm=True, fwd_shift="target",
-                        fwd_sum_tile=True, bwd_onehot="xla", fused_de=True,
+                        bwd_mode="two_pass", exp_asm=True, exp_fma=True,
+                        fwd_shift="target",
+                        fwd_sum_tile=fsum_tile, bwd_onehot="xla", fused_de=True,
                         fde_block_n=bbn, fde_block_v=bbv, fde_warps=bw, fde_stages=fde_stages,
                         fde_sum_tile=False)
 
@@ -143,6 +151,28 @@ def dot_nn(a, b, precision):
     """a [m, k] . b [k, n] -> float32 [m, n]."""
     return lax.dot_general(a, b, (((1,), (0,)), ((), ())), precision=precision,
                            preferred_element_type=jnp.float32)
+
+
+def exp_mode(cfg: KernelConfig, interpret: bool) -> str:
+    """How the kernels take exponentials: "fma" (one FFMA + one MUFU ex2, inline PTX), "ex2"
+    (the ex2 alone in PTX) or "xla" (jnp.exp2: libdevice on the GPU, and the interpreter)."""
+    if interpret or not cfg.exp_asm:
+        return "xla"
+    return "fma" if cfg.exp_fma else "ex2"
+
+
+_LOG2E_PTX = "0f" + struct.pack(">f", LOG2E).hex().upper()  # log2(e) rounded to float32
+
+
+def exp2_shifted(x, shift, mode: str):
+    """2**(x * log2(e) - shift), float32; ``shift`` broadcasts against x ([rows, 1] or [1, cols]).
+    ``mode`` as ``exp_mode``: "fma" rounds x * log2(e) - shift once (FMA) instead of twice."""
+    if mode != "fma":
+        return exp2(x * LOG2E - shift, mode != "xla")
+    return plgpu.elementwise_inline_asm(
+        "{ .reg .f32 t; fma.rn.ftz.f32 t, $1, " + _LOG2E_PTX + ", $2; ex2.approx.ftz.f32 $0, t; }",
+        args=[x, jnp.broadcast_to(-shift, x.shape)], constraints="=r,r,r", pack=1,
+        result_shape_dtypes=[jax.ShapeDtypeStruct(x.shape, jnp.float32)])[0]
 
 
 def exp2(x, use_asm: bool):

@@ -34,7 +34,7 @@ _NEG_INF = float("-inf")
 
 
 def _fwd_kernel(e_ref, c_ref, *refs, v: int, block_v: int, tiles_per_split: int, n_full: int,
-                has_tail: bool, num_splits: int, precision, exp_asm: bool, fixed_shift: bool,
+                has_tail: bool, num_splits: int, precision, exp_mode: str, fixed_shift: bool,
                 sum_tile: bool, with_acc: bool = False):
     if fixed_shift:
         shift_ref, lse2_ref, *acc_ref = refs
@@ -61,7 +61,7 @@ def _fwd_kernel(e_ref, c_ref, *refs, v: int, block_v: int, tiles_per_split: int,
 
         def step(j, carry, tail: bool):
             x, c = logits(j, tail)
-            p = common.exp2(x * common.LOG2E - shift2[:, None], exp_asm)
+            p = common.exp2_shifted(x, shift2[:, None], exp_mode)
             s = carry[0] + (p if sum_tile else jnp.sum(p, axis=1))
             if not with_acc:
                 return (s,)
@@ -73,13 +73,16 @@ def _fwd_kernel(e_ref, c_ref, *refs, v: int, block_v: int, tiles_per_split: int,
             init += (jnp.zeros(e.shape, jnp.float32),)
     else:
         def step(j, carry, tail: bool):
-            m, s = carry  # running max of raw logits, sum of 2^(x*log2e - m*log2e)
+            # m2: running max of the rounded x log2(e); s: sum of 2^(x log2 e - m2). The old sum
+            # is rescaled by 2^(m2 - m2_new), with the m2 it was taken against: with the FMA
+            # exponentials a term is 2^(x log2 e - m2) with an unrounded product, so rounding
+            # m log2 e afresh would shift the old terms by its rounding error.
+            m2, s = carry
             x, _ = logits(j, tail)
-            m_new = jnp.maximum(m, jnp.max(x, axis=1))
-            m2 = m_new * common.LOG2E
-            p = common.exp2(x * common.LOG2E - m2[:, None], exp_asm)
-            s = s * common.exp2(m * common.LOG2E - m2, exp_asm) + jnp.sum(p, axis=1)
-            return m_new, s
+            m2_new = jnp.maximum(m2, jnp.max(x, axis=1) * common.LOG2E)
+            p = common.exp2_shifted(x, m2_new[:, None], exp_mode)
+            s = s * common.exp2(m2 - m2_new, exp_mode != "xla") + jnp.sum(p, axis=1)
+            return m2_new, s
 
         init = (jnp.full((block_n,), _NEG_INF, jnp.float32), jnp.zeros((block_n,), jnp.float32))
 
@@ -102,8 +105,8 @@ def _fwd_kernel(e_ref, c_ref, *refs, v: int, block_v: int, tiles_per_split: int,
         if with_acc:
             acc_ref[0][...] = carry[1]
     else:
-        m, s = carry
-        lse2_ref[...] = m * common.LOG2E + jnp.log2(s)
+        m2, s = carry
+        lse2_ref[...] = m2 + jnp.log2(s)
 
 
 def lse_rows(e_pad: jax.Array, c_pad: jax.Array, v: int, cfg: common.KernelConfig, *,
@@ -132,7 +135,7 @@ def lse_rows(e_pad: jax.Array, c_pad: jax.Array, v: int, cfg: common.KernelConfi
     kernel = functools.partial(
         _fwd_kernel, v=v, block_v=bv, tiles_per_split=tiles_per_split, n_full=n_full,
         has_tail=n_full != n_tiles, num_splits=splits,
-        precision=common.dot_precision(e_pad.dtype), exp_asm=cfg.exp_asm and not interpret,
+        precision=common.dot_precision(e_pad.dtype), exp_mode=common.exp_mode(cfg, interpret),
         fixed_shift=shift is not None,
         sum_tile=bool(cfg.fde_sum_tile if with_acc else cfg.fwd_sum_tile), with_acc=with_acc)
     extra = () if shift is None else (shift.astype(jnp.float32) * common.LOG2E,)

@@ -252,7 +252,35 @@ GPU_CASES = (
     + [("fused-de", KernelConfig(fused_de=True), d, dt, red) for d in (64, 256) for dt, red in _DT]
     + [("fused-de-split-4", KernelConfig(fused_de=True, num_splits=4), 128, "bfloat16", "mean")]
     + [("unfused", KernelConfig(fused_de=False), 128, dt, red) for dt, red in _DT]
+    + [("ex2-exponentials", KernelConfig(exp_fma=False), d, "bfloat16", "mean") for d in (64, 128)]
 )
+
+
+@pytest.mark.gpu
+def test_gpu_exp2_shifted_matches_float64():
+    # The kernels' exponential 2^(x log2 e - shift): one FMA + ex2.approx ("fma", the default) or
+    # a rounded product, a rounded difference, then ex2 ("ex2"). Both within ex2.approx's
+    # 2^-21 plus the argument's roundings; the FMA, with one rounding fewer, is more accurate.
+    from jax.experimental import pallas as pl
+
+    from pallas_kernels.cce import common
+    rng = _rng("gpu-exp2")
+    x = rng.uniform(-120.0, 60.0, (64, 256)).astype(np.float32)
+    shift = rng.uniform(-30.0, 80.0, (64,)).astype(np.float32)
+    t = x.astype(np.float64) * np.log2(np.e) - shift.astype(np.float64)[:, None]
+    normal = t > -125.0
+    errors = {}
+    for mode in ("fma", "ex2"):
+        def kernel(x_ref, s_ref, o_ref):
+            o_ref[...] = common.exp2_shifted(x_ref[...], s_ref[...][:, None], mode)
+        got = np.asarray(pl.pallas_call(
+            kernel, out_shape=jax.ShapeDtypeStruct(x.shape, jnp.float32))(x, shift), np.float64)
+        rel = np.abs(got / np.exp2(t) - 1.0)
+        tol = 2.0**-21 + np.log(2.0) * 2.0**-23 * (2.0 * np.abs(x) + np.abs(t))
+        assert np.all(rel[normal] <= tol[normal]), (mode, float(np.max(rel[normal] / tol[normal])))
+        assert np.all(got[~normal] <= 2.0**-124), mode  # underflow: flushed to zero (ftz)
+        errors[mode] = float(np.mean(rel[normal]))
+    assert errors["fma"] < errors["ex2"], errors
 
 
 @pytest.mark.gpu
