@@ -32,10 +32,10 @@ class KernelConfig:
     which is at most the row max, so no running max is tracked; if a row's sum overflows, i.e. a
     logit ~70 above its target's, the batch is redone online) or "online" (running row max; the
     vocabulary-parallel shards, which do not own the targets, always use it). ``fwd_sum_tile``
-    (default True for D > 64): keep the sum of exponentials as a [block_n, block_v] tile, reduced once at
-    the end. Measured on an H100 (docs/perf.md): forward 53.8 -> 47.6 ms (D=64), 80.0 -> 70.8
-    (D=128), 128.8 -> 119.2 (D=256) at N=131072, V=1e6; since the FMA exponentials, D <= 64
-    sums per row again (fewer registers: 45.6 -> 44.9 ms).
+    (default True for D > 64): keep the sum of exponentials as a [block_n, block_v] tile,
+    reduced once at the end. Measured on an H100 (docs/perf.md): forward 53.8 -> 47.6 ms (D=64),
+    80.0 -> 70.8 (D=128), 128.8 -> 119.2 (D=256) at N=131072, V=1e6; since the FMA
+    exponentials, D <= 64 sums per row again (fewer registers: 45.7 -> 44.9 ms, two runs each).
     ``bwd_onehot``: "xla" (default: the two-pass backward kernels form softmax * g only, no
     per-logit compare; the O(N D) target term is added outside, to dE in float32 and to dC as
     one float32 segment sum per target item, added to its row with one more rounding; costs an
