@@ -49,6 +49,11 @@ def _raw(x):
     return x, None
 
 
+def _leaf(x, slot: Slot):
+    """Inverse of ``_raw``: raw key data re-wrapped as the slot's PRNG keys."""
+    return jax.random.wrap_key_data(x, impl=slot.key_impl) if slot.key_impl else x
+
+
 def spec_of(state, opt_state) -> PackSpec:
     """The layout ``pack`` uses for trees shaped like ``(state, opt_state)``."""
     leaves, treedef = jax.tree.flatten((state, opt_state))
@@ -93,8 +98,7 @@ def _unpack_small(spec: PackSpec, packed: list) -> list:
             continue
         size = int(np.prod(slot.shape, dtype=np.int64))
         x = jax.lax.slice(packed[slot.buffer - n_big], (slot.offset,), (slot.offset + size,))
-        x = x.reshape(slot.shape)
-        out.append(jax.random.wrap_key_data(x, impl=slot.key_impl) if slot.key_impl else x)
+        out.append(_leaf(x.reshape(slot.shape), slot))
     return out
 
 
@@ -111,11 +115,6 @@ def unpack(buffers, spec: PackSpec):
     """Inverse of ``pack``: ``(state, opt_state)``."""
     n_big = _n_big(spec)
     small = iter(_unpack_small(spec, list(buffers[n_big:])))
-    leaves = []
-    for slot in spec.slots:
-        if slot.offset >= 0:
-            leaves.append(next(small))
-        else:
-            x = buffers[slot.buffer]
-            leaves.append(jax.random.wrap_key_data(x, impl=slot.key_impl) if slot.key_impl else x)
+    leaves = [next(small) if slot.offset >= 0 else _leaf(buffers[slot.buffer], slot)
+              for slot in spec.slots]
     return jax.tree.unflatten(spec.treedef, leaves)
