@@ -168,16 +168,17 @@ def exp2_shifted(x, shift, mode: str):
     """2**(x * log2(e) - shift), float32; ``shift`` broadcasts against x ([rows, 1] or [1, cols]).
     ``mode`` as ``exp_mode``: "fma" rounds x * log2(e) - shift once (FMA) instead of twice."""
     if mode != "fma":
-        return exp2(x * LOG2E - shift, mode != "xla")
+        return exp2(x * LOG2E - shift, mode)
     return plgpu.elementwise_inline_asm(
         "{ .reg .f32 t; fma.rn.ftz.f32 t, $1, " + _LOG2E_PTX + ", $2; ex2.approx.ftz.f32 $0, t; }",
         args=[x, jnp.broadcast_to(-shift, x.shape)], constraints="=r,r,r", pack=1,
         result_shape_dtypes=[jax.ShapeDtypeStruct(x.shape, jnp.float32)])[0]
 
 
-def exp2(x, use_asm: bool):
-    """2**x in float32. ``use_asm``: one MUFU ex2.approx.ftz (no libdevice wrapper); GPU only."""
-    if not use_asm:
+def exp2(x, mode: str):
+    """2**x in float32. ``mode`` as ``exp_mode``: "xla" jnp.exp2, else one MUFU ex2.approx.ftz
+    (no libdevice wrapper; GPU only)."""
+    if mode == "xla":
         return jnp.exp2(x)
     return plgpu.elementwise_inline_asm(
         "ex2.approx.ftz.f32 $0, $1;", args=[x], constraints="=r,r", pack=1,

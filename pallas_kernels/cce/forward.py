@@ -81,7 +81,7 @@ def _fwd_kernel(e_ref, c_ref, *refs, v: int, block_v: int, tiles_per_split: int,
             x, _ = logits(j, tail)
             m2_new = jnp.maximum(m2, jnp.max(x, axis=1) * common.LOG2E)
             p = common.exp2_shifted(x, m2_new[:, None], exp_mode)
-            s = s * common.exp2(m2 - m2_new, exp_mode != "xla") + jnp.sum(p, axis=1)
+            s = s * common.exp2(m2 - m2_new, exp_mode) + jnp.sum(p, axis=1)
             return m2_new, s
 
         init = (jnp.full((block_n,), _NEG_INF, jnp.float32), jnp.zeros((block_n,), jnp.float32))
