@@ -1,7 +1,7 @@
 """Instruction mix and stall samples per SASS opcode, from Nsight Compute's source page as CSV.
 
   ncu --import report.ncu-rep --page source --csv --print-source sass > sass.csv
-  python -m experiments.sass_mix sass.csv [more.csv.gz ...]
+  python -m experiments.sass_mix sass.csv [more.csv.gz ...] [--top N]
 """
 
 from __future__ import annotations
@@ -42,5 +42,11 @@ def mix(path: str, top: int = 16) -> str:
 
 
 if __name__ == "__main__":
-    for p in sys.argv[1:]:
-        print(mix(p))
+    argv = sys.argv[1:]
+    top = 16
+    if "--top" in argv:
+        i = argv.index("--top")
+        top = int(argv[i + 1])
+        del argv[i:i + 2]
+    for p in argv:
+        print(mix(p, top))

@@ -35,6 +35,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
+from pallas_kernels import atomics
 from pallas_kernels.cce import common
 
 
@@ -141,7 +142,7 @@ def _dc_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_ref, *, v, block_v, bloc
 
 
 def _atomic_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_in_ref, de_ref, dc_ref, *, v, block_v,
-                   n_tiles, precision, exp_mode, filter_eps=None):
+                   n_tiles, precision, exp_mode, ordering, filter_eps=None):
     del dc_in_ref  # aliased with dc_ref (zero-initialised float32 accumulator)
     e = e_ref[...]
     lse2, t, g = lse2_ref[...], t_ref[...], g_ref[...]
@@ -163,7 +164,8 @@ def _atomic_kernel(e_ref, c_ref, lse2_ref, t_ref, g_ref, dc_in_ref, de_ref, dc_r
             # dC rows of this tile: the buffer is padded to whole tiles, so no masked atomics.
             dc_part = lax.dot_general(gq, e, (((0,), (0,)), ((), ())), precision=precision,
                                       preferred_element_type=jnp.float32)
-            plgpu.atomic_add(dc_ref, (pl.ds(start, block_v), slice(None)), dc_part)
+            atomics.atomic_add(dc_ref, (pl.ds(start, block_v), slice(None)), dc_part,
+                               ordering=ordering)
             return common.dot_nn(gq, c, precision)
 
         return _add_if(keep, acc, both)
@@ -208,7 +210,7 @@ def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: b
         dc0 = jnp.zeros((n_tiles * bv, d_pad), jnp.float32)
         de, dc = pl.pallas_call(
             functools.partial(_atomic_kernel, v=v, block_v=bv, n_tiles=n_tiles, precision=prec,
-                              exp_mode=exp_mode, **filt),
+                              exp_mode=exp_mode, ordering=cfg.atomics, **filt),
             grid=(n_pad // bn,),
             in_specs=[row_spec, full, vec_spec, vec_spec, vec_spec, full],
             out_specs=[row_spec, full],

@@ -51,6 +51,8 @@ class KernelConfig:
     settings and sum form (as ``fwd_sum_tile``) of that fused forward. H100, N=131072, V=1e6
     (docs/perf.md): f+b 187.3 -> 137.0 ms (D=64), 298.3 -> 218.8 (D=128), 574.5 -> 434.3
     (D=256), with bwd_stages 2 -> 3.
+    ``atomics``: memory ordering of the "atomic" mode's dC adds, "relaxed" (default) or
+    "acq_rel" (``pallas_kernels/atomics.py``).
     """
 
     fwd_block_n: int | None = None
@@ -74,6 +76,7 @@ class KernelConfig:
     fde_warps: int | None = None
     fde_stages: int | None = None
     fde_sum_tile: bool | None = None
+    atomics: str | None = None
 
 
 # Per D: (fwd_block_n, fwd_block_v, fwd_warps, fwd_stages, fwd_sum_tile), (bwd_block_n,
@@ -116,7 +119,7 @@ def default_config(n: int, v: int, d: int, itemsize: int = 2) -> KernelConfig:
                         fwd_shift="target",
                         fwd_sum_tile=fsum_tile, bwd_onehot="xla", fused_de=True,
                         fde_block_n=bbn, fde_block_v=bbv, fde_warps=bw, fde_stages=fde_stages,
-                        fde_sum_tile=False)
+                        fde_sum_tile=False, atomics="relaxed")
 
 
 def fill_defaults(cfg: KernelConfig | None, n: int, v: int, d: int,

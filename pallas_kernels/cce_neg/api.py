@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pallas_kernels.atomics import ORDERINGS as ATOMIC_ORDERINGS
 from pallas_kernels.cce_neg import sampling, xla_impl
 from pallas_kernels.cce_neg.config import DC_ACCUMS, Static, pow2, triton_width_ok
 from pallas_kernels.cce_neg.reference import reduce_rows
@@ -104,6 +105,7 @@ def sampled_linear_cross_entropy(
     scatter_rows: int = 8,
     row_sampling: str = "independent",
     dc_block: int = 16,
+    atomics: str = "relaxed",
 ) -> jax.Array:
     """Sampled softmax cross-entropy with in-kernel negatives (CCE-).
 
@@ -136,6 +138,9 @@ def sampled_linear_cross_entropy(
       dc_accum: ``"float32"`` (default) or ``"bfloat16"``: dtype of the buffer the Pallas
         backward accumulates ``dC`` into with atomics (bf16 halves the atomic traffic but rounds
         every partial sum to 8 bits of mantissa); the permutation backward does not use it.
+      atomics: memory ordering of the Pallas backward's dC atomic adds: ``"relaxed"``
+        (default: atomicity only, which is all a sum read after the kernel needs) or
+        ``"acq_rel"`` (what ``plt.atomic_add`` emits; ``pallas_kernels/atomics.py``).
       dc_part_items: ``sharing="row"`` backward: ``0`` (default) scatters dC straight to HBM
         from one fused kernel; ``k > 0`` runs a dE kernel plus an item-partitioned scatter
         kernel (``k`` items per pass, ``None``: as many as fit ``_L2_BUDGET`` bytes of C + dC
@@ -176,6 +181,8 @@ def sampled_linear_cross_entropy(
                 raise ValueError(f"impl='pallas' needs {name} a power of two >= {lo}, got {val}")
     if dc_accum not in DC_ACCUMS:
         raise ValueError(f"dc_accum must be 'float32' or 'bfloat16', got {dc_accum!r}")
+    if atomics not in ATOMIC_ORDERINGS:
+        raise ValueError(f"atomics must be 'relaxed' or 'acq_rel', got {atomics!r}")
 
     table = None
     if sampler == "popularity":
@@ -195,7 +202,7 @@ def sampled_linear_cross_entropy(
     st = Static(int(num_negatives), int(num_items), sampler, sharing, int(block_rows), impl,
                 bool(interpret), int(xla_block_rows), int(row_block), int(neg_block), num_warps,
                 num_stages, dc_accum, int(dc_part_items), int(scatter_rows), row_sampling,
-                int(dc_block))
+                int(dc_block), atomics)
     w = jnp.ones((n_rows,), bool) if where is None else where.astype(bool)
     # Masked rows may hold any label (padding, -100): clamp so gathers stay in range.
     t = jnp.where(w, targets.astype(jnp.int32), 0)

@@ -40,3 +40,5 @@ class Static:
     # the permutation's dC kernel.
     row_sampling: str = "independent"
     dc_block: int = 16
+    # Memory ordering of the dC atomic adds (pallas_kernels/atomics.py): "relaxed" or "acq_rel".
+    atomics: str = "relaxed"

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plt
 
+from pallas_kernels import atomics
 from pallas_kernels.cce_neg import sampling
 from pallas_kernels.cce_neg.config import Static
 
@@ -166,12 +167,12 @@ def _scatter_rows(st, dc_ref, ids, val, mask=None):
     val = val.astype(dc_ref.dtype)
     if not st.interpret:
         # Triton wants the mask in the value's full shape.
-        plt.atomic_add(dc_ref, (ids, slice(None)), val,
-                       mask=None if mask is None else jnp.broadcast_to(mask[:, None], val.shape))
+        atomics.atomic_add(dc_ref, (ids, slice(None)), val, ordering=st.atomics,
+                           mask=None if mask is None else jnp.broadcast_to(mask[:, None], val.shape))
         return
 
     def one(i, _):
-        plt.atomic_add(dc_ref, (ids[i], slice(None)), val[i])
+        atomics.atomic_add(dc_ref, (ids[i], slice(None)), val[i], ordering=st.atomics)
         return _
 
     jax.lax.fori_loop(0, ids.shape[0], one, 0)

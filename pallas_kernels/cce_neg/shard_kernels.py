@@ -54,6 +54,7 @@ class ShardStatic:
     interpret: bool = False
     num_warps: int | None = None
     num_stages: int | None = None
+    atomics: str = "relaxed"
 
 
 supports = triton_width_ok  # Whether the Triton kernels take rows of width D.

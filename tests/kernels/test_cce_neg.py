@@ -354,6 +354,7 @@ def test_traced_seed_changes_loss_and_matches_eager():
     (dict(impl="cuda"), "impl"),
     (dict(impl="pallas", block_rows=24), "block_rows"),
     (dict(seed=jnp.ones(2, jnp.int32)), "scalar"),
+    (dict(atomics="seq_cst"), "atomics must be"),
 ])
 def test_bad_arguments_raise(kwargs, match):
     args = dict(num_negatives=4, seed=0)
@@ -481,6 +482,17 @@ def test_gpu_uniform_row_samplings(n_rows, v, d, dtype, row_sampling):
     check_against_reference("pallas", "uniform", "row", dtype, n_rows=n_rows, v=v, d=d, n=100,
                             block_rows=64, seed=n_rows + d, row_block=8,
                             row_sampling=row_sampling)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("sharing, dtype, dc_accum", [
+    ("row", jnp.float32, "float32"), ("row", jnp.bfloat16, "bfloat16"),
+    ("block", jnp.bfloat16, "float32")])
+def test_gpu_acq_rel_atomics(sharing, dtype, dc_accum):
+    # Every other gpu test runs the default relaxed dC atomics; this one the acq_rel ones.
+    check_against_reference("pallas", "uniform", sharing, dtype, n_rows=1000, v=3001, d=64,
+                            n=200, block_rows=64, seed=11, row_block=8, neg_block=64,
+                            dc_accum=dc_accum, atomics="acq_rel")
 
 
 @pytest.mark.gpu
