@@ -2,6 +2,8 @@
 # Device call (nvidia-h100-x1): relaxed vs acq_rel dC atomic adds (pallas_kernels/atomics.py).
 # Steps (each skipped when its variable is empty): TESTS the gpu tests of the atomics and CCE-;
 # BENCH benchmark_sampled with both orderings; CCE the CCE "atomic" backward mode with both;
+# SWEEP ("ROWSxWARPS ...") row tile and warps of the row-sharing kernels, both dC dtypes, at
+# SWEEP_DS; PART ("ITEMS ...") the item-partitioned row backward at D = 128, f32 dC;
 # NCU (D) Nsight Compute with the SASS page of one row-sharing backward launch per ordering,
 # summed per opcode by experiments/sass_mix.py. Logs and JSON under $OUT.
 #   TESTS=1 BENCH=1 CCE=1 NCU=128 bash experiments/gpu_session_atomics.sh
@@ -27,6 +29,24 @@ if [ -n "${CCE-}" ]; then
     --variants '{"atomic_relaxed": {"bwd_mode": "atomic", "fused_de": false},
                  "atomic_acq_rel": {"bwd_mode": "atomic", "fused_de": false, "atomics": "acq_rel"}}' \
     2>&1 | grep -v Warning | tee "$OUT/cce_atomic.log" | tail -8
+fi
+if [ -n "${SWEEP-}" ]; then
+  for rw in $SWEEP; do
+    echo "== row_block x warps $rw" >> "$OUT/sweep.log"
+    timeout ${SWEEP_S:-120} $PY -m experiments.benchmark_sampled --d ${SWEEP_DS:-64 128 256} \
+      --sharing row --dc-accum float32 bfloat16 --reps 3 --copy-gib 0.5 \
+      --row-block ${rw%x*} --num-warps ${rw#*x} 2>&1 | grep -v Warning >> "$OUT/sweep.log"
+    echo "sweep $rw rc=$?"
+  done
+  grep -E '^==|^ *[0-9]+ +row' "$OUT/sweep.log"
+fi
+if [ -n "${PART-}" ]; then
+  for items in $PART; do
+    echo "== dc_part_items $items" >> "$OUT/part.log"
+    timeout ${PART_S:-120} $PY -m experiments.benchmark_sampled --d 128 --sharing row \
+      --dc-accum float32 --reps 3 --copy-gib 0.5 --dc-part-items $items 2>&1 | grep -v Warning \
+      | tee -a "$OUT/part.log" | grep -E '^ *[0-9]+ +row'
+  done
 fi
 if [ -n "${NCU-}" ]; then
   NCU_BIN=$(command -v ncu || echo /usr/local/cuda/bin/ncu)

@@ -15,7 +15,8 @@ import numpy as np
 
 from pallas_kernels.atomics import ORDERINGS as ATOMIC_ORDERINGS
 from pallas_kernels.cce_neg import sampling, xla_impl
-from pallas_kernels.cce_neg.config import DC_ACCUMS, Static, pow2, triton_width_ok
+from pallas_kernels.cce_neg.config import (DC_ACCUMS, Static, default_row_block, pow2,
+                                         triton_width_ok)
 from pallas_kernels.cce_neg.reference import reduce_rows
 
 
@@ -96,7 +97,7 @@ def sampled_linear_cross_entropy(
     interpret: bool = False,
     block_rows: int = 128,
     xla_block_rows: int = 128,
-    row_block: int = 8,
+    row_block: int | None = None,
     neg_block: int = 64,
     num_warps: int | None = None,
     num_stages: int | None = None,
@@ -132,7 +133,8 @@ def sampled_linear_cross_entropy(
         or ``"auto"`` (Pallas on GPU, XLA elsewhere).
       block_rows: rows per shared negative set for ``sharing="block"`` (also the kernel tile).
       row_block / neg_block / num_warps / num_stages: Pallas tiling (row tile for ``"row"``,
-        ids per step for shared negatives) and Triton launch parameters.
+        ids per step for shared negatives) and Triton launch parameters. ``row_block=None``:
+        16 rows for D <= 64, else 8 (measured on an H100, docs/perf_sampled.md).
       dc_block: items per program of the permutation sampler's dC kernel (power of two >= 16;
         16 measured best with 2 warps, which that path uses unless ``num_warps`` is given).
       dc_accum: ``"float32"`` (default) or ``"bfloat16"``: dtype of the buffer the Pallas
@@ -169,6 +171,8 @@ def sampled_linear_cross_entropy(
                                  row_sampling)
     if impl == "auto":
         impl = "pallas" if (jax.default_backend() == "gpu" and triton_width_ok(d)) else "xla"
+    if row_block is None:
+        row_block = default_row_block(d)
     if impl not in ("pallas", "xla"):
         raise ValueError(f"impl must be 'auto', 'pallas' or 'xla', got {impl!r}")
     if impl == "pallas":

@@ -16,6 +16,14 @@ def triton_width_ok(d: int) -> bool:
     return pow2(d) and d >= 16
 
 
+def default_row_block(d: int) -> int:
+    """Row tile of the row-sharing kernels. H100, N = 131072, n = 511, V = 10^6 (ninth session
+    sweep, docs/perf_sampled.md): at D = 64 the forward gathers at the copy bandwidth with 16
+    rows x 4 warps (2.7 ms) and not with 8 x 4 (4.1 ms); the backward does not care; D >= 128
+    is fastest with 8."""
+    return 16 if d <= 64 else 8
+
+
 @dataclasses.dataclass(frozen=True)
 class Static:
     num_negatives: int
