@@ -53,6 +53,9 @@ def parse_args(argv=None):
     p.add_argument("--row-sampling", nargs="+", default=["independent"],
                    help="uniform row sharing: independent and/or permutation (atomic-free dC)")
     p.add_argument("--dc-block", type=int, default=16, help="items per program, permutation dC")
+    p.add_argument("--fused", nargs="+", default=["auto"], choices=["auto", "on", "off"],
+                   help="row sharing: loss and gradients in one pass (on), two passes (off)")
+    p.add_argument("--fused-programs", type=int, default=None, help="persistent grid, fused kernel")
     p.add_argument("--dc-part-items", type=int, default=0, help="0: fused row backward")
     p.add_argument("--scatter-rows", type=int, default=8)
     p.add_argument("--copy-gib", type=float, default=2.0)
@@ -120,18 +123,21 @@ def cases(args) -> list[dict]:
         # Row samplings apply to uniform row sharing only; dC accumulation dtypes only to the
         # atomic (independent or popularity) row backward.
         uniform = args.sampler == "uniform"
-        variants = [(sh, rs, acc, at) for sh in args.sharing
+        variants = [(sh, rs, acc, at, fu) for sh in args.sharing
                     for rs in (args.row_sampling if sh == "row" and uniform else ["independent"])
                     for acc in (args.dc_accum if sh == "row" and rs == "independent"
                                 else ["float32"])
-                    for at in (args.atomics if rs == "independent" else ["relaxed"])]
-        for sharing, row_sampling, dc_accum, atomics in variants:
+                    for at in (args.atomics if rs == "independent" else ["relaxed"])
+                    for fu in (args.fused if sh == "row" and rs == "independent" else ["auto"])]
+        for sharing, row_sampling, dc_accum, atomics, fused in variants:
             kw = dict(num_negatives=n, sampler=args.sampler, item_counts=counts, sharing=sharing,
                       impl=args.impl, block_rows=args.block_rows, row_block=args.row_block,
                       neg_block=args.neg_block, num_warps=args.num_warps,
                       num_stages=args.num_stages, dc_accum=dc_accum,
                       dc_part_items=args.dc_part_items, scatter_rows=args.scatter_rows,
-                      row_sampling=row_sampling, dc_block=args.dc_block, atomics=atomics)
+                      row_sampling=row_sampling, dc_block=args.dc_block, atomics=atomics,
+                      fused={"auto": None, "on": True, "off": False}[fused],
+                      fused_programs=args.fused_programs)
             loss = lambda e_, c_, s: sampled_linear_cross_entropy(e_, c_, t, seed=s, where=where, **kw)
             fwd = jax.jit(loss)
             fwd_bwd = jax.jit(jax.value_and_grad(loss, (0, 1)))
@@ -143,7 +149,8 @@ def cases(args) -> list[dict]:
                        neg_block=args.neg_block, num_warps=args.num_warps,
                        num_stages=args.num_stages, dc_accum=dc_accum,
                        dc_part_items=args.dc_part_items, scatter_rows=args.scatter_rows,
-                       row_sampling=row_sampling, dc_block=args.dc_block, atomics=atomics)
+                       row_sampling=row_sampling, dc_block=args.dc_block, atomics=atomics,
+                       fused=fused, fused_programs=args.fused_programs)
             try:
                 row["fwd_ms"], row["fwd_all_ms"] = _median_ms(fwd, seeds, args.reps)
                 row["fwd_bwd_ms"], row["fwd_bwd_all_ms"] = _median_ms(fwd_bwd, seeds, args.reps)
@@ -170,11 +177,11 @@ def main(argv=None):
                 python=sys.version.split()[0], argv=sys.argv)
     if args.out:
         write_json_atomic(args.out, {"meta": meta, "rows": rows}, indent=1)
-    print(f"{'D':>4} {'sharing':>7} {'row ids':>11} {'dC acc':>8} {'atomics':>8} {'fwd ms':>8} {'f+b ms':>8} "
-          f"{'bound':>7} {'x bnd':>6} {'vs SRS':>7} {'temp MiB':>9}")
+    print(f"{'D':>4} {'sharing':>7} {'row ids':>11} {'dC acc':>8} {'atomics':>8} {'fused':>5} "
+          f"{'fwd ms':>8} {'f+b ms':>8} {'bound':>7} {'x bnd':>6} {'vs SRS':>7} {'temp MiB':>9}")
     for r in rows:
         print(f"{r['d']:>4} {r['sharing']:>7} {r['row_sampling']:>11} {r['dc_accum']:>8} "
-              f"{r['atomics']:>8} "
+              f"{r['atomics']:>8} {r['fused']:>5} "
               f"{r.get('fwd_ms', float('nan')):8.2f} {r.get('fwd_bwd_ms', float('nan')):8.2f} "
               f"{r['gather_bound_ms']:7.2f} {r.get('x_bound', float('nan')):6.2f} "
               f"{r.get('speedup_vs_srs', float('nan')):7.2f} "

@@ -2,8 +2,9 @@
 # Device call (nvidia-h100-x1): relaxed vs acq_rel dC atomic adds (pallas_kernels/atomics.py).
 # Steps (each skipped when its variable is empty): TESTS the gpu tests of the atomics and CCE-;
 # BENCH benchmark_sampled with both orderings; CCE the CCE "atomic" backward mode with both;
+# BENCH_ARGS replaces the benchmark's "--atomics relaxed acq_rel" (e.g. "--fused on off");
 # SWEEP ("ROWSxWARPS ...") row tile and warps of the row-sharing kernels, both dC dtypes, at
-# SWEEP_DS; PART ("ITEMS ...") the item-partitioned row backward at D = 128, f32 dC;
+# SWEEP_DS, with SWEEP_ARGS; PART ("ITEMS ...") the item-partitioned row backward at D = 128, f32 dC;
 # NCU (D) Nsight Compute with the SASS page of one row-sharing backward launch per ordering,
 # summed per opcode by experiments/sass_mix.py. Logs and JSON under $OUT.
 #   TESTS=1 BENCH=1 CCE=1 NCU=128 bash experiments/gpu_session_atomics.sh
@@ -20,7 +21,7 @@ if [ -n "${TESTS-1}" ]; then
 fi
 if [ -n "${BENCH-1}" ]; then
   timeout ${BENCH_S:-330} $PY -m experiments.benchmark_sampled --d ${DS:-64 128 256} \
-    --sharing ${SHARING:-row block} --dc-accum float32 bfloat16 --atomics relaxed acq_rel \
+    --sharing ${SHARING:-row block} --dc-accum float32 bfloat16 ${BENCH_ARGS:---atomics relaxed acq_rel} \
     --reps ${REPS:-5} --out "$OUT/cce_neg_atomics.json" 2>&1 | grep -v Warning \
     | tee "$OUT/bench.log" | tail -20
 fi
@@ -35,7 +36,7 @@ if [ -n "${SWEEP-}" ]; then
     echo "== row_block x warps $rw" >> "$OUT/sweep.log"
     timeout ${SWEEP_S:-120} $PY -m experiments.benchmark_sampled --d ${SWEEP_DS:-64 128 256} \
       --sharing row --dc-accum float32 bfloat16 --reps 3 --copy-gib 0.5 \
-      --row-block ${rw%x*} --num-warps ${rw#*x} 2>&1 | grep -v Warning >> "$OUT/sweep.log"
+      --row-block ${rw%x*} --num-warps ${rw#*x} ${SWEEP_ARGS-} 2>&1 | grep -v Warning >> "$OUT/sweep.log"
     echo "sweep $rw rc=$?"
   done
   grep -E '^==|^ *[0-9]+ +row' "$OUT/sweep.log"

@@ -56,6 +56,36 @@ def _row_loss_fn(st: Static):
     return row_loss
 
 
+def _weighted_sum(weights, row_loss):
+    return jnp.sum(jnp.where(weights != 0, weights * row_loss, 0.0))
+
+
+@functools.lru_cache(maxsize=None)
+def _reduced_loss_fn(st: Static):
+    """custom_vjp function ``(E, C, t, weights f32[N], seed_u32, table) -> sum_r weights[r] *
+    loss_r`` whose forward rule (used under differentiation) runs the one-pass kernel of
+    ``fused.py`` and keeps the gradients for a cotangent of 1; the backward rule scales them.
+    Without differentiation it runs the plain forward kernel."""
+    from pallas_kernels.cce_neg import fused, kernels
+
+    @jax.custom_vjp
+    def loss(e, c, t, weights, seed_u32, table):
+        lse, s_pos, _ = kernels.forward(st, e, c, t, seed_u32, table)
+        return _weighted_sum(weights, lse - s_pos)
+
+    def fwd(e, c, t, weights, seed_u32, table):
+        rows, de, dc = fused.value_and_grad(st, e, c, t, weights, seed_u32, table)
+        return _weighted_sum(weights, rows), (de, dc)
+
+    def bwd(res, g):
+        de, dc = res  # c was cast to e.dtype by the caller: both gradients leave in de.dtype
+        return ((g * de.astype(jnp.float32)).astype(de.dtype),
+                (g * dc.astype(jnp.float32)).astype(de.dtype), None, None, None, None)
+
+    loss.defvjp(fwd, bwd)
+    return loss
+
+
 _TABLES: dict[tuple, tuple[np.ndarray, ...]] = {}
 
 
@@ -107,6 +137,8 @@ def sampled_linear_cross_entropy(
     row_sampling: str = "independent",
     dc_block: int = 16,
     atomics: str = "relaxed",
+    fused: bool | None = None,
+    fused_programs: int | None = None,
 ) -> jax.Array:
     """Sampled softmax cross-entropy with in-kernel negatives (CCE-).
 
@@ -144,10 +176,20 @@ def sampled_linear_cross_entropy(
         (default: atomicity only, which is all a sum read after the kernel needs) or
         ``"acq_rel"`` (what ``plt.atomic_add`` emits; ``pallas_kernels/atomics.py``).
       dc_part_items: ``sharing="row"`` backward: ``0`` (default) scatters dC straight to HBM
-        from one fused kernel; ``k > 0`` runs a dE kernel plus an item-partitioned scatter
-        kernel (``k`` items per pass, ``None``: as many as fit ``_L2_BUDGET`` bytes of C + dC
-        rows) whose atomics stay in L2. Measured 2.4-3x slower than fused on an H200
-        (docs/perf_sampled.md): kept as an option, not the default. ``scatter_rows``: its tile.
+        from the kernel that also forms dE; ``k > 0`` runs a dE kernel plus an item-partitioned
+        scatter kernel (``k`` items per pass, ``None``: as many as fit ``_L2_BUDGET`` bytes of
+        C + dC rows) whose atomics stay in L2. Measured 2.4-3x slower on an H200, and still
+        slower with relaxed atomics on an H100 (docs/perf_sampled.md): kept as an option, not
+        the default. ``scatter_rows``: its tile.
+      fused: Pallas uniform/popularity ``"row"`` sharing with the atomic backward
+        (``row_sampling="independent"``, ``dc_part_items=0``) and a scalar ``reduction``:
+        ``True`` computes the gradients during the forward pass (``fused.py``: one gather of
+        each sampled classifier row instead of two); ``False`` runs the forward and backward
+        kernels; ``None`` (default): fused wherever it applies. H100, N = 131072, n = 511,
+        V = 10^6: f+b 5-16% faster than two passes (docs/perf_sampled.md).
+      fused_programs: programs of the fused kernel's persistent grid (``None``:
+        ``fused.DEFAULT_PROGRAMS`` = 4096); its scratch holds ``fused_programs * n * row_block``
+        float32 logits (64 MiB at n = 511, 8 rows), whatever N is.
 
     Returns:
       float32 scalar (or ``[N]`` for ``reduction="none"``).
@@ -183,6 +225,8 @@ def sampled_linear_cross_entropy(
                               ("neg_block", neg_block, 16), ("dc_block", dc_block, 16)):
             if not (pow2(val) and val >= lo):
                 raise ValueError(f"impl='pallas' needs {name} a power of two >= {lo}, got {val}")
+    if fused_programs is not None and fused_programs < 1:
+        raise ValueError(f"fused_programs must be >= 1, got {fused_programs}")
     if dc_accum not in DC_ACCUMS:
         raise ValueError(f"dc_accum must be 'float32' or 'bfloat16', got {dc_accum!r}")
     if atomics not in ATOMIC_ORDERINGS:
@@ -203,13 +247,33 @@ def sampled_linear_cross_entropy(
     if impl == "pallas" and sharing == "row" and dc_part_items and not (
             pow2(scatter_rows) and scatter_rows >= 8):
         raise ValueError(f"scatter_rows must be a power of two >= 8, got {scatter_rows}")
+    fused = _use_fused(fused, impl, sharing, sampler, row_sampling, dc_part_items, reduction)
     st = Static(int(num_negatives), int(num_items), sampler, sharing, int(block_rows), impl,
                 bool(interpret), int(xla_block_rows), int(row_block), int(neg_block), num_warps,
                 num_stages, dc_accum, int(dc_part_items), int(scatter_rows), row_sampling,
-                int(dc_block), atomics)
+                int(dc_block), atomics, fused, int(fused_programs or 0))
     w = jnp.ones((n_rows,), bool) if where is None else where.astype(bool)
     # Masked rows may hold any label (padding, -100): clamp so gathers stay in range.
     t = jnp.where(w, targets.astype(jnp.int32), 0)
     c = classifier.astype(embeddings.dtype)
+    if fused:
+        weights = w.astype(jnp.float32)
+        if reduction == "mean":
+            weights = weights / jnp.maximum(w.sum(), 1).astype(jnp.float32)
+        return _reduced_loss_fn(st)(embeddings, c, t, weights, sampling.seed_to_u32(seed), table)
     loss = _row_loss_fn(st)(embeddings, c, t, w, sampling.seed_to_u32(seed), table)
     return reduce_rows(loss, w, reduction)
+
+
+def _use_fused(fused, impl, sharing, sampler, row_sampling, dc_part_items, reduction) -> bool:
+    """Resolve ``fused`` (None: wherever it applies; True where it does not: a ValueError)."""
+    why = None
+    if impl != "pallas" or sharing != "row":
+        why = "the Pallas kernels with sharing='row'"
+    elif sampling.uses_permutation(sampler, sharing, row_sampling) or dc_part_items:
+        why = "the atomic row backward (row_sampling='independent', dc_part_items=0)"
+    elif reduction == "none":
+        why = "reduction='mean' or 'sum' (the gradients are formed for a scalar loss)"
+    if fused and why:
+        raise ValueError(f"fused=True needs {why}; pass fused=None or False")
+    return why is None if fused is None else bool(fused)

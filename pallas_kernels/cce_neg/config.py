@@ -50,3 +50,7 @@ class Static:
     dc_block: int = 16
     # Memory ordering of the dC atomic adds (pallas_kernels/atomics.py): "relaxed" or "acq_rel".
     atomics: str = "relaxed"
+    # Row sharing, scalar reductions: loss and gradients in one pass (fused.py) on a persistent
+    # grid of fused_programs programs (0: fused.DEFAULT_PROGRAMS).
+    fused: bool = False
+    fused_programs: int = 0

@@ -355,6 +355,10 @@ def test_traced_seed_changes_loss_and_matches_eager():
     (dict(impl="pallas", block_rows=24), "block_rows"),
     (dict(seed=jnp.ones(2, jnp.int32)), "scalar"),
     (dict(atomics="seq_cst"), "atomics must be"),
+    (dict(impl="pallas", fused=True, reduction="none"), "reduction"),
+    (dict(impl="pallas", fused=True, sharing="block", block_rows=16), "sharing='row'"),
+    (dict(impl="pallas", fused=True, row_sampling="permutation"), "atomic row backward"),
+    (dict(impl="pallas", fused_programs=0), "fused_programs"),
 ])
 def test_bad_arguments_raise(kwargs, match):
     args = dict(num_negatives=4, seed=0)
@@ -390,9 +394,54 @@ def test_bad_shapes_raise():
 ])
 def test_pallas_interpret_matches_reference(sampler, sharing, dtype):
     # N = 37 is not a multiple of the 16-row tile; n = 21 is not a multiple of the 16-id chunk.
+    # Row sharing runs the forward and backward kernels here (fused=False); the fused
+    # one-pass kernel has its own tests below.
     check_against_reference("pallas", sampler, sharing, dtype, n_rows=37, v=31, d=16, n=21,
                             block_rows=16, seed=21 + len(sampler), interpret=True, row_block=16,
-                            neg_block=16)
+                            neg_block=16, fused=False if sharing == "row" else None)
+
+
+@pytest.mark.parametrize("sampler, dtype, reduction, programs, dc_accum", [
+    ("uniform", jnp.float32, "mean", None, "float32"),  # one program per tile
+    ("uniform", jnp.bfloat16, "sum", 2, "float32"),  # 2 programs: 3 and 3 tiles
+    ("popularity", jnp.bfloat16, "mean", 4, "bfloat16"),  # 4 programs: 2, 2, 1, 1 tiles
+    ("popularity", jnp.float32, "sum", 1, "float32"),  # one program, every tile
+])
+def test_pallas_interpret_fused_row(sampler, dtype, reduction, programs, dc_accum):
+    # The one-pass kernel (loss and gradients in the forward rule, scaled by the cotangent in
+    # the backward) on its persistent grid; N = 45 leaves a ragged last 8-row tile, V = 29
+    # makes targets collide.
+    check_against_reference("pallas", sampler, "row", dtype, n_rows=45, v=29, d=16, n=21,
+                            block_rows=16, seed=7 + (programs or 0), interpret=True,
+                            row_block=8, reduction=reduction, fused=True,
+                            fused_programs=programs, dc_accum=dc_accum)
+
+
+def test_fused_row_is_picked_where_it_applies_and_scales_by_the_cotangent():
+    rng = np.random.default_rng(5)
+    e, c, t, w = _problem(rng, 24, 40, 16, jnp.float32)
+    args = (jnp.asarray(e), jnp.asarray(c), jnp.asarray(t))
+
+    def loss(reduction, **kw):
+        return lambda e_, c_: sampled_linear_cross_entropy(
+            e_, c_, args[2], num_negatives=6, seed=3, where=jnp.asarray(w), reduction=reduction,
+            impl="pallas", interpret=True, row_block=8, **kw)
+
+    def kernels(f):
+        return str(jax.make_jaxpr(jax.grad(lambda *a: jnp.sum(f(*a)), (0, 1)))(*args[:2]))
+
+    assert "value_and_grad_row" in kernels(loss("mean"))
+    assert "value_and_grad_row" not in kernels(loss("none"))
+    assert "value_and_grad_row" not in kernels(loss("mean", fused=False))
+    # A cotangent other than 1 (here 2.5 * loss**2 / 2 -> 2.5 * loss): fused gradients equal the
+    # two-pass ones; the plain (undifferentiated) value is the same as well.
+    outer = lambda f: (lambda e_, c_: 1.25 * f(e_, c_) ** 2)
+    g_fused = jax.grad(outer(loss("sum", fused=True)), (0, 1))(*args[:2])
+    g_two = jax.grad(outer(loss("sum", fused=False)), (0, 1))(*args[:2])
+    for a, b in zip(g_fused, g_two):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(loss("mean", fused=True)(*args[:2]),
+                               loss("mean", fused=False)(*args[:2]), rtol=1e-6)
 
 
 @pytest.mark.parametrize("sampler, dtype", [("uniform", jnp.bfloat16), ("popularity", jnp.float32)])
@@ -475,7 +524,7 @@ def test_gpu_partitioned_row_backward(sampler, dtype, dc_accum):
     (5000, 3001, 64, jnp.bfloat16, "permutation"),  # 2 row blocks, ragged item tiles
     (1000, 3001, 128, jnp.float32, "permutation"),
     (1000, 3001, 64, jnp.bfloat16, "independent"),  # uniform row with the atomic backward
-    (1000, 3001, 128, jnp.float32, "independent"),
+    (1000, 3001, 128, jnp.float32, "independent"),  # (both through the fused kernel)
     (300, 200_003, 256, jnp.bfloat16, "permutation"),  # widest rows, a large catalog
 ])
 def test_gpu_uniform_row_samplings(n_rows, v, d, dtype, row_sampling):
@@ -493,6 +542,26 @@ def test_gpu_acq_rel_atomics(sharing, dtype, dc_accum):
     check_against_reference("pallas", "uniform", sharing, dtype, n_rows=1000, v=3001, d=64,
                             n=200, block_rows=64, seed=11, row_block=8, neg_block=64,
                             dc_accum=dc_accum, atomics="acq_rel")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("sampler, d, dtype, dc_accum, programs", [
+    ("uniform", 64, jnp.bfloat16, "bfloat16", None),  # 125 tiles, one per program
+    ("uniform", 128, jnp.float32, "float32", 7),  # 7 programs of 17 or 18 tiles
+    ("popularity", 64, jnp.float32, "float32", 16),
+    ("popularity", 256, jnp.bfloat16, "float32", None),
+    ("uniform", 256, jnp.bfloat16, "bfloat16", 3),
+])
+@pytest.mark.parametrize("fused", [True, False])
+def test_gpu_fused_and_two_pass_row(sampler, d, dtype, dc_accum, programs, fused):
+    # Compiled one-pass kernel (persistent grid, logits through a per-program scratch read back
+    # by other threads after a barrier) against the float64 reference, next to the two-pass
+    # kernels on the same problem; ragged N, n = 100.
+    if not fused and programs:
+        pytest.skip("fused_programs is a parameter of the fused kernel only")
+    check_against_reference("pallas", sampler, "row", dtype, n_rows=999, v=3001, d=d, n=100,
+                            block_rows=64, seed=d + len(sampler), row_block=8, fused=fused,
+                            fused_programs=programs, dc_accum=dc_accum)
 
 
 @pytest.mark.gpu
