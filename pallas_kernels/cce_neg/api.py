@@ -171,7 +171,9 @@ def sampled_linear_cross_entropy(
         16 measured best with 2 warps, which that path uses unless ``num_warps`` is given).
       dc_accum: ``"float32"`` (default) or ``"bfloat16"``: dtype of the buffer the Pallas
         backward accumulates ``dC`` into with atomics (bf16 halves the atomic traffic but rounds
-        every partial sum to 8 bits of mantissa); the permutation backward does not use it.
+        every partial sum to 8 bits of mantissa; the positive terms, which a popular target
+        collects by the thousand with one sign, are then summed per target in float32 outside
+        the kernels); the permutation backward does not use it.
       atomics: memory ordering of the Pallas backward's dC atomic adds: ``"relaxed"``
         (default: atomicity only, which is all a sum read after the kernel needs) or
         ``"acq_rel"`` (what ``plt.atomic_add`` emits; ``pallas_kernels/atomics.py``).

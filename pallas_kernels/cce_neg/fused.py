@@ -26,8 +26,8 @@ array's selects; perf_sampled.md).
 Measured on an H100 (N = 131072, n = 511, V = 10^6, bf16; docs/perf_sampled.md): with the
 acq_rel atomics of ``plt.atomic_add`` this kernel was no faster than the two-pass ones, because
 the atomics' fences hid the gather it saves; with relaxed atomics (``pallas_kernels.atomics``)
-the backward is bound by HBM traffic and the saved gather shows: f+b 41.4 -> 37.6 ms (D = 128,
-f32 dC), 25.0 -> 22.3 (bf16 dC), 83.7 -> 75.7 and 51.4 -> 43.1 (D = 256), with 4096 programs.
+the backward is bound by HBM traffic and the saved gather shows: f+b 41.4 -> 37.7 ms (D = 128,
+f32 dC), 25.1 -> 22.3 (bf16 dC), 83.6 -> 75.6 and 51.3 -> 42.9 (D = 256), with 4096 programs.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ from pallas_kernels.cce_neg import sampling
 from pallas_kernels.cce_neg.config import Static
 from pallas_kernels.cce_neg.kernels import (
     _NEG_INIT, _compiler_params, _draw, _finish_lse, _full_spec, _keys, _masked_rows, _pad,
-    _row_logits, _scatter_rows, _slot_key, _split_tabs, _tables)
+    _row_logits, _scatter_rows, _slot_key, _split_tabs, _tables, add_target_term,
+    target_term_outside)
 
 # Programs of the persistent grid; the scratch is programs * n * row_block float32 (64 MiB at
 # n = 511 and 8 rows). H100, N = 131072 (docs/perf_sampled.md): 4096 beat 2048 by 2-11% at
@@ -85,7 +86,8 @@ def _row_vg_kernel(st: Static, n_tiles: int, n_programs: int, keys_ref, e_ref, t
         de_ref[rows, :] = (g_pos[:, None] * c_pos
                            + (g * jnp.exp(m - shift))[:, None] * acc).astype(de_ref.dtype)
         loss_ref[rows] = lse - s_pos
-        _scatter_rows(st, dc_ref, t, g_pos[:, None] * ef, mask=valid)
+        if not target_term_outside(st):
+            _scatter_rows(st, dc_ref, t, g_pos[:, None] * ef, mask=valid)
         if not st.interpret:
             plt.debug_barrier()  # the scratch written by pass 1 is read by other threads
 
@@ -133,4 +135,5 @@ def value_and_grad(st: Static, e, c, t, weights, seed_u32, table):
         interpret=st.interpret,
         name="cce_neg_value_and_grad_row",
     )(*args)
-    return loss[:n_rows], de[:n_rows], dc
+    loss = loss[:n_rows]
+    return loss, de[:n_rows], add_target_term(st, dc, e, c, t, weights, None, loss=loss)

@@ -178,6 +178,29 @@ def _scatter_rows(st, dc_ref, ids, val, mask=None):
     jax.lax.fori_loop(0, ids.shape[0], one, 0)
 
 
+def target_term_outside(st) -> bool:
+    """Whether the positive (target) term of dC is left to ``add_target_term`` (after the
+    kernels) instead of the atomics: with a bfloat16 dC buffer. A popular target's terms
+    ``g_pos e_r`` share a sign, so a bf16 running sum of them stops growing after ~256 of
+    them (each add rounds to 8 bits); summed per target in float32 they are rounded once."""
+    return st.dc_accum != "float32"
+
+
+def add_target_term(st, dc, e, c, t, g_rows, lse, loss=None):
+    """``dc`` plus, per target item, the float32 sum of ``g_pos_r e_r`` (where
+    ``target_term_outside``; otherwise ``dc`` unchanged). ``g_pos = (exp(s_pos - lse) - 1) g``;
+    ``loss = lse - s_pos`` where the caller has it, else ``s_pos`` is recomputed (O(N D))."""
+    if not target_term_outside(st):
+        return dc
+    from pallas_kernels.cce.ops import _target_term_into_dc
+
+    if loss is None:
+        ef = e.astype(jnp.float32)
+        loss = lse - jnp.sum(ef * c[t].astype(jnp.float32), axis=1)
+    g_pos = (jnp.exp(-loss) - 1.0) * g_rows
+    return _target_term_into_dc(dc, e, jnp.where(g_rows != 0, t, -1), -g_pos)
+
+
 def _row_bwd_kernel(st, keys_ref, e_ref, t_ref, g_ref, lse_ref, shift_ref, c_ref, *refs):
     tabs, (dc_in_ref, de_ref, dc_ref) = _split_tabs(st, refs)
     del dc_in_ref  # aliased with dc_ref
@@ -191,7 +214,8 @@ def _row_bwd_kernel(st, keys_ref, e_ref, t_ref, g_ref, lse_ref, shift_ref, c_ref
     c_pos = _masked_rows(st, c_ref, t, valid).astype(jnp.float32)
     s_pos = jnp.sum(ef * c_pos, axis=1)
     g_pos = (jnp.exp(s_pos - lse) - 1.0) * g
-    _scatter_rows(st, dc_ref, t, g_pos[:, None] * ef, mask=valid)
+    if not target_term_outside(st):
+        _scatter_rows(st, dc_ref, t, g_pos[:, None] * ef, mask=valid)
 
     def body(j, de):
         s, keep, ids, cg = _row_logits(st, keys, ef, t, c_ref, tabs, j, valid, rows)
@@ -213,7 +237,8 @@ def _row_de_kernel(st, keys_ref, e_ref, t_ref, g_ref, lse_ref, shift_ref, c_ref,
     ef = e_ref[...].astype(jnp.float32)
     c_pos = c_ref[t, :].astype(jnp.float32)
     g_pos = (jnp.exp(jnp.sum(ef * c_pos, axis=1) - lse) - 1.0) * g
-    _scatter_rows(st, dc_ref, t, g_pos[:, None] * ef)
+    if not target_term_outside(st):
+        _scatter_rows(st, dc_ref, t, g_pos[:, None] * ef)
     de = _row_de(st, keys, rows, ef, t, g, shift, c_ref, tabs, g_pos[:, None] * c_pos)
     de_ref[...] = de.astype(de_ref.dtype)
 
@@ -380,7 +405,8 @@ def _block_bwd_kernel(st, key_ref, e_ref, t_ref, g_ref, lse_ref, shift_ref, c_re
     ef = e.astype(jnp.float32)
     c_pos = c_ref[t, :].astype(jnp.float32)
     g_pos = (jnp.exp(jnp.sum(ef * c_pos, axis=1) - lse) - 1.0) * g
-    _scatter_rows(st, dc_ref, t, g_pos[:, None] * ef)
+    if not target_term_outside(st):
+        _scatter_rows(st, dc_ref, t, g_pos[:, None] * ef)
     prec = jax.lax.Precision.HIGHEST if e.dtype == jnp.float32 else None
 
     def body(k, de):
@@ -479,7 +505,7 @@ def backward(st: Static, e, c, t, g_rows, seed_u32, table, lse, shift):
         interpret=st.interpret,
         name=f"cce_neg_bwd_{st.sharing}",
     )(*args)
-    return de[:n_rows], dc
+    return de[:n_rows], add_target_term(st, dc, e, c, t, g_rows, lse)
 
 
 def _backward_row_partitioned(st, e, c, t, g_rows, seed_u32, table, lse, shift):
@@ -526,7 +552,7 @@ def _backward_row_partitioned(st, e, c, t, g_rows, seed_u32, table, lse, shift):
         interpret=st.interpret,
         name="cce_neg_bwd_row_dc",
     )(*args)
-    return de[:n_rows], dc
+    return de[:n_rows], add_target_term(st, dc, e, c, t, g_rows, lse)
 
 
 def _backward_row_perm(st, e, c, t, g_rows, seed_u32, lse, shift):

@@ -471,6 +471,36 @@ def test_pallas_interpret_permutation_with_wide_item_tiles():
                             dc_block=64, row_sampling="permutation")
 
 
+def check_popular_target_bf16_dc(sharing, fused, interpret, n_rows=520, n_popular=480):
+    """``n_popular`` rows share target 3 and nearly share an embedding, so their positive terms
+    g_pos e_r share signs: summed in a bf16 buffer one by one they would stop growing after
+    ~256 terms. dc_accum="bfloat16" sums them per target in float32 instead; the item's
+    gradient must match float64 to bf16 rounding (in-kernel bf16 sums miss it by ~25%)."""
+    rng = np.random.default_rng(31)
+    v, d, n = 40, 16, 3
+    e = (1.0 + 0.05 * rng.normal(size=(n_rows, d))) * np.sign(rng.normal(size=d))
+    c = 0.3 * rng.normal(size=(v, d))
+    t = np.where(np.arange(n_rows) < n_popular, 3, rng.integers(0, v, size=n_rows))
+    t = t.astype(np.int32)
+    e = np.asarray(jnp.asarray(e, jnp.bfloat16).astype(jnp.float32))
+    c = np.asarray(jnp.asarray(c, jnp.bfloat16).astype(jnp.float32))
+    ids, _ = _ref_ids(2, n_rows, n, v, "uniform", sharing, 16, None)
+    _, _, dc_ref = sampled_ce_reference_np(e, c, t, ids, num_items=v, sampler="uniform",
+                                           log_q=None, where=np.ones(n_rows, bool),
+                                           reduction="sum")
+    kw = dict(num_negatives=n, seed=2, sharing=sharing, block_rows=16, reduction="sum",
+              impl="pallas", interpret=interpret, row_block=16, dc_accum="bfloat16", fused=fused)
+    dc = jax.grad(lambda c_: sampled_linear_cross_entropy(
+        jnp.asarray(e, jnp.bfloat16), c_, jnp.asarray(t), **kw))(jnp.asarray(c, jnp.bfloat16))
+    got, want = np.asarray(dc, np.float64)[3], dc_ref[3]
+    np.testing.assert_allclose(got, want, rtol=2e-2, atol=2e-2 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("sharing, fused", [("row", True), ("row", False), ("block", None)])
+def test_bf16_dc_sums_a_popular_targets_terms_in_float32(sharing, fused):
+    check_popular_target_bf16_dc(sharing, fused, interpret=True)
+
+
 def test_pallas_interpret_matches_xla_none_reduction():
     rng = np.random.default_rng(12)
     e, c, t, w = _problem(rng, 20, 40, 16, jnp.float32)
@@ -562,6 +592,12 @@ def test_gpu_fused_and_two_pass_row(sampler, d, dtype, dc_accum, programs, fused
     check_against_reference("pallas", sampler, "row", dtype, n_rows=999, v=3001, d=d, n=100,
                             block_rows=64, seed=d + len(sampler), row_block=8, fused=fused,
                             fused_programs=programs, dc_accum=dc_accum)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("sharing, fused", [("row", True), ("row", False), ("block", None)])
+def test_gpu_bf16_dc_sums_a_popular_targets_terms_in_float32(sharing, fused):
+    check_popular_target_bf16_dc(sharing, fused, interpret=False, n_rows=5000, n_popular=4000)
 
 
 @pytest.mark.gpu
