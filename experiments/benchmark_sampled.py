@@ -47,7 +47,7 @@ def parse_args(argv=None):
     p.add_argument("--num-warps", type=int, default=None)
     p.add_argument("--num-stages", type=int, default=None)
     p.add_argument("--dc-accum", nargs="+", default=["float32"],
-                   help="dC accumulation dtypes to try for sharing=row (shared: float32)")
+                   help="dC accumulation dtypes to try (not the permutation sampler's)")
     p.add_argument("--atomics", nargs="+", default=["relaxed"],
                    help="memory ordering of the dC atomic adds: relaxed and/or acq_rel")
     p.add_argument("--row-sampling", nargs="+", default=["independent"],
@@ -120,13 +120,12 @@ def cases(args) -> list[dict]:
         if args.sampler == "popularity":
             counts = np.random.default_rng(0).zipf(1.2, size=v).clip(max=10**6)
         bound_ms = 3 * n_rows * (n + 1) * d * dtype.itemsize / bw * 1e3
-        # Row samplings apply to uniform row sharing only; dC accumulation dtypes only to the
-        # atomic (independent or popularity) row backward.
+        # Row samplings apply to uniform row sharing only; dC accumulation dtypes to every
+        # atomic backward (not the permutation sampler's).
         uniform = args.sampler == "uniform"
         variants = [(sh, rs, acc, at, fu) for sh in args.sharing
                     for rs in (args.row_sampling if sh == "row" and uniform else ["independent"])
-                    for acc in (args.dc_accum if sh == "row" and rs == "independent"
-                                else ["float32"])
+                    for acc in (args.dc_accum if rs == "independent" else ["float32"])
                     for at in (args.atomics if rs == "independent" else ["relaxed"])
                     for fu in (args.fused if sh == "row" and rs == "independent" else ["auto"])]
         for sharing, row_sampling, dc_accum, atomics, fused in variants:
