@@ -47,7 +47,7 @@ from pallas_kernels.cce_neg.kernels import (
     target_term_outside)
 
 # Programs of the persistent grid; the scratch is programs * n * row_block float32 (64 MiB at
-# n = 511 and 8 rows). H100, N = 131072 (docs/perf_sampled.md): 4096 beat 2048 by 2-11% at
+# n = 511 and 8 rows). H100, N = 131072 (docs/perf_sampled.md): 4096 beat 2048 by 4-8% at
 # D <= 128 (one tile per program, 16384 at D = 128, was 1-6% faster again for 4x the scratch).
 DEFAULT_PROGRAMS = 4096
 
@@ -110,8 +110,8 @@ def _row_vg_kernel(st: Static, n_tiles: int, n_programs: int, keys_ref, e_ref, t
 
 def value_and_grad(st: Static, e, c, t, weights, seed_u32, table):
     """Row sharing, one pass: ``(loss f32[N] unweighted, dE [N, D] e.dtype, dC [V, D] dc_accum)``,
-    the gradients being those of ``sum_r weights[r] * loss_r`` (rows of weight 0 are skipped:
-    their loss is 0 and so are their gradients)."""
+    the gradients being those of ``sum_r weights[r] * loss_r`` (rows of weight 0 neither gather
+    nor scatter: their gradients are 0 and their loss entry is meaningless)."""
     n_rows, d = e.shape
     bt = st.row_block
     n_pad = -n_rows % bt
