@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pallas_kernels.cce_neg import sampled_linear_cross_entropy
-from pallas_kernels.cce_neg.config import default_row_block
+from pallas_kernels.cce_neg.config import default_neg_block, default_row_block
 from srs_jax.atomic_files import write_json_atomic
 
 # Reference CCE- (MemoryEfficientSRS, fp16, H100) at N=131072, n+1=512: cce_kernels.md §7.2.
@@ -42,8 +42,10 @@ def parse_args(argv=None):
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--block-rows", type=int, default=128)
-    p.add_argument("--row-block", type=int, default=None, help="default: by D (16 for D <= 64, else 8)")
-    p.add_argument("--neg-block", type=int, default=64)
+    p.add_argument("--row-block", type=int, default=None,
+                   help="default: by D (16 for D <= 64, else 8)")
+    p.add_argument("--neg-block", type=int, default=None,
+                   help="default: by D (32 at D = 128, else 64)")
     p.add_argument("--num-warps", type=int, default=None)
     p.add_argument("--num-stages", type=int, default=None)
     p.add_argument("--dc-accum", nargs="+", default=["float32"],
@@ -145,7 +147,7 @@ def cases(args) -> list[dict]:
                        dtype=str(dtype), sampler=args.sampler, impl=args.impl,
                        masked_frac=args.masked_frac, block_rows=args.block_rows,
                        row_block=args.row_block or default_row_block(d),
-                       neg_block=args.neg_block, num_warps=args.num_warps,
+                       neg_block=args.neg_block or default_neg_block(d), num_warps=args.num_warps,
                        num_stages=args.num_stages, dc_accum=dc_accum,
                        dc_part_items=args.dc_part_items, scatter_rows=args.scatter_rows,
                        row_sampling=row_sampling, dc_block=args.dc_block, atomics=atomics,

@@ -15,8 +15,8 @@ import numpy as np
 
 from pallas_kernels.atomics import ORDERINGS as ATOMIC_ORDERINGS
 from pallas_kernels.cce_neg import sampling, xla_impl
-from pallas_kernels.cce_neg.config import (DC_ACCUMS, Static, default_row_block, pow2,
-                                         triton_width_ok)
+from pallas_kernels.cce_neg.config import (DC_ACCUMS, Static, default_neg_block,
+                                         default_row_block, pow2, triton_width_ok)
 from pallas_kernels.cce_neg.reference import reduce_rows
 
 
@@ -128,7 +128,7 @@ def sampled_linear_cross_entropy(
     block_rows: int = 128,
     xla_block_rows: int = 128,
     row_block: int | None = None,
-    neg_block: int = 64,
+    neg_block: int | None = None,
     num_warps: int | None = None,
     num_stages: int | None = None,
     dc_accum: str = "float32",
@@ -166,7 +166,8 @@ def sampled_linear_cross_entropy(
       block_rows: rows per shared negative set for ``sharing="block"`` (also the kernel tile).
       row_block / neg_block / num_warps / num_stages: Pallas tiling (row tile for ``"row"``,
         ids per step for shared negatives) and Triton launch parameters. ``row_block=None``:
-        16 rows for D <= 64, else 8 (measured on an H100, docs/perf_sampled.md).
+        16 rows for D <= 64, else 8; ``neg_block=None``: 32 ids at D = 128, else 64 (both
+        measured on an H100, docs/perf_sampled.md).
       dc_block: items per program of the permutation sampler's dC kernel (power of two >= 16;
         16 measured best with 2 warps, which that path uses unless ``num_warps`` is given).
       dc_accum: ``"float32"`` (default) or ``"bfloat16"``: dtype of the buffer the Pallas
@@ -217,6 +218,8 @@ def sampled_linear_cross_entropy(
         impl = "pallas" if (jax.default_backend() == "gpu" and triton_width_ok(d)) else "xla"
     if row_block is None:
         row_block = default_row_block(d)
+    if neg_block is None:
+        neg_block = default_neg_block(d)
     if impl not in ("pallas", "xla"):
         raise ValueError(f"impl must be 'auto', 'pallas' or 'xla', got {impl!r}")
     if impl == "pallas":

@@ -167,8 +167,8 @@ def _scatter_rows(st, dc_ref, ids, val, mask=None):
     val = val.astype(dc_ref.dtype)
     if not st.interpret:
         # Triton wants the mask in the value's full shape.
-        atomics.atomic_add(dc_ref, (ids, slice(None)), val, ordering=st.atomics,
-                           mask=None if mask is None else jnp.broadcast_to(mask[:, None], val.shape))
+        full_mask = None if mask is None else jnp.broadcast_to(mask[:, None], val.shape)
+        atomics.atomic_add(dc_ref, (ids, slice(None)), val, mask=full_mask, ordering=st.atomics)
         return
 
     def one(i, _):

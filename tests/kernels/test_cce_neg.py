@@ -601,6 +601,17 @@ def test_gpu_bf16_dc_sums_a_popular_targets_terms_in_float32(sharing, fused):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("sharing, d, dtype", [
+    ("block", 128, jnp.bfloat16), ("batch", 128, jnp.float32),
+    ("row", 64, jnp.bfloat16), ("row", 128, jnp.float32)])
+def test_gpu_default_tiles(sharing, d, dtype):
+    # The per-D tile defaults (config.default_row_block / default_neg_block: 16 rows at D = 64,
+    # 32 ids at D = 128), which the other gpu tests override.
+    check_against_reference("pallas", "uniform", sharing, dtype, n_rows=1000, v=3001, d=d, n=200,
+                            block_rows=128, seed=d + len(sharing))
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("sharing", ["row", "block"])
 def test_gpu_pallas_large_catalog_d256(sharing):
     # V > 2^16 exercises the high half of the multiply-shift; D = 256 the widest rows.
