@@ -8,9 +8,12 @@
   ``[block_rows, neg_block]`` logits on the tensor cores.
 
 Backward kernels recompute the logits, write ``dE`` per row tile and accumulate ``dC`` into a
-``[V, D]`` buffer (float32, or bfloat16 with ``dc_accum``) with atomic adds (``interpret=True``:
-a sequential per-row update, because the interpret-mode discharge of vector-indexed atomics drops
-duplicate indices). The row-sharing backward skips rows with a zero cotangent (masked rows);
+``[V, D]`` buffer (float32, or bfloat16 with ``dc_accum``) with relaxed atomic adds
+(``pallas_kernels.atomics``; ``interpret=True``: a sequential per-row update, because the
+interpret-mode discharge of vector-indexed atomics drops duplicate indices). With a bfloat16
+buffer the positive (target) terms are summed in float32 after the kernels
+(``add_target_term``). Row sharing with a scalar reduction runs the one-pass kernel of
+``fused.py`` instead of ``forward`` + ``backward``. The row-sharing backward skips rows with a zero cotangent (masked rows);
 ``dc_part_items > 0`` selects the item-partitioned variant (measured slower, see
 docs/perf_sampled.md).
 
