@@ -256,7 +256,7 @@ def sampled_linear_cross_entropy(
     st = Static(int(num_negatives), int(num_items), sampler, sharing, int(block_rows), impl,
                 bool(interpret), int(xla_block_rows), int(row_block), int(neg_block), num_warps,
                 num_stages, dc_accum, int(dc_part_items), int(scatter_rows), row_sampling,
-                int(dc_block), atomics, fused, int(fused_programs or 0))
+                int(dc_block), atomics, int(fused_programs or 0))
     w = jnp.ones((n_rows,), bool) if where is None else where.astype(bool)
     # Masked rows may hold any label (padding, -100): clamp so gathers stay in range.
     t = jnp.where(w, targets.astype(jnp.int32), 0)

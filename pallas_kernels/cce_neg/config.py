@@ -57,7 +57,6 @@ class Static:
     dc_block: int = 16
     # Memory ordering of the dC atomic adds (pallas_kernels/atomics.py): "relaxed" or "acq_rel".
     atomics: str = "relaxed"
-    # Row sharing, scalar reductions: loss and gradients in one pass (fused.py) on a persistent
-    # grid of fused_programs programs (0: fused.DEFAULT_PROGRAMS).
-    fused: bool = False
+    # Programs of the one-pass row kernel's persistent grid (fused.py; 0: its DEFAULT_PROGRAMS).
+    # Whether that kernel runs is decided by the API (api._use_fused), not stored here.
     fused_programs: int = 0
