@@ -166,7 +166,7 @@ def sampled_linear_cross_entropy(
       block_rows: rows per shared negative set for ``sharing="block"`` (also the kernel tile).
       row_block / neg_block / num_warps / num_stages: Pallas tiling (row tile for ``"row"``,
         ids per step for shared negatives) and Triton launch parameters. ``row_block=None``:
-        16 rows for D <= 64, else 8; ``neg_block=None``: 32 ids at D = 128, else 64 (both
+        16 rows for D <= 64, else 8; ``neg_block=None``: 32 ids up to D = 128, else 64 (both
         measured on an H100, docs/perf_sampled.md).
       dc_block: items per program of the permutation sampler's dC kernel (power of two >= 16;
         16 measured best with 2 warps, which that path uses unless ``num_warps`` is given).

@@ -26,9 +26,10 @@ def default_row_block(d: int) -> int:
 
 def default_neg_block(d: int) -> int:
     """Ids per step of the shared-negative (block / batch) kernels. H100, N = 131072, n = 511,
-    V = 10^6, f+b (docs/perf_sampled.md): 32 ids at D = 128 (block 1.19-1.20 ms against 1.53
-    with 64); D = 64 does not care; at D = 256, 64 ids with 8 warps (2.19 ms; 32 x 4: 3.23)."""
-    return 32 if d == 128 else 64
+    V = 10^6, f+b (docs/perf_sampled.md): 32 ids up to D = 128 (D = 128: block 1.19-1.20 ms
+    against 1.53 with 64; D = 64, with the target-shifted forward: 0.58 ms queued against 0.67);
+    at D = 256, 64 ids with 8 warps (2.19 ms; 32 x 4: 3.23)."""
+    return 32 if d <= 128 else 64
 
 
 @dataclasses.dataclass(frozen=True)

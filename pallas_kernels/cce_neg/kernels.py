@@ -5,7 +5,9 @@
   dot products (a gather problem, no tensor cores). Online logsumexp in registers.
 * ``sharing="block"/"batch"``: grid over tiles of ``block_rows`` rows sharing one set of ``n``
   ids; a loop over chunks of ``neg_block`` ids gathers ``[neg_block, D]`` and computes the
-  ``[block_rows, neg_block]`` logits on the tensor cores.
+  ``[block_rows, neg_block]`` logits on the tensor cores. The forward sums exponentials against
+  each row's target logit in a tile (no running max; a running-max pass only for a tile whose
+  sum overflows), with one FMA and one MUFU ex2 per logit.
 
 Backward kernels recompute the logits, write ``dE`` per row tile and accumulate ``dC`` into a
 ``[V, D]`` buffer (float32, or bfloat16 with ``dc_accum``) with relaxed atomic adds
@@ -40,6 +42,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plt
 
 from pallas_kernels import atomics
+from pallas_kernels.cce.common import LOG2E, exp2_shifted
 from pallas_kernels.cce_neg import sampling
 from pallas_kernels.cce_neg.config import Static
 
@@ -359,6 +362,16 @@ def _perm_dc_kernel(st, n_rows, n_blocks, key_ref, e_ref, t_ref, g_ref, shift_re
 # ------------------------------------------------------------------ shared negatives
 
 
+def _exp_tile(st, s, shift):
+    """exp(s - shift) of a logit tile (``shift`` [Bt, 1]; -inf logits give 0). On the GPU one
+    FMA and one MUFU ex2 per logit (``cce.common.exp2_shifted``): the shared-negative kernels
+    are bounded by instruction issue, and ``jnp.exp`` lowers to libdevice's ``expf`` (range
+    reduction around the ex2). The interpreter takes ``jnp.exp``."""
+    if st.interpret:
+        return jnp.exp(s - shift)
+    return exp2_shifted(s, shift * jnp.float32(LOG2E), "fma")
+
+
 def _n_chunks(st):
     return -(-st.num_negatives // st.neg_block)
 
@@ -383,21 +396,39 @@ def _block_fwd_kernel(st, key_ref, e_ref, t_ref, c_ref, *refs):
     key, t, e = key_ref[...], t_ref[...], e_ref[...]
     ef = e.astype(jnp.float32)
     s_pos = jnp.sum(ef * c_ref[t, :].astype(jnp.float32), axis=1)
+    tile = jnp.zeros((e.shape[0], st.neg_block), jnp.float32)
 
-    def body(k, carry):
-        m, l, cnt = carry
+    # Exponentials against each row's own target logit, summed as [Bt, Jc] tiles: no running
+    # max and no cross-lane reduction per chunk (this kernel is bounded by instruction issue;
+    # docs/perf_sampled.md). The sum overflows only where a kept logit exceeds the target's by
+    # about 88; the tile is then redone with a running max below.
+    def shifted(k, carry):
+        l, cnt = carry
         s, keep, _, _ = _block_logits(st, key, e, t, c_ref, tabs, k)
-        s = jnp.where(keep, s, -jnp.inf)
-        m_new = jnp.maximum(m, jnp.max(s, axis=1))
-        l = l * jnp.exp(m - m_new) + jnp.sum(jnp.exp(s - m_new[:, None]), axis=1)
-        return m_new, l, cnt + jnp.sum(keep.astype(jnp.float32), axis=1)
+        return (l + jnp.where(keep, _exp_tile(st, s, s_pos[:, None]), 0.0),
+                cnt + jnp.where(keep, 1.0, 0.0))
 
-    z = jnp.zeros_like(s_pos)
-    m, l, cnt = jax.lax.fori_loop(0, _n_chunks(st), body, (z + _NEG_INIT, z, z))
-    lse, shift = _finish_lse(st, s_pos, m, l, cnt)
+    l, cnt = jax.lax.fori_loop(0, _n_chunks(st), shifted, (tile, tile))
+    l, cnt = jnp.sum(l, axis=1), jnp.sum(cnt, axis=1)
+    lse, shift = _finish_lse(st, s_pos, s_pos, l, cnt)
     lse_ref[...] = lse
     shift_ref[...] = shift
     spos_ref[...] = s_pos
+
+    @pl.when(jnp.max(l) == jnp.inf)
+    def _running_max():
+        def body(k, carry):
+            m, l = carry
+            s, keep, _, _ = _block_logits(st, key, e, t, c_ref, tabs, k)
+            s = jnp.where(keep, s, -jnp.inf)
+            m_new = jnp.maximum(m, jnp.max(s, axis=1))
+            return m_new, l * jnp.exp(m - m_new) + jnp.sum(_exp_tile(st, s, m_new[:, None]), axis=1)
+
+        z = jnp.zeros_like(s_pos)
+        m, l_max = jax.lax.fori_loop(0, _n_chunks(st), body, (z + _NEG_INIT, z))
+        lse, shift = _finish_lse(st, s_pos, m, l_max, cnt)
+        lse_ref[...] = lse
+        shift_ref[...] = shift
 
 
 def _block_bwd_kernel(st, key_ref, e_ref, t_ref, g_ref, lse_ref, shift_ref, c_ref, *refs):
@@ -414,7 +445,7 @@ def _block_bwd_kernel(st, key_ref, e_ref, t_ref, g_ref, lse_ref, shift_ref, c_re
 
     def body(k, de):
         s, keep, ids, cg = _block_logits(st, key, e, t, c_ref, tabs, k)
-        gs = (jnp.where(keep, jnp.exp(s - shift[:, None]), 0.0) * g[:, None]).astype(e.dtype)
+        gs = (jnp.where(keep, _exp_tile(st, s, shift[:, None]), 0.0) * g[:, None]).astype(e.dtype)
         dc_chunk = _dot(gs, e, trans_a=True, precision=prec).astype(jnp.float32)  # [Jc, D]
         _scatter_rows(st, dc_ref, ids, dc_chunk)
         return de + _dot(gs, cg, precision=prec).astype(jnp.float32)

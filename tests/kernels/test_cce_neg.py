@@ -187,8 +187,8 @@ def test_ids_shapes_and_determinism():
 # ----------------------------------------------------------------------------- loss values
 
 
-def _problem(rng, n_rows, v, d, dtype, mask_frac=0.25):
-    e = (rng.normal(size=(n_rows, d)) / d**0.25).astype(np.float32)
+def _problem(rng, n_rows, v, d, dtype, mask_frac=0.25, logit_scale=1.0):
+    e = (rng.normal(size=(n_rows, d)) * logit_scale / d**0.25).astype(np.float32)
     c = (rng.normal(size=(v, d)) / d**0.25).astype(np.float32)
     e = np.asarray(jnp.asarray(e, dtype).astype(jnp.float32))  # round to dtype for the reference
     c = np.asarray(jnp.asarray(c, dtype).astype(jnp.float32))
@@ -211,15 +211,23 @@ TOL = {jnp.float32: dict(rtol=2e-5, atol=2e-6), jnp.bfloat16: dict(rtol=2e-2, at
 
 
 def check_against_reference(impl, sampler, sharing, dtype, *, n_rows, v, d, n, block_rows,
-                            seed, reduction="mean", **kw):
+                            seed, reduction="mean", logit_scale=1.0, min_overflow_rows=0, **kw):
+    """``logit_scale`` multiplies E (logits of std ~logit_scale); ``min_overflow_rows``: assert
+    that at least that many rows have a kept negative logit over 100 above their target's."""
     rng = np.random.default_rng(seed)
-    e, c, t, w = _problem(rng, n_rows, v, d, dtype)
+    e, c, t, w = _problem(rng, n_rows, v, d, dtype, logit_scale=logit_scale)
     counts = _skewed_counts(rng, v) if sampler == "popularity" else None
     ids, tab = _ref_ids(seed, n_rows, n, v, sampler, sharing, block_rows, counts,
                         kw.get("row_sampling", "independent"))
     loss_ref, de_ref, dc_ref = sampled_ce_reference_np(
         e, c, t, ids, num_items=v, sampler=sampler, log_q=None if tab is None else tab.log_q,
         where=w, reduction=reduction)
+    if min_overflow_rows:
+        tt = np.where(w, t, 0)
+        s = np.einsum("rd,rjd->rj", e.astype(np.float64), c[ids].astype(np.float64))
+        s_pos = np.sum(e.astype(np.float64) * c[tt], axis=1)
+        gap = np.where(ids != tt[:, None], s - s_pos[:, None], -np.inf).max(axis=1)
+        assert np.sum(gap > 100) >= min_overflow_rows, np.sort(gap)[-5:]
 
     def f(e_, c_):
         out = sampled_linear_cross_entropy(
@@ -399,6 +407,20 @@ def test_pallas_interpret_matches_reference(sampler, sharing, dtype):
     check_against_reference("pallas", sampler, sharing, dtype, n_rows=37, v=31, d=16, n=21,
                             block_rows=16, seed=21 + len(sampler), interpret=True, row_block=16,
                             neg_block=16, fused=False if sharing == "row" else None)
+
+
+@pytest.mark.parametrize("sampler, sharing, dtype", [
+    ("uniform", "block", jnp.float32), ("popularity", "block", jnp.bfloat16),
+    ("uniform", "batch", jnp.bfloat16), ("uniform", "row", jnp.float32)])
+def test_pallas_interpret_logits_far_above_the_target(sampler, sharing, dtype):
+    # Logits of std ~60: kept negatives exceed their row's target logit by > 100, where the
+    # shared-negative forward's sums against the target logit overflow float32 and the tile
+    # is redone with a running max (kernels._block_fwd_kernel; without that step the block
+    # and batch cases fail). Row sharing keeps a running max throughout.
+    check_against_reference("pallas", sampler, sharing, dtype, n_rows=37, v=31, d=16, n=21,
+                            block_rows=16, seed=41 + len(sharing), interpret=True, row_block=16,
+                            neg_block=16, logit_scale=60.0, min_overflow_rows=3,
+                            fused=False if sharing == "row" else None)
 
 
 @pytest.mark.parametrize("sampler, dtype, reduction, programs, dc_accum", [
@@ -602,13 +624,25 @@ def test_gpu_bf16_dc_sums_a_popular_targets_terms_in_float32(sharing, fused):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("sharing, d, dtype", [
-    ("block", 128, jnp.bfloat16), ("batch", 128, jnp.float32),
+    ("block", 128, jnp.bfloat16), ("batch", 128, jnp.float32), ("block", 64, jnp.float32),
     ("row", 64, jnp.bfloat16), ("row", 128, jnp.float32)])
 def test_gpu_default_tiles(sharing, d, dtype):
     # The per-D tile defaults (config.default_row_block / default_neg_block: 16 rows at D = 64,
-    # 32 ids at D = 128), which the other gpu tests override.
+    # 32 ids up to D = 128), which the other gpu tests override.
     check_against_reference("pallas", "uniform", sharing, dtype, n_rows=1000, v=3001, d=d, n=200,
                             block_rows=128, seed=d + len(sharing))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("sampler, sharing, dtype", [
+    ("uniform", "block", jnp.float32), ("popularity", "block", jnp.bfloat16),
+    ("uniform", "batch", jnp.bfloat16)])
+def test_gpu_logits_far_above_the_target(sampler, sharing, dtype):
+    # As the interpreter test, compiled: the MUFU exponentials (cce.common.exp2_shifted) and
+    # the fallback under Triton.
+    check_against_reference("pallas", sampler, sharing, dtype, n_rows=1000, v=3001, d=64,
+                            n=200, block_rows=64, seed=7 + len(sharing), neg_block=64,
+                            logit_scale=60.0, min_overflow_rows=20)
 
 
 @pytest.mark.gpu
