@@ -58,9 +58,10 @@ def cce_neg(cfg, hidden, classifier, labels, where, *, key, item_counts=None):
         counts = item_counts
         if counts is not None and not hasattr(counts, "log_q") and np.shape(counts) == (classifier.shape[0] + 1,):
             counts = counts[1:]  # encoded ids (slot 0 = padding) -> labels 0..V-1
-    rows = pallas_kernels.sampled_linear_cross_entropy(
+    # reduction="mean" (the mean over ``where`` rows, as masked_mean): a scalar loss lets row
+    # sharing run the one-pass kernel (cce_neg/fused.py), which per-row losses cannot.
+    return pallas_kernels.sampled_linear_cross_entropy(
         hidden, classifier, safe_labels(labels, where), num_negatives=num_negatives(cfg),
         seed=kernel_seed(key), sampler=sampler, item_counts=counts, sharing=option(cfg, "sharing"),
-        where=where, reduction="none", impl=option(cfg, "impl"),
+        where=where, reduction="mean", impl=option(cfg, "impl"),
         dc_accum=option(cfg, "dc_accum"), row_sampling=option(cfg, "row_sampling"))
-    return masked_mean(rows, where)

@@ -90,10 +90,16 @@ def test_cce_neg_permutation_row_sampling_equals_ce_neg_on_its_ids(seed):
 def test_cce_neg_dc_accum_reaches_the_kernels():
     # On CPU the Pallas kernels run only in interpret mode, which the training path does not
     # select; the jaxpr of the loss under impl='pallas' shows the dC buffer's dtype instead.
+    # The training loss is a scalar, so row sharing runs the one-pass kernel (fused.py), and
+    # the two-pass kernels where the one-pass one does not apply (permutation sampler).
     _, hidden, classifier, labels, where, _ = problem(8)
     for accum in ("float32", "bfloat16"):
         cfg = {"type": "cce_neg", "num_negatives": 5, "impl": "pallas", "dc_accum": accum}
         grad = jax.grad(lambda c: compute_loss(cfg, hidden, c, labels, where, key=jax.random.key(0)))
         jaxpr = str(jax.make_jaxpr(grad)(classifier))
-        assert "cce_neg_bwd_row" in jaxpr
+        assert "value_and_grad_row" in jaxpr and "cce_neg_bwd_row" not in jaxpr
         assert f"{jnp.dtype(accum).name}[{classifier.shape[0]},16]" in jaxpr.replace(" ", "")
+    cfg = {"type": "cce_neg", "num_negatives": 5, "impl": "pallas", "row_sampling": "permutation"}
+    grad = jax.grad(lambda c: compute_loss(cfg, hidden, c, labels, where, key=jax.random.key(0)))
+    jaxpr = str(jax.make_jaxpr(grad)(classifier))
+    assert "value_and_grad_row" not in jaxpr and "cce_neg_bwd_perm_dc" in jaxpr
