@@ -39,17 +39,19 @@ def _row_loss_fn(st: Static):
 
     @jax.custom_vjp
     def row_loss(e, c, t, w, seed_u32, table):
-        lse, s_pos, _ = impl.forward(st, e, c, t, seed_u32, table)
+        lse, s_pos, _ = impl.forward(st, e, c.astype(e.dtype), t, seed_u32, table)
         return jnp.where(w, lse - s_pos, 0.0)
 
     def fwd(e, c, t, w, seed_u32, table):
-        lse, s_pos, aux = impl.forward(st, e, c, t, seed_u32, table)
-        return jnp.where(w, lse - s_pos, 0.0), (e, c, t, w, seed_u32, table, lse, aux)
+        ce = c.astype(e.dtype)
+        lse, s_pos, aux = impl.forward(st, e, ce, t, seed_u32, table)
+        # c itself (a parameter, no copy) only tells the backward the dtype dC leaves in.
+        return jnp.where(w, lse - s_pos, 0.0), (e, ce, c, t, w, seed_u32, table, lse, aux)
 
     def bwd(res, g):
-        e, c, t, w, seed_u32, table, lse, aux = res
+        e, ce, c, t, w, seed_u32, table, lse, aux = res
         g_rows = jnp.where(w, g, 0.0).astype(jnp.float32)
-        de, dc = impl.backward(st, e, c, t, g_rows, seed_u32, table, lse, aux)
+        de, dc = impl.backward(st, e, ce, t, g_rows, seed_u32, table, lse, aux)
         return de.astype(e.dtype), dc.astype(c.dtype), None, None, None, None
 
     row_loss.defvjp(fwd, bwd)
@@ -70,17 +72,17 @@ def _reduced_loss_fn(st: Static):
 
     @jax.custom_vjp
     def loss(e, c, t, weights, seed_u32, table):
-        lse, s_pos, _ = kernels.forward(st, e, c, t, seed_u32, table)
+        lse, s_pos, _ = kernels.forward(st, e, c.astype(e.dtype), t, seed_u32, table)
         return _weighted_sum(weights, lse - s_pos)
 
     def fwd(e, c, t, weights, seed_u32, table):
-        rows, de, dc = fused.value_and_grad(st, e, c, t, weights, seed_u32, table)
-        return _weighted_sum(weights, rows), (de, dc)
+        rows, de, dc = fused.value_and_grad(st, e, c.astype(e.dtype), t, weights, seed_u32, table)
+        return _weighted_sum(weights, rows), (de, dc, c)
 
     def bwd(res, g):
-        de, dc = res  # c was cast to e.dtype by the caller: both gradients leave in de.dtype
+        de, dc, c = res  # (c only for the dtype dC leaves in)
         return ((g * de.astype(jnp.float32)).astype(de.dtype),
-                (g * dc.astype(jnp.float32)).astype(de.dtype), None, None, None, None)
+                (g * dc.astype(jnp.float32)).astype(c.dtype), None, None, None, None)
 
     loss.defvjp(fwd, bwd)
     return loss
@@ -144,7 +146,8 @@ def sampled_linear_cross_entropy(
 
     Args:
       embeddings: ``[N, D]`` float (bf16/f16/f32) query rows.
-      classifier: ``[V, D]`` item embeddings (cast to ``embeddings.dtype``).
+      classifier: ``[V, D]`` item embeddings (read in ``embeddings.dtype``; its gradient
+        leaves in the classifier's dtype, e.g. float32 from the float32 dC buffer).
       targets: int ``[N]`` labels in ``[0, V)`` (ignored where ``where`` is False).
       num_negatives: ``n`` negatives per row (per tile / per batch when shared).
       seed: int or int32/uint32 scalar (may be traced: use a new one every step).
@@ -260,7 +263,10 @@ def sampled_linear_cross_entropy(
     w = jnp.ones((n_rows,), bool) if where is None else where.astype(bool)
     # Masked rows may hold any label (padding, -100): clamp so gathers stay in range.
     t = jnp.where(w, targets.astype(jnp.int32), 0)
-    c = classifier.astype(embeddings.dtype)
+    # The kernels read the classifier in embeddings.dtype; the cast happens inside the custom
+    # VJP, so dC leaves in the classifier's own dtype (float32 parameters get the float32 sum
+    # of the dC buffer, not a bf16 rounding of it and a convert back).
+    c = classifier
     if fused:
         weights = w.astype(jnp.float32)
         if reduction == "mean":

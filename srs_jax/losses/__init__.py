@@ -1,6 +1,9 @@
 """Loss registry: ``compute_loss(loss_config, hidden, classifier, labels, where, *, key, item_counts)``.
 
-Inputs: ``hidden [N, H]`` (compute dtype), ``classifier [V, H]`` (item rows of ids 1..V),
+Inputs: ``hidden [N, H]`` (compute dtype), ``classifier [V, H]`` (item rows of ids 1..V, in the
+parameters' dtype: ``compute_loss`` casts it to ``hidden.dtype``, except for the losses in
+``KEEP_CLASSIFIER_DTYPE``, which cast inside their own VJP so that their classifier gradient
+stays in the parameters' dtype),
 ``labels int32[N]`` in ``[0, V)`` (= item id - 1; masked rows may hold anything, e.g. -1),
 ``where bool[N]`` (rows that count), ``key`` (negatives, SCE buckets, kernel seed),
 ``item_counts`` (training counts ``int[V + 1]`` by encoded id, or ``[V]`` by label; popularity
@@ -58,6 +61,11 @@ LOSSES: dict[str, Callable] = {
     "cce_neg": cce_neg,
 }
 
+# cce_neg reads the classifier in the compute dtype inside its custom VJP and returns dC in the
+# classifier's dtype: float32 parameters get its float32 dC buffer as is, where a cast before
+# the loss would round dC to bf16 and convert it back (two [V, H] passes per step).
+KEEP_CLASSIFIER_DTYPE = frozenset({"cce_neg"})
+
 
 def compute_loss(loss_config, hidden: jax.Array, classifier: jax.Array, labels: jax.Array, where: jax.Array,
                  *, key: jax.Array, item_counts=None) -> jax.Array:
@@ -68,8 +76,10 @@ def compute_loss(loss_config, hidden: jax.Array, classifier: jax.Array, labels: 
     labels = jnp.asarray(labels)
     where = jnp.asarray(where).astype(bool)
     check_shapes(hidden, classifier, labels, where)
+    if name not in KEEP_CLASSIFIER_DTYPE:
+        classifier = classifier.astype(hidden.dtype)
     fn = LOSSES[name]
     return fn(loss_config, hidden, classifier, labels, where, key=key, item_counts=item_counts).astype(jnp.float32)
 
 
-__all__ = ["LOSSES", "compute_loss"]
+__all__ = ["KEEP_CLASSIFIER_DTYPE", "LOSSES", "compute_loss"]

@@ -121,7 +121,7 @@ def train_step(graphdef, state: TrainState, opt_state, batch: dict, key: jax.Arr
                             item_counts=item_counts)
         if vp_loss is not None:
             return vp_loss
-        classifier = model.output_embeddings().astype(hidden.dtype)
+        classifier = model.output_embeddings()  # (compute_loss casts it where the loss needs)
         return losses_lib.compute_loss(loss_config, hidden, classifier, labels, where,
                                        key=k_loss, item_counts=item_counts)
 

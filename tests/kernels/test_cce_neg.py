@@ -523,6 +523,44 @@ def test_bf16_dc_sums_a_popular_targets_terms_in_float32(sharing, fused):
     check_popular_target_bf16_dc(sharing, fused, interpret=True)
 
 
+def check_float32_classifier_gradient(impl, sharing, fused, *, interpret, n_rows=45, v=29,
+                                      n=13, block_rows=16):
+    # bf16 embeddings, float32 classifier (mixed precision: float32 parameters). The kernels
+    # read C in bf16; dC leaves in float32 as summed, not rounded to bf16 first. The classifier
+    # holds bf16-representable values, so the kernels' cast is exact and the float64 reference
+    # is the exact gradient of what they compute.
+    rng = np.random.default_rng(17 + n_rows)
+    d = 16
+    e, c, t, w = _problem(rng, n_rows, v, d, jnp.bfloat16)
+    ids, _ = _ref_ids(3, n_rows, n, v, "uniform", sharing, block_rows, None)
+    _, _, dc_ref = sampled_ce_reference_np(e, c, t, ids, num_items=v, sampler="uniform", where=w)
+
+    def f(c_):
+        return sampled_linear_cross_entropy(
+            jnp.asarray(e, jnp.bfloat16), c_, jnp.asarray(t), num_negatives=n, seed=3,
+            sharing=sharing, where=jnp.asarray(w), impl=impl, interpret=interpret,
+            block_rows=block_rows, row_block=8, neg_block=16,
+            **({} if impl == "xla" else {"fused": fused}))
+
+    dc = jax.jit(jax.grad(f))(jnp.asarray(c, jnp.float32))
+    assert dc.dtype == jnp.float32
+    scale = np.abs(dc_ref).max()
+    # Row sharing sums dC in float32 throughout; block sharing's tensor-core products take the
+    # probabilities in bf16 (the kernels' operand dtype).
+    tol = 1e-4 if sharing == "row" else 2e-2
+    np.testing.assert_allclose(np.asarray(dc, np.float64), dc_ref, rtol=tol, atol=tol * scale)
+    if sharing == "row":  # the tolerance is finer than a bf16 rounding of dC
+        rounded = np.asarray(jnp.asarray(dc_ref, jnp.bfloat16), np.float64)
+        assert np.max(np.abs(rounded - dc_ref) - tol * (np.abs(dc_ref) + scale)) > 0
+
+
+@pytest.mark.parametrize("impl, sharing, fused", [
+    ("xla", "row", None), ("pallas", "row", True), ("pallas", "row", False),
+    ("pallas", "block", None)])
+def test_float32_classifier_gets_its_float32_gradient(impl, sharing, fused):
+    check_float32_classifier_gradient(impl, sharing, fused, interpret=impl == "pallas")
+
+
 def test_pallas_interpret_matches_xla_none_reduction():
     rng = np.random.default_rng(12)
     e, c, t, w = _problem(rng, 20, 40, 16, jnp.float32)
@@ -643,6 +681,13 @@ def test_gpu_logits_far_above_the_target(sampler, sharing, dtype):
     check_against_reference("pallas", sampler, sharing, dtype, n_rows=1000, v=3001, d=64,
                             n=200, block_rows=64, seed=7 + len(sharing), neg_block=64,
                             logit_scale=60.0, min_overflow_rows=20)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("sharing, fused", [("row", True), ("row", False), ("block", None)])
+def test_gpu_float32_classifier_gets_its_float32_gradient(sharing, fused):
+    check_float32_classifier_gradient("pallas", sharing, fused, interpret=False, n_rows=1000,
+                                      v=3001, n=200, block_rows=64)
 
 
 @pytest.mark.gpu

@@ -103,3 +103,25 @@ def test_cce_neg_dc_accum_reaches_the_kernels():
     grad = jax.grad(lambda c: compute_loss(cfg, hidden, c, labels, where, key=jax.random.key(0)))
     jaxpr = str(jax.make_jaxpr(grad)(classifier))
     assert "value_and_grad_row" not in jaxpr and "cce_neg_bwd_perm_dc" in jaxpr
+
+
+def test_compute_loss_keeps_the_classifier_dtype_for_cce_neg_only():
+    # bf16 hidden states, float32 classifier (the training step passes the parameters): cce_neg
+    # gets the float32 table and returns its float32 dC as summed (the kernel API's own
+    # gradient); every other loss gets the table cast to bf16 first.
+    _, hidden, classifier, labels, where, _ = problem(5, jnp.bfloat16)
+    key = jax.random.key(5)
+    for loss_type in ("cce_neg", "ce_neg", "ce"):
+        cfg = {"type": loss_type, "num_negatives": 7, "impl": "xla"}
+        gc = jax.jit(jax.grad(lambda c: compute_loss(cfg, hidden, c, labels, where, key=key)))(
+            classifier)
+        assert gc.dtype == jnp.float32
+        if loss_type == "cce_neg":
+            want = jax.jit(jax.grad(lambda c: pk.sampled_linear_cross_entropy(
+                hidden, c, jnp.where(where, labels, 0), num_negatives=7, seed=kernel_seed(key),
+                where=where, impl="xla")))(classifier)
+            assert np.any(np.asarray(gc) != np.asarray(gc.astype(jnp.bfloat16), np.float32))
+        else:
+            want = jax.jit(jax.grad(lambda c: compute_loss(
+                cfg, hidden, c.astype(jnp.bfloat16), labels, where, key=key)))(classifier)
+        np.testing.assert_array_equal(gc, want)
