@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.benchmark_loss import make_inputs
 from pallas_kernels.cce_neg import sampled_linear_cross_entropy
 from pallas_kernels.cce_neg.config import default_neg_block, default_row_block
 from srs_jax.atomic_files import write_json_atomic
@@ -121,10 +122,8 @@ def cases(args) -> list[dict]:
     rows = []
     n, n_rows, v = args.num_negatives, args.n_rows, args.num_items
     for d in args.d:
-        ke, kc, kt = jax.random.split(jax.random.key(d), 3)
-        e = (jax.random.normal(ke, (n_rows, d), jnp.float32) / d**0.25).astype(dtype)
-        c = (jax.random.normal(kc, (v, d), jnp.float32) / d**0.25).astype(dtype)
-        t = jax.random.randint(kt, (n_rows,), 0, v, jnp.int32)
+        e, c, t = make_inputs(n_rows, v, d, dtype, seed=d)
+        kt = jax.random.split(jax.random.key(d), 3)[2]  # (the targets' key: the row mask's too)
         where = None
         if args.masked_frac > 0:
             where = jax.random.uniform(jax.random.fold_in(kt, 1), (n_rows,)) >= args.masked_frac

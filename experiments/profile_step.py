@@ -18,6 +18,7 @@ import json
 import jax
 import jax.numpy as jnp
 
+from experiments.benchmark_loss import make_inputs
 from pallas_kernels.cce_neg import sampled_linear_cross_entropy
 
 
@@ -38,12 +39,8 @@ def main(argv=None):
     args = parse_args(argv)
     kw = json.loads(args.kwargs)
     kw.setdefault("impl", "pallas")
-    dtype = jnp.dtype(args.dtype)
-    d, v = args.d, args.num_items
-    ke, kc, kt = jax.random.split(jax.random.key(d), 3)
-    e = (jax.random.normal(ke, (args.n_rows, d), jnp.float32) / d**0.25).astype(dtype)
-    c = (jax.random.normal(kc, (v, d), jnp.float32) / d**0.25).astype(dtype)
-    t = jax.random.randint(kt, (args.n_rows,), 0, v, jnp.int32)
+    d = args.d
+    e, c, t = make_inputs(args.n_rows, args.num_items, d, jnp.dtype(args.dtype), seed=d)
 
     def loss(e_, c_, s):
         return sampled_linear_cross_entropy(e_, c_, t, num_negatives=args.num_negatives, seed=s,
