@@ -90,6 +90,8 @@ def parse_args(argv=None):
     p.add_argument("--variants", default=None,
                    help='JSON {"name": {KernelConfig fields}}: time these kernel configurations '
                         '(case "cce_<name>") instead of --cases')
+    p.add_argument("--fwd-only", action="store_true",
+                   help="time the undifferentiated forward only (variant sweeps of forward options)")
     p.add_argument("--interpret", action="store_true", help="Pallas interpreter (CPU smoke test)")
     p.add_argument("--out", default=None, help="JSON file (written atomically)")
     return p.parse_args(argv)
@@ -144,7 +146,7 @@ def make_inputs(n, v, d, dtype, seed=0):
     return e, c, t
 
 
-def run_one(name, loss, e, c, t, reps, p_mm, p_exp):
+def run_one(name, loss, e, c, t, reps, p_mm, p_exp, fwd_only=False):
     n, d = e.shape
     v = c.shape[0]
     fwd_bound, total_bound = bounds_ms(n, v, d, p_mm, p_exp)
@@ -155,25 +157,31 @@ def run_one(name, loss, e, c, t, reps, p_mm, p_exp):
     before, peak_before = stats.get("bytes_in_use", 0), stats.get("peak_bytes_in_use", 0)
     try:
         fwd = jax.jit(loss)
-        fwd_bwd = jax.jit(jax.value_and_grad(loss, (0, 1)))
         row["fwd_ms"], row["fwd_all_ms"] = median_ms(fwd, (e, c, t), reps)
-        row["fwd_bwd_ms"], row["fwd_bwd_all_ms"] = median_ms(fwd_bwd, (e, c, t), reps)
-        mem = fwd_bwd.lower(e, c, t).compile().memory_analysis()
-        if mem is not None:
-            row["temp_mib"] = mem.temp_size_in_bytes / 2**20
-            row["grads_mib"] = mem.output_size_in_bytes / 2**20
-        peak = (dev.memory_stats() or {}).get("peak_bytes_in_use")
-        # The counter is process-wide and never resets: it speaks for this case only when the
-        # case raised it (otherwise an earlier case or the matmul probe set it; None).
-        if peak is not None and peak > peak_before:
-            row["peak_extra_mib"] = (peak - before) / 2**20
         row["fwd_frac_of_bound"] = fwd_bound / row["fwd_ms"]
-        row["fwd_bwd_frac_of_bound"] = total_bound / row["fwd_bwd_ms"]
+        if not fwd_only:
+            _time_fwd_bwd(row, loss, e, c, t, reps, dev, before, peak_before)
     except Exception as err:  # keep the other rows (e.g. an out-of-memory baseline)
         row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
     print(json.dumps({k: (round(x, 3) if isinstance(x, float) else x)
                       for k, x in row.items() if not k.endswith("_all_ms")}), flush=True)
     return row
+
+
+def _time_fwd_bwd(row, loss, e, c, t, reps, dev, before, peak_before):
+    """value_and_grad time, XLA's temp / output sizes and the peak memory it raised, into row."""
+    fwd_bwd = jax.jit(jax.value_and_grad(loss, (0, 1)))
+    row["fwd_bwd_ms"], row["fwd_bwd_all_ms"] = median_ms(fwd_bwd, (e, c, t), reps)
+    mem = fwd_bwd.lower(e, c, t).compile().memory_analysis()
+    if mem is not None:
+        row["temp_mib"] = mem.temp_size_in_bytes / 2**20
+        row["grads_mib"] = mem.output_size_in_bytes / 2**20
+    peak = (dev.memory_stats() or {}).get("peak_bytes_in_use")
+    # The counter is process-wide and never resets: it speaks for this case only when the
+    # case raised it (otherwise an earlier case or the matmul probe set it; None).
+    if peak is not None and peak > peak_before:
+        row["peak_extra_mib"] = (peak - before) / 2**20
+    row["fwd_bwd_frac_of_bound"] = row["fwd_bwd_bound_ms"] / row["fwd_bwd_ms"]
 
 
 def shapes(args):
@@ -193,7 +201,8 @@ def run_cases(args, p_mm, p_exp, mem_limit):
             if not case.fits(n, v, d, mem_limit):
                 rows.append(dict(case=name, n=n, v=v, d=d, skipped="does not fit in memory"))
                 continue
-            rows.append(run_one(name, case.make(args, v), e, c, t, args.reps, p_mm, p_exp))
+            rows.append(run_one(name, case.make(args, v), e, c, t, args.reps, p_mm, p_exp,
+                                args.fwd_only))
         del e, c, t
     return rows
 
@@ -220,7 +229,8 @@ def run_variants(args, p_mm, p_exp):
     for n, v, d in shapes(args):
         e, c, t = make_inputs(n, v, d, dtype)
         for name, cfg in variants.items():
-            row = run_one(f"cce_{name}", _cce(cfg)(args, v), e, c, t, args.reps, p_mm, p_exp)
+            row = run_one(f"cce_{name}", _cce(cfg)(args, v), e, c, t, args.reps, p_mm, p_exp,
+                          args.fwd_only)
             row["config"] = dataclasses.asdict(common.fill_defaults(cfg, n, v, d, dtype.itemsize))
             rows.append(row)
         del e, c, t
