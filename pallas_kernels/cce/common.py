@@ -1,4 +1,5 @@
-"""Shared tile math and launch settings of the CCE Pallas kernels (Triton lowering)."""
+"""Shared tile math and launch settings of the CCE Pallas kernels (Triton lowering; the
+Hopper forward in Mosaic GPU is ``forward_mosaic.py``)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,13 @@ class KernelConfig:
     (D=256), with bwd_stages 2 -> 3.
     ``atomics``: memory ordering of the "atomic" mode's dC adds, "relaxed" (default) or
     "acq_rel" (``pallas_kernels/atomics.py``).
+    ``fwd_impl``: the undifferentiated target-shifted forward in "triton" (``forward.py``) or
+    "mosaic" (``forward_mosaic.py``: Hopper only, bf16/f16, D a multiple of 64, V of 8; a warp-
+    specialised kernel whose GEMM and exponentials overlap; "triton" is used where it does not
+    apply). Default "mosaic" on a Hopper GPU with jax >= 0.11 at D = 128 and 256 for batches of
+    at least one CTA per SM: H100, N = 131072, V = 1e6, forward 63.9 -> 59.1 ms (D = 128),
+    115.4 -> 98.2 (D = 256). ``mosaic_*``: its rows per compute warpgroup, catalog tile,
+    shared-memory ring depth, E tile in registers (wgmma with A from registers), ping-pong.
     """
 
     fwd_block_n: int | None = None
@@ -77,6 +85,12 @@ class KernelConfig:
     fde_stages: int | None = None
     fde_sum_tile: bool | None = None
     atomics: str | None = None
+    fwd_impl: str | None = None
+    mosaic_block_n: int | None = None
+    mosaic_block_v: int | None = None
+    mosaic_slots: int | None = None
+    mosaic_lhs_regs: bool | None = None
+    mosaic_pingpong: bool | None = None
 
 
 # Per D: (fwd_block_n, fwd_block_v, fwd_warps, fwd_stages, fwd_sum_tile), (bwd_block_n,
@@ -98,6 +112,33 @@ _DEFAULTS = {
 _TARGET_PROGRAMS = 264
 _MAX_SPLITS = 8
 
+# The Mosaic GPU forward (forward_mosaic.py) where it measured faster than the Triton one on an
+# H100 (N=131072, V=1e6, bf16; docs/perf.md): D -> (rows per compute warpgroup, catalog tile,
+# ring depth, E in registers). At D = 64 the Triton forward is faster.
+_MOSAIC_DEFAULTS = {128: (128, 64, 8, True), 256: (64, 64, 4, True)}
+_MOSAIC_OFF = (64, 64, 3, False)
+
+
+def _mosaic_gpu_available() -> bool:
+    """A Hopper GPU and a jax whose Mosaic GPU lowering the kernel was measured with (0.11)."""
+    try:
+        dev = jax.devices()[0]
+    except RuntimeError:
+        return False
+    version = tuple(int(x) for x in jax.__version__.split(".")[:2])
+    return (dev.platform == "gpu" and version >= (0, 11)
+            and str(getattr(dev, "compute_capability", "")).startswith("9."))
+
+
+def _mosaic_tiles(n: int, v: int, d: int, itemsize: int):
+    """The Mosaic forward's tiles if it is the default here, else None: bf16/f16, a measured
+    D, V % 8 == 0 (its tiled view of the table) and at least one CTA per SM (smaller batches
+    keep the Triton forward, which splits the catalog to fill the GPU)."""
+    tiles = _MOSAIC_DEFAULTS.get(d) if itemsize == 2 and v % 8 == 0 else None
+    if tiles is None or n < 2 * tiles[0] * 132 or not _mosaic_gpu_available():
+        return None
+    return tiles
+
 
 def default_config(n: int, v: int, d: int, itemsize: int = 2) -> KernelConfig:
     """Defaults by the bytes of one row (float32 rows count as bf16 rows twice as long).
@@ -112,6 +153,8 @@ def default_config(n: int, v: int, d: int, itemsize: int = 2) -> KernelConfig:
     row_tiles = -(-n // fbn)
     catalog_tiles = -(-v // fbv)
     splits = max(1, min(_MAX_SPLITS, -(-_TARGET_PROGRAMS // row_tiles), catalog_tiles // 16))
+    mosaic = _mosaic_tiles(n, v, d, itemsize)
+    (mbn, mbv, mslots, mregs) = mosaic or _MOSAIC_OFF
     return KernelConfig(fwd_block_n=fbn, fwd_block_v=fbv, fwd_warps=fw, fwd_stages=fstages,
                         num_splits=splits,
                         bwd_block_n=bbn, bwd_block_v=bbv, bwd_warps=bw, bwd_stages=3,
@@ -119,7 +162,10 @@ def default_config(n: int, v: int, d: int, itemsize: int = 2) -> KernelConfig:
                         fwd_shift="target",
                         fwd_sum_tile=fsum_tile, bwd_onehot="xla", fused_de=True,
                         fde_block_n=bbn, fde_block_v=bbv, fde_warps=bw, fde_stages=fde_stages,
-                        fde_sum_tile=False, atomics="relaxed")
+                        fde_sum_tile=False, atomics="relaxed",
+                        fwd_impl="mosaic" if mosaic else "triton", mosaic_block_n=mbn,
+                        mosaic_block_v=mbv, mosaic_slots=mslots, mosaic_lhs_regs=mregs,
+                        mosaic_pingpong=True)
 
 
 def fill_defaults(cfg: KernelConfig | None, n: int, v: int, d: int,

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from pallas_kernels.cce import backward, common, forward, reference
+from pallas_kernels.cce import backward, common, forward, forward_mosaic, reference
 
 _MIN_DOT = 16  # Triton's smallest dot tile
 
@@ -70,12 +70,34 @@ def _pad_vec(x, n_pad, value):
 def _lse_one(embeddings, classifier, cfg, interpret, shift=None, with_acc=False):
     """One catalog chunk's LSE [N] (``with_acc``: and its float32 acc [N, D], forward.py)."""
     n, d = embeddings.shape
+    if shift is not None and not with_acc and _use_mosaic(cfg, embeddings, classifier.shape[0]):
+        return _lse_mosaic(embeddings, classifier, shift, cfg, interpret)
     e_pad, c_pad = _padded(embeddings, classifier, cfg)
     if shift is not None:
         shift = _pad_vec(shift, e_pad.shape[0], 0.0)
     out = forward.lse_rows(e_pad, c_pad, classifier.shape[0], cfg, interpret=interpret,
                            shift=shift, with_acc=with_acc)
     return (out[0][:n], out[1][:n, :d]) if with_acc else out[:n]
+
+
+def _use_mosaic(cfg, embeddings, classifier_rows: int) -> bool:
+    if cfg.fwd_impl not in ("triton", "mosaic"):
+        raise ValueError(f"fwd_impl={cfg.fwd_impl!r} must be 'triton' or 'mosaic'")
+    return cfg.fwd_impl == "mosaic" and forward_mosaic.supported(
+        classifier_rows, embeddings.shape[1], embeddings.dtype)
+
+
+def _lse_mosaic(embeddings, classifier, shift, cfg, interpret):
+    """The target-shifted LSE [N] by the Mosaic GPU kernel (rows padded to its CTA)."""
+    n = embeddings.shape[0]
+    cta_rows = 2 * cfg.mosaic_block_n
+    n_pad = -(-n // cta_rows) * cta_rows
+    e_pad = jnp.pad(embeddings, ((0, n_pad - n), (0, 0)))
+    lse = forward_mosaic.lse_rows(
+        e_pad, classifier, _pad_vec(shift, n_pad, 0.0),
+        block_n=cfg.mosaic_block_n, block_v=cfg.mosaic_block_v, slots=cfg.mosaic_slots,
+        lhs_regs=cfg.mosaic_lhs_regs, pingpong=cfg.mosaic_pingpong, interpret=interpret)
+    return lse[:n]
 
 
 def _merge_lse(parts):
