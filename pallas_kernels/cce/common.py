@@ -60,7 +60,8 @@ class KernelConfig:
     apply). Default "mosaic" on a Hopper GPU with jax >= 0.11 at D = 128 and 256 for batches of
     at least one CTA per SM: H100, N = 131072, V = 1e6, forward 63.9 -> 59.1 ms (D = 128),
     115.4 -> 98.2 (D = 256). ``mosaic_*``: its rows per compute warpgroup, catalog tile,
-    shared-memory ring depth, E tile in registers (wgmma with A from registers), ping-pong.
+    shared-memory ring depth, E tile in registers (wgmma with A from registers), ping-pong, and
+    compute warpgroups per CTA.
     """
 
     fwd_block_n: int | None = None
@@ -91,6 +92,7 @@ class KernelConfig:
     mosaic_slots: int | None = None
     mosaic_lhs_regs: bool | None = None
     mosaic_pingpong: bool | None = None
+    mosaic_compute_wgs: int | None = None
 
 
 # Per D: (fwd_block_n, fwd_block_v, fwd_warps, fwd_stages, fwd_sum_tile), (bwd_block_n,
@@ -165,7 +167,7 @@ def default_config(n: int, v: int, d: int, itemsize: int = 2) -> KernelConfig:
                         fde_sum_tile=False, atomics="relaxed",
                         fwd_impl="mosaic" if mosaic else "triton", mosaic_block_n=mbn,
                         mosaic_block_v=mbv, mosaic_slots=mslots, mosaic_lhs_regs=mregs,
-                        mosaic_pingpong=True)
+                        mosaic_pingpong=True, mosaic_compute_wgs=2)
 
 
 def fill_defaults(cfg: KernelConfig | None, n: int, v: int, d: int,

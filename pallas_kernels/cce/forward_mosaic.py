@@ -47,9 +47,10 @@ def supported(v: int, d: int, dtype) -> bool:
             and jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)))
 
 
-def smem_bytes(d: int, block_n: int, block_v: int, slots: int, itemsize: int = 2) -> int:
-    """Shared memory the kernel asks for: two E tiles, the catalog ring, the row outputs."""
-    return (2 * block_n + slots * block_v) * d * itemsize + 2 * block_n * 4
+def smem_bytes(d: int, block_n: int, block_v: int, slots: int, itemsize: int = 2,
+               compute_wgs: int = 2) -> int:
+    """Shared memory the kernel asks for: the E tiles, the catalog ring, the row outputs."""
+    return (compute_wgs * block_n + slots * block_v) * d * itemsize + compute_wgs * block_n * 4
 
 
 def _interpret_params(interpret):
@@ -60,13 +61,15 @@ def _interpret_params(interpret):
 
 
 def lse_rows(e_pad, c, shift, *, block_n: int = 64, block_v: int = 64, slots: int = 3,
-             lhs_regs: bool = False, pingpong: bool = True, interpret=False):
+             lhs_regs: bool = False, pingpong: bool = True, compute_wgs: int = 2,
+             interpret=False):
     """Natural-log LSE float32 [Np] of e_pad [Np, D] against every row of c [V, D].
 
     ``shift``: float32 [Np], natural-log units, at most each row's max logit (the target
     logit); the result is ``shift + log(sum_v exp(e . c_v - shift))``, inf where that sum
     overflows float32. ``lhs_regs``: keep the E tile in registers for the GEMM (wgmma with A
-    in registers) instead of reading it from shared memory every step."""
+    in registers) instead of reading it from shared memory every step. ``compute_wgs``: compute
+    warpgroups per CTA (rows per CTA = compute_wgs * block_n); the ping-pong needs two."""
     from jax.experimental.pallas import mosaic_gpu as plgpu
 
     n_pad, d = e_pad.shape
@@ -74,10 +77,17 @@ def lse_rows(e_pad, c, shift, *, block_n: int = 64, block_v: int = 64, slots: in
     if c.dtype != e_pad.dtype or not supported(v, d, e_pad.dtype):
         raise ValueError(f"forward_mosaic takes bf16/f16 with V % 8 == 0, D % 64 == 0, D <= 256; "
                          f"got {e_pad.dtype}/{c.dtype}, V={v}, D={d}: use the Triton forward")
-    if n_pad % (2 * block_n) or block_n % 64 or block_v % 64:
-        raise ValueError(f"forward_mosaic needs rows % {2 * block_n} == 0 and block_n, block_v "
+    if compute_wgs not in (1, 2, 3) or (pingpong and compute_wgs != 2):
+        raise ValueError(f"forward_mosaic: compute_wgs={compute_wgs} must be 1-3, and 2 for the "
+                         "ping-pong (pingpong=False otherwise)")
+    cta_rows = compute_wgs * block_n
+    if n_pad % cta_rows or block_n % 64 or block_v % 64:
+        raise ValueError(f"forward_mosaic needs rows % {cta_rows} == 0 and block_n, block_v "
                          f"multiples of 64; got {e_pad.shape}, "
                          f"block_n={block_n}, block_v={block_v}")
+    # Registers per thread: the producer keeps 40, the compute warpgroups share the rest of the
+    # 64K (multiples of 8): 232 with two of them, 152 with three.
+    compute_regs = min(232, (65536 // 128 - 40) // compute_wgs // 8 * 8)
     if slots == 2:
         # Measured on an H100 (jax 0.11.2, docs/perf.md): a ring of two reused buffers gives
         # wrong sums at D = 256 (max LSE error 1.7), with and without ping-pong, while 1, 3 and
@@ -120,15 +130,15 @@ def lse_rows(e_pad, c, shift, *, block_n: int = 64, block_v: int = 64, slots: in
                 pl.when(j < full_tiles)(from_table)
                 pl.when(j == full_tiles)(lambda: copy(tail_ref))
 
-        def meet():  # both compute warpgroups
+        def meet():  # the two compute warpgroups (ping-pong)
             plgpu.barrier_arrive(schedule)
             plgpu.barrier_wait(schedule)
 
-        @pl.when(wg < 2)
+        @pl.when(wg < compute_wgs)
         def _compute():
-            plgpu.set_max_registers(232, action="increase")
+            plgpu.set_max_registers(compute_regs, action="increase")
             e_smem, lse_smem = e_smem2.at[wg], lse_smem2.at[wg]
-            base = lax.axis_index("rows") * (2 * block_n) + wg * block_n
+            base = lax.axis_index("rows") * cta_rows + wg * block_n
             plgpu.copy_gmem_to_smem(e_ref.at[pl.ds(base, block_n)], e_smem, e_ready.at[wg])
             plgpu.barrier_wait(e_ready.at[wg])
             if interpret:
@@ -173,7 +183,7 @@ def lse_rows(e_pad, c, shift, *, block_n: int = 64, block_v: int = 64, slots: in
             plgpu.copy_smem_to_gmem(lse_smem, lse_ref.at[pl.ds(base, block_n)])
             plgpu.wait_smem_to_gmem(0)
 
-        @pl.when(wg == 2)
+        @pl.when(wg == compute_wgs)
         def _memory():
             plgpu.set_max_registers(40, action="decrease")
             for i in range(slots):
@@ -198,11 +208,11 @@ def lse_rows(e_pad, c, shift, *, block_n: int = 64, block_v: int = 64, slots: in
         c_shape = (slots, d, block_v) if interpret else (slots, block_v, d)
         pl.run_scoped(
             lambda *scoped: kernel(e_ref, c_ref, tail_ref, shift_ref, lse_ref, scoped),
-            (plgpu.SMEM((2, block_n, d), dtype, transforms=transforms),
+            (plgpu.SMEM((compute_wgs, block_n, d), dtype, transforms=transforms),
              plgpu.SMEM(c_shape, dtype, transforms=transforms),
-             plgpu.SMEM((2, block_n), jnp.float32)),
-            (plgpu.Barrier(num_barriers=slots), plgpu.Barrier(num_barriers=2)),
-            plgpu.Barrier(num_arrivals=2, num_barriers=slots),
+             plgpu.SMEM((compute_wgs, block_n), jnp.float32)),
+            (plgpu.Barrier(num_barriers=slots), plgpu.Barrier(num_barriers=compute_wgs)),
+            plgpu.Barrier(num_arrivals=compute_wgs, num_barriers=slots),
             plgpu.Barrier(num_arrivals=2),
             collective_axes="wg",
         )
@@ -213,6 +223,6 @@ def lse_rows(e_pad, c, shift, *, block_n: int = 64, block_v: int = 64, slots: in
     extra = {"interpret": interpret} if interpret else {
         "compiler_params": plgpu.CompilerParams(approx_math=True)}
     return plgpu.kernel(
-        entry, **{out_kw: out}, grid=(n_pad // (2 * block_n),), grid_names=("rows",),
-        num_threads=3, thread_name="wg", **extra,
+        entry, **{out_kw: out}, grid=(n_pad // cta_rows,), grid_names=("rows",),
+        num_threads=compute_wgs + 1, thread_name="wg", **extra,
     )(e_pad, *[x.T if interpret else x for x in [c, *tail]], shift2)

@@ -90,13 +90,14 @@ def _use_mosaic(cfg, embeddings, classifier_rows: int) -> bool:
 def _lse_mosaic(embeddings, classifier, shift, cfg, interpret):
     """The target-shifted LSE [N] by the Mosaic GPU kernel (rows padded to its CTA)."""
     n = embeddings.shape[0]
-    cta_rows = 2 * cfg.mosaic_block_n
+    cta_rows = cfg.mosaic_compute_wgs * cfg.mosaic_block_n
     n_pad = -(-n // cta_rows) * cta_rows
     e_pad = jnp.pad(embeddings, ((0, n_pad - n), (0, 0)))
     lse = forward_mosaic.lse_rows(
         e_pad, classifier, _pad_vec(shift, n_pad, 0.0),
         block_n=cfg.mosaic_block_n, block_v=cfg.mosaic_block_v, slots=cfg.mosaic_slots,
-        lhs_regs=cfg.mosaic_lhs_regs, pingpong=cfg.mosaic_pingpong, interpret=interpret)
+        lhs_regs=cfg.mosaic_lhs_regs, pingpong=cfg.mosaic_pingpong,
+        compute_wgs=cfg.mosaic_compute_wgs, interpret=interpret)
     return lse[:n]
 
 

@@ -48,8 +48,8 @@ def _reference(e, c, t):
 def _check_lse(e, c, t, *, interpret, **tiles):
     n = e.shape[0]
     lse_ref, z_t, zmag = _reference(e, c, t)
-    block_n = tiles.get("block_n", 64)
-    n_pad = -(-n // (2 * block_n)) * 2 * block_n
+    cta_rows = tiles.get("block_n", 64) * tiles.get("compute_wgs", 2)
+    n_pad = -(-n // cta_rows) * cta_rows
     e_pad = jnp.pad(e, ((0, n_pad - n), (0, 0)))
     shift = jnp.pad(jnp.asarray(z_t, jnp.float32), (0, n_pad - n))
     got = np.asarray(forward_mosaic.lse_rows(e_pad, c, shift, interpret=interpret, **tiles),
@@ -77,6 +77,8 @@ INTERPRET_CASES = [
     (64, 264, 64, "bfloat16", dict(block_v=128, slots=1)),
     (66, 40, 64, "bfloat16", dict(slots=3)),
     (130, 184, 256, "float16", dict(slots=3)),
+    (150, 200, 64, "bfloat16", dict(slots=3, pingpong=False, compute_wgs=3)),
+    (70, 136, 128, "float16", dict(slots=4, pingpong=False, compute_wgs=1)),
 ]
 
 
@@ -162,6 +164,7 @@ def test_default_picks_mosaic_only_where_measured_faster(monkeypatch):
     (dict(block_n=32), "multiples of 64"),
     (dict(block_v=96), "multiples of 64"),
     (dict(slots=2), "slots=2 is refused"),
+    (dict(compute_wgs=3), "2 for the ping-pong"),
 ])
 def test_mosaic_bad_tiles_raise(kwargs, match):
     e, c, _ = _inputs(_rng("bad"), 128, 304, 64, jnp.bfloat16)
@@ -192,6 +195,7 @@ GPU_TILES = [
     (128, dict(block_n=64, block_v=128, slots=4, pingpong=False)),
     (256, dict(block_n=64, block_v=64, slots=3)),
     (256, dict(block_n=64, block_v=64, slots=4, lhs_regs=True)),
+    (64, dict(block_n=64, block_v=64, slots=6, lhs_regs=True, pingpong=False, compute_wgs=3)),
 ]
 
 
