@@ -35,6 +35,8 @@ def resolve_config(n: int, v: int, d: int, block_n=None, block_v=None,
         raise ValueError(f"bwd_onehot={cfg.bwd_onehot!r} must be 'kernel' or 'xla'")
     if cfg.fwd_shift not in ("online", "target"):
         raise ValueError(f"fwd_shift={cfg.fwd_shift!r} must be 'online' or 'target'")
+    if cfg.fwd_impl not in ("triton", "mosaic"):
+        raise ValueError(f"fwd_impl={cfg.fwd_impl!r} must be 'triton' or 'mosaic'")
     for name in ("fwd_block_n", "fwd_block_v", "bwd_block_n", "bwd_block_v", "fde_block_n",
                  "fde_block_v"):
         size = getattr(cfg, name)
@@ -81,8 +83,6 @@ def _lse_one(embeddings, classifier, cfg, interpret, shift=None, with_acc=False)
 
 
 def _use_mosaic(cfg, embeddings, classifier_rows: int) -> bool:
-    if cfg.fwd_impl not in ("triton", "mosaic"):
-        raise ValueError(f"fwd_impl={cfg.fwd_impl!r} must be 'triton' or 'mosaic'")
     return cfg.fwd_impl == "mosaic" and forward_mosaic.supported(
         classifier_rows, embeddings.shape[1], embeddings.dtype)
 
