@@ -2,11 +2,13 @@
 
 Why a second forward: the Triton forward (``forward.py``) runs each program's logit GEMM and its
 exponentials one after the other, so at D >= 128 it takes about the sum of the two
-(docs/perf.md). Here each CTA has three warpgroups: one streams catalog tiles ``[block_v, D]``
-into a ring of ``slots`` shared-memory buffers with TMA, and two compute warpgroups own
-``block_n`` rows each. With ``pingpong`` they meet at a two-party barrier twice per step, so that
-one issues its logit GEMM on the tensor cores while the other runs its exponentials
-(FlashAttention-3's schedule, without the PV GEMM).
+(docs/perf.md). Here each CTA has one warpgroup that streams catalog tiles ``[block_v, D]``
+into a ring of ``slots`` shared-memory buffers with TMA, and ``compute_wgs`` (default two)
+compute warpgroups owning ``block_n`` rows each. With ``pingpong`` the two meet at a barrier
+twice per step, so that one issues its logit GEMM on the tensor cores while the other runs its
+exponentials (FlashAttention-3's schedule, without the PV GEMM). With ``lhs_regs`` the rows'
+embeddings stay in registers as the GEMM's A operand, so each step reads only the catalog tile
+from shared memory (what brought D = 128 under 60 ms on an H100).
 
 Same arithmetic as the Triton forward with ``fwd_shift="target"``: each row's exponentials are
 taken relative to a fixed shift (its target logit, at most its max) and summed as a
@@ -14,14 +16,15 @@ taken relative to a fixed shift (its target logit, at most its max) and summed a
 end. A row whose sum overflows comes back as inf and ``ops`` redoes the batch with the
 running-max Triton kernel, as for the Triton forward.
 
-Layout: rows are padded by the caller to a multiple of ``2 * block_n``. The catalog is not
+Layout: rows are padded by the caller to a multiple of ``compute_wgs * block_n``. The catalog is not
 padded: a ragged last tile comes from a separate [block_v, D] copy of the last V % block_v rows
 (zero rows after them, their columns masked to -inf), since the TMA copies into tiled shared
 memory need tile-aligned starts. Mosaic views the table in tiles of 8 rows, so V must be a
 multiple of 8 (``ops`` takes the Triton forward otherwise). D must be a multiple of 64
 (128-byte swizzle), inputs bf16 or f16.
 
-``interpret=True`` runs the kernel in jax's Mosaic GPU interpreter on CPU (race detection on):
+``interpret=True`` runs the kernel in jax's Mosaic GPU interpreter on CPU (race detection on;
+its parameters class is private, ``jax._src.pallas.mosaic_gpu.interpret``, in jax 0.10-0.11):
 the same barriers, ring, masking and arithmetic, but without the GPU-only layout hints, with
 the catalog tile stored transposed (the interpreter's wgmma takes no transposed operand) and
 the E operand always in shared memory.
