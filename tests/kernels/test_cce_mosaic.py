@@ -2,7 +2,8 @@
 
 CPU: jax's Mosaic GPU interpreter, with its race detector on (warpgroups as threads, the
 barriers and the TMA ring simulated; the layout hints and the register-resident E operand are
-GPU-only and not exercised there). GPU (`gpu` marker): the compiled kernel on a Hopper device.
+GPU-only and not exercised there, and the catalog tile is stored transposed because the
+interpreter's wgmma takes no transposed operand). GPU (`gpu` marker): the compiled kernel on a Hopper device.
 
 Tolerance for the LSE (natural log): |err| <= 8 eps32 (|lse| + max_j |z_j|) + 2e-6 * steps, the
 float32 rounding of logits of size |z| plus one rounding of the running sum per catalog step
