@@ -110,8 +110,9 @@ _DEFAULTS = {
 }
 
 
-# Forward programs wanted in flight: two per SM of an H100/H200 (132 SMs).
-_TARGET_PROGRAMS = 264
+# Forward programs wanted in flight: two per SM of an H100/H200.
+_SMS = 132
+_TARGET_PROGRAMS = 2 * _SMS
 _MAX_SPLITS = 8
 
 # The Mosaic GPU forward (forward_mosaic.py) where it measured faster than the Triton one on an
@@ -137,7 +138,7 @@ def _mosaic_tiles(n: int, v: int, d: int, itemsize: int):
     D, V % 8 == 0 (its tiled view of the table) and at least one CTA per SM (smaller batches
     keep the Triton forward, which splits the catalog to fill the GPU)."""
     tiles = _MOSAIC_DEFAULTS.get(d) if itemsize == 2 and v % 8 == 0 else None
-    if tiles is None or n < 2 * tiles[0] * 132 or not _mosaic_gpu_available():
+    if tiles is None or n < 2 * tiles[0] * _SMS or not _mosaic_gpu_available():
         return None
     return tiles
 

@@ -33,27 +33,19 @@ the E operand always in shared memory.
 from __future__ import annotations
 
 import inspect
-import math
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
-LOG2E = math.log2(math.e)
-LN2 = math.log(2.0)
+from pallas_kernels.cce.common import LN2, LOG2E
 
 
 def supported(v: int, d: int, dtype) -> bool:
     """Whether this kernel handles V, D and dtype (the caller still needs a Hopper GPU)."""
     return (v % 8 == 0 and d % 64 == 0 and d <= 256
             and jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)))
-
-
-def smem_bytes(d: int, block_n: int, block_v: int, slots: int, itemsize: int = 2,
-               compute_wgs: int = 2) -> int:
-    """Shared memory the kernel asks for: the E tiles, the catalog ring, the row outputs."""
-    return (compute_wgs * block_n + slots * block_v) * d * itemsize + compute_wgs * block_n * 4
 
 
 def _interpret_params(interpret):
