@@ -192,7 +192,7 @@ def grads(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, *, interpret: b
     bn, bv = cfg.bwd_block_n, cfg.bwd_block_v
     n_tiles = pl.cdiv(v, bv)
     prec = common.dot_precision(e_pad.dtype)
-    exp_mode = common.exp_mode(cfg, interpret, cfg.bwd_exp_poly, (bn, bv, cfg.bwd_warps))
+    exp_mode = common.exp_mode(cfg, interpret)
     params = common.compiler_params(cfg.bwd_warps, cfg.bwd_stages)
     # Only passed when set, so that the unfiltered kernels are the very same partials as before.
     filt = {} if filter_eps is None else {"filter_eps": float(filter_eps)}
@@ -250,8 +250,7 @@ def _de_call(e_pad, c_pad, v, lse2, t, g, cfg: common.KernelConfig, interpret: b
         functools.partial(_de_kernel, v=v, block_v=bv, n_full=n_full,
                           has_tail=n_full != pl.cdiv(v, bv),
                           precision=common.dot_precision(e_pad.dtype),
-                          exp_mode=common.exp_mode(cfg, interpret, cfg.bwd_exp_poly,
-                                                   (bn, bv, cfg.bwd_warps)), **filt),
+                          exp_mode=common.exp_mode(cfg, interpret), **filt),
         grid=(n_pad // bn,),
         in_specs=[row_spec, pl.no_block_spec, vec_spec, vec_spec, vec_spec],
         out_specs=row_spec,

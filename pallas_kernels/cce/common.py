@@ -30,8 +30,8 @@ class KernelConfig:
     ``ex2`` in the same inline PTX; Triton emits the scale and the shift as FMUL + FADD
     (Nsight Compute, H100: 2 FADD + 1 FMUL + 1 MUFU per logit in the forward; docs/perf.md).
     ``fwd_shift``: "target" (default: each row's exponentials are shifted by its target logit,
-    which is at most the row max, so no running max is tracked; if a row's LSE passes its target
-    logit + SHIFT_LIMIT, i.e. a logit ~80 above its target's, the batch is redone online) or "online" (running row max; the
+    which is at most the row max, so no running max is tracked; if a row's sum overflows, i.e. a
+    logit ~70 above its target's, the batch is redone online) or "online" (running row max; the
     vocabulary-parallel shards, which do not own the targets, always use it). ``fwd_sum_tile``
     (default True for D > 64): keep the sum of exponentials as a [block_n, block_v] tile,
     reduced once at the end. Measured on an H100 (docs/perf.md): forward 53.8 -> 47.6 ms (D=64),
@@ -52,13 +52,6 @@ class KernelConfig:
     settings and sum form (as ``fwd_sum_tile``) of that fused forward. H100, N=131072, V=1e6
     (docs/perf.md): f+b 187.3 -> 137.0 ms (D=64), 298.3 -> 218.8 (D=128), 574.5 -> 434.3
     (D=256), with bwd_stages 2 -> 3.
-    ``exp_poly`` / ``bwd_exp_poly`` (0-8, with the FMA exponentials): of every 8 exponentials
-    of a thread in the forward kernels / the backward kernels, how many the FMA units compute
-    (``exp2_poly``: a degree-5 polynomial after Cody-Waite range reduction, max relative error
-    2.1e-7, as the MUFU's ex2.approx) instead of the MUFU, whose 16 exponentials per SM per clock
-    bound the forward at D <= 128. The polynomial clamps its argument to [-126, 127], so a
-    target-shifted sum can no longer overflow to inf on one term alone: ``ops`` also redoes rows
-    whose LSE exceeds the shift by ``SHIFT_LIMIT``.
     ``atomics``: memory ordering of the "atomic" mode's dC adds, "relaxed" (default) or
     "acq_rel" (``pallas_kernels/atomics.py``).
     ``fwd_impl``: the undifferentiated target-shifted forward in "triton" (``forward.py``) or
@@ -93,8 +86,6 @@ class KernelConfig:
     fde_stages: int | None = None
     fde_sum_tile: bool | None = None
     atomics: str | None = None
-    exp_poly: int | None = None
-    bwd_exp_poly: int | None = None
     fwd_impl: str | None = None
     mosaic_block_n: int | None = None
     mosaic_block_v: int | None = None
@@ -174,7 +165,7 @@ def default_config(n: int, v: int, d: int, itemsize: int = 2) -> KernelConfig:
                         fwd_shift="target",
                         fwd_sum_tile=fsum_tile, bwd_onehot="xla", fused_de=True,
                         fde_block_n=bbn, fde_block_v=bbv, fde_warps=bw, fde_stages=fde_stages,
-                        fde_sum_tile=False, atomics="relaxed", exp_poly=0, bwd_exp_poly=0,
+                        fde_sum_tile=False, atomics="relaxed",
                         fwd_impl="mosaic" if mosaic else "triton", mosaic_block_n=mbn,
                         mosaic_block_v=mbv, mosaic_slots=mslots, mosaic_lhs_regs=mregs,
                         mosaic_pingpong=True, mosaic_compute_wgs=2)
@@ -214,97 +205,20 @@ def dot_nn(a, b, precision):
                            preferred_element_type=jnp.float32)
 
 
-def exp_mode(cfg: KernelConfig, interpret: bool, poly: int = 0, tile: tuple = ()) -> str:
-    """How the kernels take exponentials: "fma" (one FFMA + one MUFU ex2, inline PTX), "polyK"
-    (as "fma", but K of every POLY_GROUP by ``exp2_poly`` on the FMA units), "ex2" (the ex2
-    alone in PTX) or "xla" (jnp.exp2: libdevice on the GPU, and the interpreter). ``tile`` =
-    (rows, cols, warps) of the exponentials' tile: "polyK" needs POLY_GROUP per thread."""
-    if not 0 <= poly <= POLY_GROUP:
-        raise ValueError(f"exp_poly={poly} must be in 0..{POLY_GROUP} (exponentials of every "
-                         f"{POLY_GROUP} by polynomial)")
+def exp_mode(cfg: KernelConfig, interpret: bool) -> str:
+    """How the kernels take exponentials: "fma" (one FFMA + one MUFU ex2, inline PTX), "ex2"
+    (the ex2 alone in PTX) or "xla" (jnp.exp2: libdevice on the GPU, and the interpreter)."""
     if interpret or not cfg.exp_asm:
         return "xla"
-    if not cfg.exp_fma:
-        return "ex2"
-    rows, cols, warps = tile or (0, 0, 1)
-    return f"poly{poly}" if poly and rows * cols >= POLY_GROUP * 32 * warps else "fma"
+    return "fma" if cfg.exp_fma else "ex2"
 
 
-def _f32_ptx(x: float) -> str:
-    return "0f" + struct.pack(">f", x).hex().upper()
-
-
-_LOG2E_PTX = _f32_ptx(LOG2E)  # log2(e) rounded to float32
-
-# 2^f on [-1/2, 1/2], degree 5, minimax in relative error (Lawson's iteration, float64), as
-# float32: c0..c5. Evaluated in float32 by Horner's rule after range reduction with
-# ``_ROUND_MAGIC`` (``exp2_poly``), max relative error 2.1e-7 over [-126, 127]
-# (tests/kernels/test_exp2_poly.py).
-EXP2_POLY = (1.0000001192092896, 0.6931469440460205, 0.24022120237350464, 0.05550713092088699,
-             0.009675541892647743, 0.001327647129073739)
-# A target-shifted LSE this far above its shift (natural log) is redone with the running max
-# (``ops``): float32 sums overflow near 88.7, and the polynomial exponentials clamp at 2^127.
-SHIFT_LIMIT = 80.0
-POLY_GROUP = 8  # elements per "polyK" PTX block: K of every 8 take the polynomial
-_ROUND_MAGIC = 12582912.0  # 1.5 * 2^23: t + it rounds t to an integer, held in its low bits
-_POLY_LO, _POLY_HI = -126.0, 127.0  # 2^t stays a normal float32 below 2^128
-
-
-def exp2_poly(t):
-    """2**t (float32) without the MUFU, in plain jnp: the algorithm the "polyK" PTX runs.
-
-    t is clamped to [-126, 127] (NaN -> 127, so a NaN logit reads as an overflow, which ``ops``
-    redoes), split as t = k + f with k = round(t) and |f| <= 1/2, 2^f by EXP2_POLY, and k added
-    to the result's exponent bits as an integer."""
-    t = jnp.maximum(jnp.where(jnp.isnan(t), _POLY_HI, jnp.minimum(t, _POLY_HI)), _POLY_LO)
-    t = t.astype(jnp.float32)
-    r = t + jnp.float32(_ROUND_MAGIC)
-    f = t - (r - jnp.float32(_ROUND_MAGIC))
-    p = jnp.float32(EXP2_POLY[5])
-    for c in EXP2_POLY[4::-1]:
-        p = p * f + jnp.float32(c)
-    bits = lax.bitcast_convert_type(p, jnp.int32) + (lax.bitcast_convert_type(r, jnp.int32) << 23)
-    return lax.bitcast_convert_type(bits, jnp.float32)
-
-
-def _poly_ptx(out: str, t: str, k: int) -> str:
-    """PTX of ``exp2_poly``: ``out`` = 2^``t`` (.b32 registers; t is overwritten), with
-    temporaries r<k>, f<k>, p<k> of their own per element. min before max: min(NaN, 127) = 127.
-    The adds carry .rn so ptxas does not contract them."""
-    r, f, p = f"r{k}", f"f{k}", f"p{k}"
-    lines = [f"min.ftz.f32 {t}, {t}, {_f32_ptx(_POLY_HI)};",
-             f"max.ftz.f32 {t}, {t}, {_f32_ptx(_POLY_LO)};",
-             f"add.rn.ftz.f32 {r}, {t}, {_f32_ptx(_ROUND_MAGIC)};",
-             f"sub.rn.ftz.f32 {f}, {r}, {_f32_ptx(_ROUND_MAGIC)};",
-             f"sub.rn.ftz.f32 {f}, {t}, {f};",
-             f"fma.rn.ftz.f32 {p}, {_f32_ptx(EXP2_POLY[5])}, {f}, {_f32_ptx(EXP2_POLY[4])};"]
-    lines += [f"fma.rn.ftz.f32 {p}, {p}, {f}, {_f32_ptx(c)};" for c in EXP2_POLY[3::-1]]
-    lines += [f"shl.b32 {r}, {r}, 23;", f"add.s32 {out}, {p}, {r};"]
-    return " ".join(lines)
-
-
-def _exp2_shifted_ptx(poly: int) -> str:
-    """Inline PTX for POLY_GROUP elements ($0-$7 = 2^($8+k * log2 e + $16+k)): the first
-    ``poly`` by ``exp2_poly`` on the FMA units, the rest by one FFMA + one MUFU ex2. Every
-    element has its own temporaries, so the elements' chains are independent."""
-    g = POLY_GROUP
-    body = []
-    for k in range(g):
-        fma = f"fma.rn.ftz.f32 t{k}, ${g + k}, {_LOG2E_PTX}, ${2 * g + k};"
-        tail = _poly_ptx(f"${k}", f"t{k}", k) if k < poly else f"ex2.approx.ftz.f32 ${k}, t{k};"
-        body.append(fma + " " + tail)
-    return f"{{ .reg .b32 t<{g}>, r<{g}>, f<{g}>, p<{g}>; " + " ".join(body) + " }"
+_LOG2E_PTX = "0f" + struct.pack(">f", LOG2E).hex().upper()  # log2(e) rounded to float32
 
 
 def exp2_shifted(x, shift, mode: str):
     """2**(x * log2(e) - shift), float32; ``shift`` broadcasts against x ([rows, 1] or [1, cols]).
-    ``mode`` as ``exp_mode``: "fma" rounds x * log2(e) - shift once (FMA) instead of twice;
-    "polyK" also takes K of every 4 exponentials on the FMA units."""
-    if mode.startswith("poly"):
-        return plgpu.elementwise_inline_asm(
-            _exp2_shifted_ptx(int(mode[4:])), args=[x, jnp.broadcast_to(-shift, x.shape)],
-            constraints=",".join(["=r"] * POLY_GROUP + ["r"] * (2 * POLY_GROUP)), pack=POLY_GROUP,
-            result_shape_dtypes=[jax.ShapeDtypeStruct(x.shape, jnp.float32)])[0]
+    ``mode`` as ``exp_mode``: "fma" rounds x * log2(e) - shift once (FMA) instead of twice."""
     if mode != "fma":
         return exp2(x * LOG2E - shift, mode)
     return plgpu.elementwise_inline_asm(

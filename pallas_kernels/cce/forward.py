@@ -5,10 +5,9 @@ streams the split's catalog tiles [block_v, D], summing 2^(x log2 e - shift) per
 log2(e) folded into one FMA). The shift is, by default, the row's target logit, computed before
 the kernel (an O(N D) gather in XLA): it is at most the row max, so no running max, no per-tile
 row max and no rescaling are needed, and the sum stays a [block_n, block_v] tile until the end
-(measured 7-12% faster than the running max, docs/perf.md). If a row's LSE exceeds its target
-logit by ``common.SHIFT_LIMIT`` (80; float32 overflows near 88.7), ``ops`` redoes the batch
-with the running-max kernel (``shift=None``), which the vocabulary-parallel shards use anyway.
-``cfg.exp_poly`` moves some exponentials from the MUFU to the FMA units (``common.exp2_poly``). Only float32 [num_splits, N]
+(measured 7-12% faster than the running max, docs/perf.md). A row whose logits exceed its
+target's by ~70 overflows; ``ops`` then redoes the batch with the running-max kernel
+(``shift=None``), which the vocabulary-parallel shards use anyway. Only float32 [num_splits, N]
 partial LSEs leave the kernel; ``lse_rows`` merges the splits (a tiny XLA op).
 
 With ``with_acc`` (target shift only; ``KernelConfig.fused_de``, used by the forward of a
@@ -116,9 +115,8 @@ def lse_rows(e_pad: jax.Array, c_pad: jax.Array, v: int, cfg: common.KernelConfi
 
     Np must be a multiple of ``cfg.fwd_block_n``; Dp a power of two. ``shift`` (float32 [Np],
     natural log, at most each row's max logit, e.g. its target logit): exponentials are taken
-    relative to it instead of a running max; None: running max. A row whose LSE exceeds its
-    shift by ``common.SHIFT_LIMIT`` may have overflowed to +inf or, with ``cfg.exp_poly``, been
-    clamped (callers check and redo it with ``shift=None``).
+    relative to it instead of a running max; None: running max. A row whose logits exceed its
+    shift by more than ~70 overflows to +inf (callers check and redo it with ``shift=None``).
     ``with_acc`` (needs ``shift``): returns (lse, acc) with acc float32 [Np, Dp] =
     sum_v exp(x_rv - shift_r) c_v (module docstring), with the settings ``cfg.fde_*``.
     """
@@ -137,11 +135,7 @@ def lse_rows(e_pad: jax.Array, c_pad: jax.Array, v: int, cfg: common.KernelConfi
     kernel = functools.partial(
         _fwd_kernel, v=v, block_v=bv, tiles_per_split=tiles_per_split, n_full=n_full,
         has_tail=n_full != n_tiles, num_splits=splits,
-        precision=common.dot_precision(e_pad.dtype),
-        # The polynomial exponentials only under a fixed shift: the running-max kernel is the
-        # fallback for overflowing rows and must keep NaNs (the polynomial reads NaN as 127).
-        exp_mode=common.exp_mode(cfg, interpret, cfg.exp_poly if shift is not None else 0,
-                                 (bn, bv, warps)),
+        precision=common.dot_precision(e_pad.dtype), exp_mode=common.exp_mode(cfg, interpret),
         fixed_shift=shift is not None,
         sum_tile=bool(cfg.fde_sum_tile if with_acc else cfg.fwd_sum_tile), with_acc=with_acc)
     extra = () if shift is None else (shift.astype(jnp.float32) * common.LOG2E,)
