@@ -78,10 +78,14 @@ def mufu_workload(sms: int, iters: int):
 def sample_while(fn, args, seconds: float):
     """(ms per call, [(sm MHz, W, deg C)]) for ``fn`` run back to back for ``seconds``."""
     jax.block_until_ready(fn(*args))  # compile and warm up
-    smi = subprocess.Popen(
-        ["nvidia-smi", "--query-gpu=clocks.sm,power.draw,temperature.gpu",
-         "--format=csv,noheader,nounits", "-lms", "50"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        smi = subprocess.Popen(
+            ["nvidia-smi", "--query-gpu=clocks.sm,power.draw,temperature.gpu",
+             "--format=csv,noheader,nounits", "-lms", "50"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    except FileNotFoundError:
+        raise SystemExit("clock_probe: nvidia-smi not found; run it on a machine with an NVIDIA "
+                         "GPU and its driver tools on PATH") from None
     calls, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         jax.block_until_ready([fn(*args) for _ in range(4)])
