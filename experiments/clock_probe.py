@@ -12,7 +12,8 @@ Workloads:
 - ``mufu``: a Pallas kernel that does nothing but chained ex2.approx in registers. Its busy
   fraction checks the 16-per-clock model.
 - ``fwd<D>[_<variant>]``: the CCE loss alone at N = --n, V = --v, bf16 (one exp2 per logit),
-  with the defaults or each KernelConfig of ``--variants``.
+  with the defaults or each KernelConfig of ``--variants``; with ``--grad`` also ``f+b<D>``,
+  the loss and both gradients (two exp2 per logit: the fused forward and the dC kernel).
 - ``matmul``: a bf16 8192^3 product, for comparison.
 
   python -m experiments.clock_probe --d 64 128 256 --seconds 4 --out clock.json
@@ -50,6 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--mufu-iters", type=int, default=4096, help="ex2 per element in `mufu`")
     p.add_argument("--variants", default='{"default": {}}',
                    help="JSON {name: {KernelConfig field: value}}: a fwd<D> workload per variant")
+    p.add_argument("--grad", action="store_true",
+                   help="also a f+b<D> workload per variant: the loss and both gradients")
     p.add_argument("--no-matmul", action="store_true")
     p.add_argument("--out", default=None, help="JSON file (written atomically)")
     return p.parse_args(argv)
@@ -115,6 +118,9 @@ def main(argv=None):
                                              kernel_config=cfg))
             tag = "" if len(variants) == 1 else f"_{name}"
             work.append((f"fwd{d}{tag}", loss, (e, c, t), args.n * args.v))
+            if args.grad:  # exp2 per logit: the forward's and the dC kernel's
+                work.append((f"f+b{d}{tag}", jax.jit(jax.value_and_grad(loss, (0, 1))),
+                             (e, c, t), 2 * args.n * args.v))
     if not args.no_matmul:
         a = jnp.ones((8192, 8192), jnp.bfloat16)
         work.append(("matmul", jax.jit(lambda x, y: x @ y), (a, a), 0))
