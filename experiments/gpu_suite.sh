@@ -3,7 +3,8 @@
 #
 #   bash experiments/gpu_suite.sh OUT_DIR [STEP ...]
 #
-# Steps (default: all that the machine can run): tests, cce, cce_neg, catalog, loop, multi.
+# Steps (default: all): tests, cce, cce_neg, catalog, loop, multi. A step whose Python modules or
+# GPUs are missing is skipped with a line in the summary saying what to install.
 # Each step writes OUT_DIR/<step>.log (and its JSON where the command has --out); OUT_DIR/summary.md
 # gets one line per step: its exit status, its duration and the log's last line.
 # Needs: this repository and a Python with jax for CUDA (plus pytest for "tests"; flax, optax,
@@ -43,6 +44,15 @@ if [[ "$N_GPUS" -lt 1 ]]; then
   exit 1
 fi
 
+has() {  # python modules...: true if all import
+  "$PY" -c "import $(IFS=,; echo "$*")" 2>/dev/null
+}
+
+skip() {  # name, reason: a summary line for a step this machine cannot run
+  echo "| $1 | skipped | 0 | $2 |" >> "$SUMMARY"
+  echo "== $1: skipped ($2)"
+}
+
 step() {  # name, command...: runs the command with a time limit, logs it, adds a summary line
   local name=$1 start rc=0
   shift
@@ -56,13 +66,19 @@ step() {  # name, command...: runs the command with a time limit, logs it, adds 
 for s in "${STEPS[@]}"; do
   case "$s" in
     tests)
-      step tests "$PY" -m pytest -q -m gpu tests/kernels ;;
+      if ! has pytest; then skip tests "no pytest: pip install pytest"; continue; fi
+      XDIST=(); has xdist && XDIST=(-n 4)
+      step tests "$PY" -m pytest -q -m gpu "${XDIST[@]}" tests/kernels ;;
     cce)
       step cce "$PY" -m experiments.benchmark_loss --cases cce_pallas --d 64 128 256 --reps 5 \
         --out "$OUT/cce.json" ;;
     cce_neg)
       step cce_neg "$PY" -m experiments.benchmark_sampled --d 64 128 256 --sharing row block \
         --reps 5 --out "$OUT/cce_neg.json" ;;
+    catalog | loop | multi)
+      if ! has absl ml_collections flax optax polars; then
+        skip "$s" "needs the package's dependencies: pip install -e ."; continue
+      fi ;;&
     catalog)
       step catalog "$PY" -m experiments.catalog_scale --losses=cce,cce_neg,ce,ce_neg \
         --catalogs=1e4,1e5,1e6,1e7 --steps 3 --warmup 1 --out "$OUT/catalog_scale.json" ;;
@@ -74,10 +90,7 @@ for s in "${STEPS[@]}"; do
         step loop "$PY" -m experiments.benchmark_loop --steps 300 --repeats 3 --out "$OUT/loop.json"
       fi ;;
     multi)
-      if [[ "$N_GPUS" -lt 2 ]]; then
-        echo "| multi | skipped | 0 | $N_GPUS GPU visible, needs 2 or more |" >> "$SUMMARY"
-        continue
-      fi
+      if [[ "$N_GPUS" -lt 2 ]]; then skip multi "$N_GPUS GPU visible, needs 2 or more"; continue; fi
       step multi_dp_1 env CUDA_VISIBLE_DEVICES=0 "$PY" -m experiments.benchmark_multi_gpu \
         --mode dp --steps 8 --out "$OUT/dp_1gpu.json"
       step "multi_dp_$N_GPUS" "$PY" -m experiments.benchmark_multi_gpu --mode dp --steps 8 \
