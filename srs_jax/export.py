@@ -33,6 +33,7 @@ import numpy as np
 from srs_jax.metrics import topk as topk_lib
 from srs_jax.training import steps as steps_lib
 from srs_jax.training.saved_run import load_run
+from srs_jax.training.warm_start import param_names
 
 FORMAT = "srs-jax-serving/1"
 FUNCTION_FILE = "serve.jaxexport"
@@ -57,19 +58,6 @@ def check_run_folder(workdir: str) -> None:
     if not (os.path.isdir(best) and any(n.isdigit() for n in os.listdir(best))):
         raise ExportError(f"{workdir} has no checkpoint yet (checkpoints/best is empty): train it "
                           "for at least one epoch first")
-
-
-def param_names(params) -> list[str]:
-    """``a/b/c`` names of the leaves of ``params``, in ``jax.tree.leaves`` order."""
-    names = []
-    for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
-        parts = []
-        for p in path:
-            key = getattr(p, "key", getattr(p, "idx", getattr(p, "name", None)))
-            if key is not None and key != "value":
-                parts.append(str(key))
-        names.append("/".join(parts))
-    return names
 
 
 def left_align(histories: jax.Array) -> jax.Array:

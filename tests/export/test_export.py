@@ -25,14 +25,27 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TOL = 1e-5  # fp32 scores of the same query and item rows, computed in different batch shapes
 
 
+_BUILT: dict = {}
+
+
+def _artifact(model, tmp_path_factory):
+    """A 1-epoch run and its artifact with an item chunk (7) far below the catalog size."""
+    if model not in _BUILT:
+        tmp = tmp_path_factory.mktemp(model)
+        run = train_run(tiny_config(tmp, model), tmp / "run")
+        out = str(tmp / "artifact")
+        _BUILT[model] = run, out, export_lib.export_run(run, out, k=10, item_chunk=7)
+    return _BUILT[model]
+
+
 @pytest.fixture(scope="module", params=["sasrec", "bert4rec"])
 def artifact(request, tmp_path_factory):
-    """A 1-epoch run and its artifact with an item chunk (7) far below the catalog size."""
-    tmp = tmp_path_factory.mktemp(request.param)
-    run = train_run(tiny_config(tmp, request.param), tmp / "run")
-    out = str(tmp / "artifact")
-    manifest = export_lib.export_run(run, out, k=10, item_chunk=7)
-    return run, out, manifest
+    return _artifact(request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def sasrec_artifact(tmp_path_factory):
+    return _artifact("sasrec", tmp_path_factory)
 
 
 def _random_histories(raw_ids, n, max_len, rng):
@@ -219,15 +232,16 @@ def _cli(*args):
                           capture_output=True, text=True, timeout=300)
 
 
-def test_cli_writes_an_artifact(artifact, tmp_path):
-    run_dir, _, _ = artifact
+def test_cli_writes_an_artifact(sasrec_artifact, tmp_path):
+    run_dir, _, _ = sasrec_artifact
     proc = _cli("--workdir", run_dir, "--out", str(tmp_path / "a"), "--k", "5")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "top-5" in proc.stdout
     assert json.load(open(tmp_path / "a" / "manifest.json"))["k"] == 5
 
 
-def test_cli_bad_inputs_one_line(tmp_path, artifact):
+def test_cli_bad_inputs_one_line(tmp_path, sasrec_artifact):
+    artifact = sasrec_artifact
     no_run = tmp_path / "empty"
     no_run.mkdir()
     no_ckpt = tmp_path / "fresh"
