@@ -19,7 +19,6 @@ from srs_jax.inference import recommend
 from srs_jax.training import steps as steps_lib
 from srs_jax.training.saved_run import load_run
 
-from export.runs import tiny_config, train_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOL = 1e-5  # fp32 scores of the same query and item rows, computed in different batch shapes
@@ -28,24 +27,23 @@ TOL = 1e-5  # fp32 scores of the same query and item rows, computed in different
 _BUILT: dict = {}
 
 
-def _artifact(model, tmp_path_factory):
+def _artifact(model, tmp_path_factory, tiny_run):
     """A 1-epoch run and its artifact with an item chunk (7) far below the catalog size."""
     if model not in _BUILT:
-        tmp = tmp_path_factory.mktemp(model)
-        run = train_run(tiny_config(tmp, model), tmp / "run")
-        out = str(tmp / "artifact")
+        run = tiny_run(model)
+        out = str(tmp_path_factory.mktemp(model) / "artifact")
         _BUILT[model] = run, out, export_lib.export_run(run, out, k=10, item_chunk=7)
     return _BUILT[model]
 
 
 @pytest.fixture(scope="module", params=["sasrec", "bert4rec"])
-def artifact(request, tmp_path_factory):
-    return _artifact(request.param, tmp_path_factory)
+def artifact(request, tmp_path_factory, tiny_run):
+    return _artifact(request.param, tmp_path_factory, tiny_run)
 
 
 @pytest.fixture(scope="module")
-def sasrec_artifact(tmp_path_factory):
-    return _artifact("sasrec", tmp_path_factory)
+def sasrec_artifact(tmp_path_factory, tiny_run):
+    return _artifact("sasrec", tmp_path_factory, tiny_run)
 
 
 def _random_histories(raw_ids, n, max_len, rng):
