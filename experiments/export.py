@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from srs_jax.export import export_run
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.export", description=__doc__)
@@ -18,8 +20,6 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", default="best", choices=("best", "latest"))
     args = parser.parse_args(argv)
     try:
-        from srs_jax.export import export_run
-
         manifest = export_run(args.workdir, args.out, k=args.k, item_chunk=args.item_chunk,
                               platforms=tuple(p for p in args.platforms.split(",") if p),
                               which=args.checkpoint)

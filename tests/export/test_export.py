@@ -238,22 +238,27 @@ def test_cli_writes_an_artifact(sasrec_artifact, tmp_path):
     assert json.load(open(tmp_path / "a" / "manifest.json"))["k"] == 5
 
 
-def test_cli_bad_inputs_one_line(tmp_path, sasrec_artifact):
-    artifact = sasrec_artifact
+def test_cli_bad_inputs_one_line(tmp_path, sasrec_artifact, capsys):
+    from experiments import export as export_cli
+
     no_run = tmp_path / "empty"
     no_run.mkdir()
     no_ckpt = tmp_path / "fresh"
     no_ckpt.mkdir()
-    with open(os.path.join(artifact[0], "config.json")) as f:
+    with open(os.path.join(sasrec_artifact[0], "config.json")) as f:
         (no_ckpt / "config.json").write_text(f.read())
     cases = [(str(no_run), "is not a run folder"), (str(no_ckpt), "has no checkpoint yet"),
-             (str(tmp_path / "missing"), "is not a directory")]
+             (str(tmp_path / "missing"), "is not a directory"),
+             (sasrec_artifact[0], "must be between 1 and the catalog size")]
     for workdir, message in cases:
-        proc = _cli("--workdir", workdir, "--out", str(tmp_path / "x"))
-        lines = proc.stderr.strip().splitlines()
-        assert proc.returncode == 2 and len(lines) == 1, proc.stderr
-        assert lines[0].startswith("error: ") and message in lines[0]
-        assert "Traceback" not in proc.stderr
-    proc = _cli("--workdir", artifact[0], "--out", str(tmp_path / "x"), "--k", "100000")
-    assert proc.returncode == 2 and "must be between 1 and the catalog size" in proc.stderr
+        code = export_cli.main(["--workdir", workdir, "--out", str(tmp_path / "x"), "--k", "100000"])
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+        assert message in lines[0]
     assert not (tmp_path / "x").exists()
+    # As a command: the same single line, no traceback.
+    proc = _cli("--workdir", str(no_run), "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: {no_run} is not a run folder (no config.json): pass --workdir of a run made by "
+        "python -m experiments.train"]
