@@ -17,6 +17,12 @@ parameters of the new model; it writes nothing.
   ``WarmStartError`` naming it, before anything is changed.
 
 Optimizer state is not taken over: the caller initialises it fresh for the new parameters.
+
+The old run is read from disk only: its ``config.json``, its best Orbax checkpoint (restored
+without a template, so no model is built for it) and its data (``config.data``, from the dataset
+cache) for the old raw item ids. A table saved padded for a vocabulary-sharded mesh (zero rows
+past the catalog) is cut back. If the old data no longer gives the catalog the checkpoint was
+trained on, it stops with one line.
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 
-from srs_jax.training.saved_run import load_run
+from srs_jax import data as data_lib
+from srs_jax.training import run_files
 
 
 class WarmStartError(ValueError):
@@ -81,14 +89,31 @@ def check_old_run(workdir: str) -> None:
                              "least one epoch first")
 
 
-def warm_start(old_workdir: str, item_raw_ids, params, *, old_run=None) -> tuple[object, dict]:
+def read_best_params(workdir: str) -> tuple[dict, dict, int]:
+    """``(params, meta, step)`` of the best checkpoint of ``workdir``, restored as saved (nested
+    dicts of numpy arrays; no model or template needed)."""
+    manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints", "best"),
+                                    item_names=("state", "meta"))
+    try:
+        step = manager.latest_step()
+        out = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                                             meta=ocp.args.JsonRestore()))
+    finally:
+        manager.close()
+    return out.state["params"], dict(out.meta), int(step)
+
+
+def warm_start(old_workdir: str, item_raw_ids, params, *, old_item_raw_ids=None
+               ) -> tuple[object, dict]:
     """New parameters (same tree as ``params``) initialised from ``old_workdir``'s best checkpoint.
 
     Args:
       old_workdir: folder of the earlier run (its ``config.json`` and ``checkpoints/best``).
       item_raw_ids: the new dataset's ``item_raw_ids`` (``[V_new + 1]``, entry 0 = padding).
-      params: the freshly initialised parameters of the new model (an ``nnx.State`` or any tree).
-      old_run: the already loaded ``SavedRun`` of ``old_workdir`` (else loaded here).
+      params: the freshly initialised parameters of the new model (an ``nnx.State`` or any tree),
+        unpadded (before any mesh padding of the item table).
+      old_item_raw_ids: the old run's ``item_raw_ids`` when already at hand (else its data is
+        prepared from its ``config.data``, normally a dataset-cache hit).
 
     Returns:
       ``(params, stats)``; stats: ``init_from`` (absolute path), ``checkpoint_step``,
@@ -97,56 +122,64 @@ def warm_start(old_workdir: str, item_raw_ids, params, *, old_run=None) -> tuple
     """
     old_workdir = os.path.abspath(old_workdir)
     check_old_run(old_workdir)
-    run = old_run if old_run is not None else load_run(old_workdir, which="best")
-    old_raw = np.asarray(run.dataset.item_raw_ids)
+    old_config = run_files.load_config(old_workdir)
+    family = old_config.model.name
+    if old_item_raw_ids is None:
+        old_item_raw_ids = data_lib.prepare_dataset(old_config.data).item_raw_ids
+    old_raw = np.asarray(old_item_raw_ids)
     new_raw = np.asarray(item_raw_ids)
     old_v, new_v = len(old_raw) - 1, len(new_raw) - 1
+    old_params, meta, step = read_best_params(old_workdir)
 
-    old_names = param_names(run.state.params)
-    old_leaves = dict(zip(old_names, jax.tree.leaves(run.state.params)))
+    old_leaves = dict(zip(param_names(old_params), jax.tree.leaves(old_params)))
     new_leaves, treedef = jax.tree.flatten(params)
     new_names = param_names(params)
     missing = [n for n in new_names if n not in old_leaves]
     if missing:
         raise WarmStartError(f"--init_from {old_workdir}: parameter {missing[0]} of the new model is "
-                             f"not in the old run ({run.config.model.name}): warm start needs the "
-                             "same model family and settings (config.model)")
-    extra = sorted(set(old_names) - set(new_names))
+                             f"not in the old run ({family}): warm start needs the same model "
+                             "family and settings (config.model)")
+    extra = sorted(set(old_leaves) - set(new_names))
     if extra:
         raise WarmStartError(f"--init_from {old_workdir}: parameter {extra[0]} of the old run "
-                             f"({run.config.model.name}) is not in the new model: warm start needs "
-                             "the same model family and settings (config.model)")
+                             f"({family}) is not in the new model: warm start needs the same model "
+                             "family and settings (config.model)")
 
     mapping = match_items(old_raw, new_raw)  # new id -> old id or -1
     kept = mapping[1:] >= 0
     out, tables = [], []
     for name, fresh in zip(new_names, new_leaves):
         old = np.asarray(old_leaves[name])
-        fresh_shape = tuple(np.shape(fresh))
-        special = old.shape[0] - old_v if old.ndim else 0
-        is_table = ("item" in name.lower() and old.ndim >= 1 and special >= 1
-                    and len(fresh_shape) == old.ndim and fresh_shape[0] - new_v == special
-                    and fresh_shape[1:] == old.shape[1:])
+        fresh_np = np.asarray(fresh)
+        special = fresh_np.shape[0] - new_v if fresh_np.ndim else 0
+        is_table = ("item" in name.lower() and fresh_np.ndim >= 1 and special >= 1
+                    and old.ndim == fresh_np.ndim and old.shape[1:] == fresh_np.shape[1:])
         if is_table:
-            rows = np.array(fresh, dtype=np.asarray(fresh).dtype, copy=True)
+            used = old_v + special
+            if old.shape[0] < used or np.any(old[used:] != 0):
+                raise WarmStartError(
+                    f"--init_from {old_workdir}: its data now gives {old_v} items but its checkpoint "
+                    f"has {old.shape[0]} rows in {name}: the old run's data changed since it was "
+                    "trained; restore it (config.data of that run) or its dataset cache")
+            rows = np.array(fresh_np, copy=True)
             rows[0] = old[0]
             rows[1:new_v + 1][kept] = old[mapping[1:][kept]]
-            rows[new_v + 1:] = old[old_v + 1:]
+            rows[new_v + 1:] = old[old_v + 1:used]
             tables.append(name)
-            out.append(jnp.asarray(rows, dtype=jnp.asarray(fresh).dtype))
+            out.append(jnp.asarray(rows, dtype=fresh_np.dtype))
             continue
-        if old.shape != fresh_shape:
+        if old.shape != fresh_np.shape:
             raise WarmStartError(f"--init_from {old_workdir}: parameter {name} has shape "
-                                 f"{tuple(old.shape)} in the old run but {fresh_shape} in the new "
-                                 "model: warm start needs the same model settings (config.model)")
-        out.append(jnp.asarray(old, dtype=jnp.asarray(fresh).dtype))
+                                 f"{tuple(old.shape)} in the old run but {tuple(fresh_np.shape)} in "
+                                 "the new model: warm start needs the same model settings "
+                                 "(config.model)")
+        out.append(jnp.asarray(old, dtype=fresh_np.dtype))
     if not tables:
         raise WarmStartError(f"--init_from {old_workdir}: no item table found (a parameter named "
-                             f"*item* with {old_v} + k rows there and {new_v} + k rows here)")
+                             f"*item* with {new_v} + k rows in the new model)")
     n_kept = int(kept.sum())
-    stats = {"init_from": old_workdir, "checkpoint": "best",
-             "checkpoint_step": _best_step(old_workdir),
-             "checkpoint_epoch": int(run.checkpoint_epoch),
+    stats = {"init_from": old_workdir, "checkpoint": "best", "checkpoint_step": step,
+             "checkpoint_epoch": int(meta.get("epoch", 0)),
              "items_kept": n_kept, "items_new": int(new_v - n_kept),
              "items_dropped": int(old_v - n_kept),
              "params_copied": len(out), "item_tables": tables}

@@ -109,6 +109,9 @@ def test_mismatches_stop_with_the_parameter_name(tiny_run, tmp_path):
     with pytest.raises(WarmStartError, match=r"parameter \S+ of the new model is not in the old run "
                                              r"\(sasrec\)"):
         warm_start(run.workdir, run.dataset.item_raw_ids, state.params)
+    with pytest.raises(WarmStartError, match="its data now gives 40 items but its checkpoint has"):
+        warm_start(run.workdir, run.dataset.item_raw_ids, _fresh(run.config.model, v)[1].params,
+                   old_item_raw_ids=run.dataset.item_raw_ids[:41])
     empty = tmp_path / "not_a_run"
     empty.mkdir()
     with pytest.raises(WarmStartError, match="is not a run folder"):
