@@ -19,6 +19,8 @@ from srs_jax.inference import recommend
 from srs_jax.training import steps as steps_lib
 from srs_jax.training.saved_run import load_run
 
+from export.runs import tiny_config
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOL = 1e-5  # fp32 scores of the same query and item rows, computed in different batch shapes
@@ -262,3 +264,40 @@ def test_cli_bad_inputs_one_line(tmp_path, sasrec_artifact, capsys):
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         f"error: {no_run} is not a run folder (no config.json): pass --workdir of a run made by "
         "python -m experiments.train"]
+
+
+@pytest.mark.parametrize("model,dtype", [("sasrec", "bfloat16"), ("bert4rec", "bfloat16")])
+def test_serving_function_matches_the_evaluator_untrained(model, dtype, tmp_path):
+    """No run needed: a fresh model (bf16 compute too) through the exported function at two batch
+    sizes vs the evaluator that ``recommend`` calls, with a 5-row item chunk."""
+    from flax import nnx
+
+    from srs_jax import models as models_lib
+    from srs_jax.training import evaluation
+
+    config = tiny_config(tmp_path, model)
+    config.model.compute_dtype = dtype
+    n_items, max_len, k = 37, int(config.model.max_len), 6
+    model_ = models_lib.build_model(config.model, n_items, rngs=nnx.Rngs(params=3, dropout=4))
+    graphdef, state = steps_lib.split_model(model_)
+    fn, weights = export_lib.serving_function(graphdef, state, config.model, k=k, item_chunk=5)
+    exported, platforms = export_lib.export_function(fn, weights, max_len, platforms=("cpu",))
+    assert platforms == ("cpu",)
+    rng = np.random.default_rng(11)
+    for batch in (1, 12):
+        lengths = rng.integers(1, max_len + 1, batch)
+        hists = [rng.integers(1, n_items + 1, n).astype(np.int32) for n in lengths]
+        dense = np.zeros((batch, max_len), np.int32)
+        for r, h in enumerate(hists):
+            dense[r, max_len - len(h):] = h
+        ids, scores = exported.call(*weights, dense)
+        want = evaluation.top_k_for_histories(graphdef, state, hists, k, config=config,
+                                              encode_fn=steps_lib.make_encode_step(config.model))
+        query = steps_lib.make_encode_step(config.model)(graphdef, state, jnp.asarray(dense))
+        items = np.asarray(steps_lib.output_embeddings(graphdef, state), np.float64)
+        ref = np.asarray(query, np.float64) @ items.T
+        ids = np.asarray(ids)
+        for r in range(batch):
+            np.testing.assert_allclose(np.asarray(scores)[r], ref[r, ids[r] - 1], rtol=0, atol=1e-4)
+            np.testing.assert_allclose(ref[r, ids[r] - 1], ref[r, want[r] - 1], rtol=0, atol=1e-5)
+            assert not set(ids[r].tolist()) & set(hists[r].tolist())
