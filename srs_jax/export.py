@@ -47,16 +47,18 @@ class ExportError(ValueError):
     """A run that cannot be exported, or an artifact that cannot be read (one-line message)."""
 
 
-def check_run_folder(workdir: str) -> None:
-    """Raises ``ExportError`` unless ``workdir`` is a run folder with a best checkpoint."""
+def check_run_folder(workdir: str, which: str = "best") -> None:
+    """Raises ``ExportError`` unless ``workdir`` is a run folder with a ``which`` checkpoint."""
     if not os.path.isdir(workdir):
         raise ExportError(f"{workdir} is not a directory: pass --workdir of a training run")
     if not os.path.isfile(os.path.join(workdir, "config.json")):
         raise ExportError(f"{workdir} is not a run folder (no config.json): pass --workdir of a run "
                           "made by python -m experiments.train")
-    best = os.path.join(workdir, "checkpoints", "best")
-    if not (os.path.isdir(best) and any(n.isdigit() for n in os.listdir(best))):
-        raise ExportError(f"{workdir} has no checkpoint yet (checkpoints/best is empty): train it "
+    if which not in ("best", "latest"):
+        raise ExportError(f"checkpoint {which!r}: use 'best' or 'latest'")
+    slot = os.path.join(workdir, "checkpoints", which)
+    if not (os.path.isdir(slot) and any(n.isdigit() for n in os.listdir(slot))):
+        raise ExportError(f"{workdir} has no checkpoint yet (checkpoints/{which} is empty): train it "
                           "for at least one epoch first")
 
 
@@ -110,7 +112,7 @@ def export_run(workdir: str, out: str, *, k: int = 10, item_chunk: int | None = 
                platforms=DEFAULT_PLATFORMS, which: str = "best") -> dict:
     """Writes the serving artifact of run ``workdir`` to ``out``; returns the manifest."""
     workdir = os.path.abspath(workdir)
-    check_run_folder(workdir)
+    check_run_folder(workdir, which)
     run = load_run(workdir, which=which)
     n_items = int(run.dataset.n_items)
     if not 1 <= int(k) <= n_items:
