@@ -147,3 +147,38 @@ def test_refit_on_a_newer_snapshot_starts_ahead_of_a_cold_start(tmp_path):
 
     cold, warm = ndcg(state), ndcg(state._replace(params=params))
     assert warm > 3 * cold and warm > 0.02, (warm, cold)
+
+
+def test_table_saved_padded_for_a_sharded_mesh(tiny_run, tmp_path):
+    """A run trained with a vocab-sharded table saved it with zero rows past the catalog: they are
+    cut back; non-zero rows there mean the old data changed, which stops with one line."""
+    import shutil
+
+    from srs_jax.training import checkpoints as ckpt_lib
+
+    run = load_run(tiny_run("sasrec"))
+    v = run.dataset.n_items
+
+    def save(pad_value, name):
+        folder = tmp_path / name
+        folder.mkdir()
+        shutil.copy(os.path.join(run.workdir, "config.json"), folder / "config.json")
+        table = np.asarray(run.state.params["item_table"]["embedding"][...])
+        padded = np.concatenate([table, np.full((5, table.shape[1]), pad_value, table.dtype)])
+        tree = {"params": jax.tree.map(np.asarray, nnx.to_pure_dict(run.state.params))}
+        tree["params"]["item_table"]["embedding"] = padded
+        ckpts = ckpt_lib.RunCheckpoints(str(folder))
+        ckpts.save_best(9, tree, {"epoch": 3})
+        ckpts.close()
+        return str(folder)
+
+    _, state = _fresh(run.config.model, v)
+    params, stats = warm_start(save(0.0, "zeros"), run.dataset.item_raw_ids, state.params,
+                               old_item_raw_ids=run.dataset.item_raw_ids)
+    np.testing.assert_array_equal(_leaves(params)["item_table/embedding"],
+                                  _leaves(run.state.params)["item_table/embedding"])
+    assert (stats["checkpoint_step"], stats["checkpoint_epoch"]) == (9, 3)
+    with pytest.raises(WarmStartError, match=f"its data now gives {v} items but its checkpoint has "
+                                             f"{v + 6} rows in item_table/embedding"):
+        warm_start(save(0.5, "stale"), run.dataset.item_raw_ids, state.params,
+                   old_item_raw_ids=run.dataset.item_raw_ids)
