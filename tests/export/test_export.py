@@ -13,9 +13,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
+from experiments import export as export_cli
 from srs_jax import export as export_lib
+from srs_jax import models as models_lib
 from srs_jax.inference import recommend
+from srs_jax.training import evaluation
 from srs_jax.training import steps as steps_lib
 from srs_jax.training.saved_run import load_run
 
@@ -241,8 +245,6 @@ def test_cli_writes_an_artifact(sasrec_artifact, tmp_path):
 
 
 def test_cli_bad_inputs_one_line(tmp_path, sasrec_artifact, capsys):
-    from experiments import export as export_cli
-
     no_run = tmp_path / "empty"
     no_run.mkdir()
     no_ckpt = tmp_path / "fresh"
@@ -270,11 +272,6 @@ def test_cli_bad_inputs_one_line(tmp_path, sasrec_artifact, capsys):
 def test_serving_function_matches_the_evaluator_untrained(model, dtype, tmp_path):
     """No run needed: a fresh model (bf16 compute too) through the exported function at two batch
     sizes vs the evaluator that ``recommend`` calls, with a 5-row item chunk."""
-    from flax import nnx
-
-    from srs_jax import models as models_lib
-    from srs_jax.training import evaluation
-
     config = tiny_config(tmp_path, model)
     config.model.compute_dtype = dtype
     n_items, max_len, k = 37, int(config.model.max_len), 6

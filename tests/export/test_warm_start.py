@@ -4,6 +4,7 @@ stop with one line naming the parameter."""
 from __future__ import annotations
 
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -12,6 +13,7 @@ from flax import nnx
 
 from srs_jax import data as data_lib
 from srs_jax import models as models_lib
+from srs_jax.training import checkpoints as ckpt_lib
 from srs_jax.training import evaluation
 from srs_jax.training import steps as steps_lib
 from srs_jax.data.synthetic import generate
@@ -152,10 +154,6 @@ def test_refit_on_a_newer_snapshot_starts_ahead_of_a_cold_start(tmp_path):
 def test_table_saved_padded_for_a_sharded_mesh(tiny_run, tmp_path):
     """A run trained with a vocab-sharded table saved it with zero rows past the catalog: they are
     cut back; non-zero rows there mean the old data changed, which stops with one line."""
-    import shutil
-
-    from srs_jax.training import checkpoints as ckpt_lib
-
     run = load_run(tiny_run("sasrec"))
     v = run.dataset.n_items
 
