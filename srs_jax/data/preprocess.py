@@ -5,6 +5,12 @@ raw ids to dense int32 codes (in sorted raw-id order), applies the two single-pa
 reference pipeline (items with fewer than ``min_item_count`` rows are dropped, then users with
 fewer than ``min_user_count`` rows, counted after the item filter) and returns ``Interactions``
 in the original row order. No Python object per row is ever created.
+
+``data.time_until`` (Unix seconds, optional) first drops the rows later than it, so one raw file
+also serves as any older snapshot of itself. The sources give time as int64 in the unit of the
+file; the unit is read from the magnitude of the latest time (below 1e11: seconds, below 1e14:
+milliseconds, below 1e17: microseconds, else nanoseconds; i.e. any date after 1973 is read
+right). Formats without a time column (``user_item``, ``user_items``) reject it.
 """
 
 from __future__ import annotations
@@ -51,6 +57,24 @@ def count_filter(user: np.ndarray, item: np.ndarray, min_item_count: int,
     return keep
 
 
+NO_TIME_FORMATS = ("user_item", "user_items")
+
+
+def time_scale(latest: int) -> int:
+    """Time units per second of a time column whose latest value is ``latest`` (see module doc)."""
+    latest = abs(int(latest))
+    for limit, scale in ((10**11, 1), (10**14, 1_000), (10**17, 1_000_000)):
+        if latest < limit:
+            return scale
+    return 1_000_000_000
+
+
+def time_cutoff(time: np.ndarray, time_until: float) -> int:
+    """The last kept value of ``time`` (int64, the file's unit) for ``time_until`` Unix seconds."""
+    scale = time_scale(time.max()) if len(time) else 1
+    return int(np.floor(float(time_until) * scale))
+
+
 def _dense_codes(series: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     """(codes int32[N] in sorted raw-id order, sorted unique raw ids)."""
     if series.dtype.is_integer() and len(series):
@@ -86,6 +110,16 @@ def load_interactions(lf: pl.LazyFrame, cfg) -> Interactions:
         raise ValueError(f"{cfg.name}: the raw data has no rows after the rating/event filters "
                          f"(min_rating={cfg.min_rating}, event_value={cfg.event_value}): check "
                          f"config.data.path and those keys")
+    time_until = getattr(cfg, "time_until", None)
+    if time_until is not None:
+        if cfg.format in NO_TIME_FORMATS:
+            raise ValueError(f"{cfg.name}: config.data.time_until needs a time column, and format "
+                             f"{cfg.format!r} has none (its order is the file order): unset it")
+        cutoff = time_cutoff(df.get_column("time").to_numpy(), time_until)
+        df = df.filter(pl.col("time") <= cutoff)
+        if df.height == 0:
+            raise ValueError(f"{cfg.name}: no rows at or before config.data.time_until={time_until} "
+                             f"(Unix seconds): raise it")
     # Column by column, dropping each raw column once converted: peak memory matters at 10^8+.
     df = df.drop("row")
     user, user_raw = _dense_codes(df.get_column("user"))

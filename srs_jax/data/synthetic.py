@@ -15,6 +15,15 @@ So the next item is far more predictable from the previous one than from popular
 Lengths are log-normal with mean ``mean_length``, clipped to ``[min_length, max_length]``;
 timestamps (int64 seconds) start uniformly in ``[0, time_span_s)`` and increase by exponential
 gaps of mean ``mean_gap_s``. Memory: int32 items, int64 times, one row per interaction.
+
+A growing world (``growth`` in (0, 1]; optional key, 0 or absent = the static world above, same
+output as without the key): every item gets a release time uniform in ``[0, growth *
+time_span_s)`` (the most popular item of each cluster is out at time 0), a user never meets an
+item before its release (the draw is repeated, up to 8 times, then the cluster's most popular
+item is taken), and start times are drawn with density rising over time (``time_span_s * u **
+(1 / (1 + growth))``), so later periods have more users. Cutting the data at an earlier time
+(``data.time_until``) then gives an older snapshot with fewer items and fewer users. Its extra
+draws come from a second generator seeded by ``(seed, 1)``.
 """
 
 from __future__ import annotations
@@ -63,8 +72,36 @@ class _ClusterSampler:
         return rng.integers(0, self.n_clusters, size=n)
 
 
+class _Releases:
+    """Release times of a growing world and the redraw of items met before their release."""
+
+    ROUNDS = 8
+
+    def __init__(self, sampler: _ClusterSampler, growth: float, span: float, seed: int):
+        self.rng = np.random.default_rng([int(seed), 1])
+        self.sampler = sampler
+        self.time = self.rng.random(len(sampler.items)) * (growth * span)
+        self.first = sampler.items[sampler.start]  # most popular item of each cluster
+        self.time[self.first] = 0.0
+
+    def released(self, items: np.ndarray, clusters: np.ndarray, clock: np.ndarray) -> np.ndarray:
+        """``items`` with each one not yet released at ``clock`` redrawn from its cluster."""
+        items = items.copy()
+        bad = np.flatnonzero(self.time[items] > clock)
+        for _ in range(self.ROUNDS):
+            if not len(bad):
+                return items
+            items[bad] = self.sampler.draw(clusters[bad], self.rng)
+            bad = bad[self.time[items[bad]] > clock[bad]]
+        items[bad] = self.first[clusters[bad]]
+        return items
+
+
 def generate(cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(user int32[N], item int32[N], time int64[N]), rows grouped by user, in time order."""
+    growth = float(getattr(cfg, "growth", 0.0) or 0.0)
+    if not 0.0 <= growth <= 1.0:
+        raise ValueError(f"config.data.synthetic.growth={growth} must be in [0, 1] (0 = static world)")
     if cfg.n_users < 1 or cfg.n_items < 2 or cfg.n_clusters < 1 or cfg.n_successors < 1:
         raise ValueError("config.data.synthetic needs n_users >= 1, n_items >= 2, n_clusters >= 1 "
                          "and n_successors >= 1")
@@ -96,7 +133,11 @@ def generate(cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n_active = len(by_length)
     state = sampler.draw_clusters(n_active, rng)
     prev = sampler.draw(state, rng)
-    clock = rng.random(n_active) * float(cfg.time_span_s)
+    if growth:
+        releases = _Releases(sampler, growth, float(cfg.time_span_s), cfg.seed)
+        clock = rng.random(n_active) ** (1.0 / (1.0 + growth)) * float(cfg.time_span_s)
+    else:
+        clock = rng.random(n_active) * float(cfg.time_span_s)
     for t in range(int(sorted_len[0]) if n_active else 0):
         n_active = int(np.searchsorted(-sorted_len, -t, side="left"))  # users with length > t
         if n_active == 0:
@@ -113,6 +154,8 @@ def generate(cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             prev[follow] = succ
             state[follow] = item_cluster[succ]
             clock = clock + rng.exponential(float(cfg.mean_gap_s), size=n_active) + 1.0
+        if growth:
+            prev = releases.released(prev, state, clock)
         pos = start[:n_active] + t
         items[pos] = prev
         times[pos] = clock.astype(np.int64)

@@ -87,3 +87,54 @@ def test_bad_settings():
         generate(_cfg(p_follow=1.5))
     with pytest.raises(ValueError, match="zipf_exponent=-1.0 must be >= 0"):
         generate(_cfg(zipf_exponent=-1.0))
+
+
+DEFAULT_DIGEST = "d50899ac59382678df8012d00880c5fcfa181dfcbf8ac3805b699021d7b1a771"
+
+
+def test_default_output_unchanged_and_growth_zero_is_static():
+    """The default data (and so every cached default dataset) is what GENERATOR_VERSION 2 made;
+    growth = 0 is the same world as no growth key."""
+    import hashlib
+
+    cfg = _cfg()
+    digest = hashlib.sha256(b"".join(a.tobytes() for a in generate(cfg))).hexdigest()
+    assert digest == DEFAULT_DIGEST
+    cfg.unlock()
+    cfg.growth = 0.0
+    assert hashlib.sha256(b"".join(a.tobytes() for a in generate(cfg))).hexdigest() == DEFAULT_DIGEST
+
+
+def _growing(growth, **kw):
+    cfg = _cfg(n_users=1500, n_items=600, mean_gap_s=3 * 3600.0, **kw)
+    cfg.unlock()
+    cfg.growth = growth
+    return cfg
+
+
+def test_growing_world_releases_items_and_users_over_time():
+
+    user, item, time = generate(_growing(1.0))
+    cut = np.quantile(time, 0.7)
+    early = time <= cut
+    # An older snapshot has clearly fewer items and users, and the newest items are met late.
+    n_items, n_early_items = len(np.unique(item)), len(np.unique(item[early]))
+    n_users, n_early_users = len(np.unique(user)), len(np.unique(user[early]))
+    assert n_early_items < 0.93 * n_items and n_early_users < 0.85 * n_users
+    first_seen = np.full(600, np.inf)
+    np.minimum.at(first_seen, item, time)
+    seen = np.isfinite(first_seen)
+    assert np.corrcoef(np.arange(600)[seen], first_seen[seen])[0, 1] < 0.2  # ids are not time order
+    # Static world with the same settings: (almost) every item is out early.
+    user0, item0, time0 = generate(_growing(0.0))
+    early0 = time0 <= np.quantile(time0, 0.7)
+    assert len(np.unique(item0[early0])) > n_early_items
+    first_seen0 = np.full(600, np.inf)
+    np.minimum.at(first_seen0, item0, time0)
+    assert np.median(first_seen[seen]) > 3 * np.median(first_seen0[np.isfinite(first_seen0)])
+    # Still well formed and seeded.
+    assert np.all(np.diff(user) >= 0) and np.all(np.diff(time)[np.diff(user) == 0] > 0)
+    for a, b in zip(generate(_growing(1.0)), (user, item, time)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="growth=1.5 must be in"):
+        generate(_growing(1.5))
