@@ -81,11 +81,11 @@ _MAX_SPLITS = 8
 # The Mosaic GPU forward (forward_mosaic.py) where it measured faster than the Triton one on an
 # H100 (N=131072, V=1e6, bf16; docs/perf.md): D -> (rows per compute warpgroup, catalog tile,
 # ring depth, E in registers). At D = 64 the Triton forward is faster.
-_MOSAIC_DEFAULTS = {128: (128, 64, 8, True), 256: (64, 64, 4, True)}
+MOSAIC_DEFAULTS = {128: (128, 64, 8, True), 256: (64, 64, 4, True)}
 _MOSAIC_OFF = (64, 64, 3, False)
 
 
-def _mosaic_gpu_available() -> bool:
+def mosaic_gpu_available() -> bool:
     """A Hopper GPU and a jax whose Mosaic GPU lowering the kernel was measured with (0.11)."""
     try:
         dev = jax.devices()[0]
@@ -100,15 +100,15 @@ def _mosaic_tiles(n: int, v: int, d: int, itemsize: int):
     """The Mosaic forward's tiles if it is the default here, else None: bf16/f16, a measured
     D, V % 8 == 0 (its tiled view of the table) and at least one CTA per SM (smaller batches
     keep the Triton forward, which splits the catalog to fill the GPU)."""
-    tiles = _MOSAIC_DEFAULTS.get(d) if itemsize == 2 and v % 8 == 0 else None
-    if tiles is None or n < 2 * tiles[0] * _SMS or not _mosaic_gpu_available():
+    tiles = MOSAIC_DEFAULTS.get(d) if itemsize == 2 and v % 8 == 0 else None
+    if tiles is None or n < 2 * tiles[0] * _SMS or not mosaic_gpu_available():
         return None
     return tiles
 
 
 def mosaic_tiles_for(d: int) -> dict:
     """The Mosaic forward's tiles for width ``d`` (the measured ones, else small safe ones)."""
-    mbn, mbv, mslots, mregs = _MOSAIC_DEFAULTS.get(d, _MOSAIC_OFF)
+    mbn, mbv, mslots, mregs = MOSAIC_DEFAULTS.get(d, _MOSAIC_OFF)
     return dict(mosaic_block_n=mbn, mosaic_block_v=mbv, mosaic_slots=mslots,
                 mosaic_lhs_regs=mregs)
 
