@@ -121,3 +121,19 @@ def test_configs_are_small_frozen_dataclasses():
         assert cls.__dataclass_params__.frozen
         assert "ms" not in (cls.__doc__ or "")  # no timing tables in the docstring
     assert pk.SampledConfig().block_rows == 128
+
+
+def test_benchmarks_use_the_public_api_only():
+    experiments = ROOT.parent / "experiments"
+    for name in ("benchmark_loss.py", "benchmark_sampled.py"):
+        path = experiments / name
+        tree = ast.parse(path.read_text(), filename=str(path))
+        found, aliases = _imports(tree, "experiments." + name[:-3])
+        bad = [f"from {b} import {n}" for b, n in found
+               if b.startswith(PACKAGE) and n and _is_private(n)]
+        bad += [ast.unparse(node) for node in ast.walk(tree)
+                if isinstance(node, ast.Attribute) and _is_private(node.attr)
+                and isinstance(node.value, ast.Name) and node.value.id in aliases]
+        assert not bad, (name, bad)
+        assert {b for b, _ in found if b.startswith(PACKAGE)} <= {
+            "pallas_kernels", "pallas_kernels.cce.config", "pallas_kernels.cce_neg.config"}, name
