@@ -1,33 +1,38 @@
-"""Vocabulary-parallel CCE and CCE- over a device mesh (``shard_map``), never gathering the table.
+"""Vocabulary parallelism: CCE and CCE- over a device mesh (``shard_map``), never gathering the
+classifier table. ``VocabParallelOptions`` (public) says how the table is sharded; pass it as
+``vocab_parallel=`` to ``linear_cross_entropy`` or ``sampled_linear_cross_entropy``, which call
+this module. ``shard_map`` (public) is the jax-version shim it uses. Built only on the families'
+public functions: ``linear_cross_entropy_fwd`` / ``_bwd`` (CCE) and the per-shard kernels of
+``pallas_kernels.cce_neg.shard`` (CCE-).
 
 Layout. ``embeddings [N, D]`` are sharded by rows over ``data_axis`` (replicated over
 ``vocab_axis``); ``table [R, D]`` is sharded by rows over ``vocab_axis`` (R divisible by its size
 K; each shard owns ``R / K`` consecutive rows). Class ``c`` (a label in ``[0, V)``) is table row
 ``col_start + c``; every other row (a padding row 0, a BERT4Rec mask row, rows padded to make R
-divisible) is *excluded*: it takes part in no softmax and gets a zero gradient. This lets the
+divisible) is *excluded*: it takes part in no softmax and gets a zero gradient. This lets a
 trainer pass the model's whole item table, whose slice ``[1 : V + 1]`` could not be split evenly.
 
-CCE (``vocab_parallel_cross_entropy``), per shard k and row i:
-  forward:  lse_k = the single-device CCE log-sum-exp over the shard's rows (Pallas kernel or the
-            chunked XLA path of ``pallas_kernels.cce``); the exp-terms of the shard's excluded rows
-            (among the first ``col_start`` and the last ``R - col_start - V`` table rows: an
-            [N, E] matmul with E small) are subtracted;
-            merged over the axis as ``m = pmax(lse_k)``, ``lse = m + log(psum(exp(lse_k - m)))``
-            (N values per shard on the wire); the target logit comes from the owning shard
-            (``psum`` of a masked indexed dot).
-  backward: the single-device CCE backward on the shard with the *global* LSE and the target
-            only where the shard owns it: dE_k = sum_j G_ij C_j over the shard's rows,
-            dC_k = G_k^T E; dE is ``psum``-ed over ``vocab_axis``, dC over ``data_axis`` (rows of
-            other data shards) and stays sharded over ``vocab_axis``.
+CCE, per shard k and row i:
+  forward:  lse_k = ``linear_cross_entropy_fwd`` over the shard's rows (the Pallas kernels or the
+            chunked XLA path); the exp-terms of the shard's excluded rows (among the first
+            ``col_start`` and the last ``R - col_start - V`` table rows: an [N, E] matmul with E
+            small) are subtracted; merged over the axis as ``m = pmax(lse_k)``,
+            ``lse = m + log(psum(exp(lse_k - m)))`` (N values per shard on the wire); the target
+            logit comes from the owning shard (``psum`` of a masked indexed dot).
+  backward: ``linear_cross_entropy_bwd`` on the shard with the *global* LSE and the target only
+            where the shard owns it (elsewhere -1: no target term): dE_k = sum_j G_ij C_j over
+            the shard's rows, dC_k = G_k^T E; dE is ``psum``-ed over ``vocab_axis``, dC over
+            ``data_axis`` (rows of other data shards) and stays sharded over ``vocab_axis``.
 Excluded-row subtraction is exact in real arithmetic; in float32 it loses precision only when an
 excluded row's logit dominates the whole catalog's softmax mass (relative error ~ 1e-7 *
 exp(z_excluded) / Z). Padding rows are zeros (logit 0) and row 0 is never trained, so this does
 not happen at catalog sizes where vocabulary parallelism is used.
 
-CCE- (``vocab_parallel_sampled_cross_entropy``): stratified sampling over the shards. For a
-sampler ``q`` over the V classes (uniform, or ``q ∝ item_counts``), shard k holds the share
-``pi_k = sum_{j in k} q_j`` and draws ``n_k = max(1, round(n * pi_k))`` ids (0 if ``pi_k == 0``)
-i.i.d. from ``q`` restricted to its rows. Every kept draw (draws equal to the target are dropped)
+CCE- (row sharing): stratified sampling over the shards. For a sampler ``q`` over the V classes
+(uniform, or ``q ∝ item_counts`` from the ``PopularityTable``'s host counts), shard k holds the
+share ``pi_k = sum_{j in k} q_j`` and draws ``n_k = max(1, round(n * pi_k))`` ids (0 if
+``pi_k == 0``) i.i.d. from ``q`` restricted to its rows; these per-shard tables are built on the
+host from the static shapes and cached. Every kept draw (draws equal to the target are dropped)
 enters the partition sum with weight ``pi_k / (n_k q_j)`` (logQ correction
 ``log pi_k - log n_k - log q_j``), so ``exp(z_t) + sum_k sum_draws w exp(z)`` is an unbiased
 estimate of the full softmax denominator; loss = log(that) - z_t. For uniform q and equal shards
@@ -35,11 +40,11 @@ estimate of the full softmax denominator; loss = log(that) - z_t. For uniform q 
 ``log(V - 1) - log(n_eff)`` (which renormalises over the draws that survive the target
 exclusion) by O(n / V). Draws are hash functions of ``(seed, shard, global row, slot)``
 (``pallas_kernels.cce_neg.sampling``), so forward and backward regenerate them and the result does
-not depend on the data sharding. Per shard the negatives run in Pallas kernels
-(``pallas_kernels.cce_neg.shard_kernels``, ``impl="pallas"``, the default on GPU): the forward
+not depend on the data sharding. Per shard the negatives run in the Pallas kernels of
+``pallas_kernels.cce_neg.shard`` (impl "pallas" / "interpret"; the default on a GPU): the forward
 returns the shard's negatives-only LSE (``-inf`` where no draw was kept), the backward takes the
 global LSE and accumulates dE and dC (f32 atomics); they draw exactly the ids of the XLA path
-(``impl="xla"``: a ``lax.scan`` over 128-row chunks gathering ``[128, n_max, D]``, dC by
+(impl "xla": a ``lax.scan`` over 128-row chunks gathering ``[128, n_max, D]``, dC by
 scatter-add). The positive logit, its gradient and the cross-shard merge are XLA in both.
 """
 
