@@ -176,7 +176,8 @@ _LOG2E_PTX = "0f" + struct.pack(">f", LOG2E).hex().upper()  # log2(e) rounded to
 
 def exp2_shifted(x, shift, mode: str):
     """2**(x * log2(e) - shift), float32; ``shift`` broadcasts against x ([rows, 1] or [1, cols]).
-    ``mode`` as ``exp_mode``: "fma" rounds x * log2(e) - shift once (FMA) instead of twice."""
+    ``mode`` as ``exp_mode``: "fma" rounds x * log2(e) - shift once (FMA); "ex2" (kept for the
+    accuracy test that compares the two) rounds it twice, then the same MUFU ex2."""
     if mode != "fma":
         return exp2(x * LOG2E - shift, mode)
     return plgpu.elementwise_inline_asm(

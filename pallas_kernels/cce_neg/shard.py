@@ -59,10 +59,11 @@ def check_shapes(d: int, row_block: int | None) -> None:
     the default, 8 rows)."""
     row_block = _DEFAULT_ROW_BLOCK if row_block is None else row_block
     if not supports(d):
-        raise ValueError(f"impl='pallas' needs D a power of two >= 16 (Triton blocks), got D={d}; "
-                         "use impl='xla'")
+        raise ValueError(f"the CCE- Pallas kernels need D a power of two >= 16 (Triton blocks), "
+                         f"got D={d}; use impl='xla'")
     if not (pow2(row_block) and row_block >= 8):
-        raise ValueError(f"impl='pallas' needs row_block a power of two >= 8, got {row_block}")
+        raise ValueError(f"the CCE- Pallas kernels need row_block a power of two >= 8, got "
+                         f"{row_block}; set SampledConfig(row_block=...)")
 
 
 def _scalars(ints_ref, corr_ref):
