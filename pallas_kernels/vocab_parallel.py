@@ -13,8 +13,9 @@ divisible) is *excluded*: it takes part in no softmax and gets a zero gradient. 
 trainer pass the model's whole item table, whose slice ``[1 : V + 1]`` could not be split evenly.
 
 CCE, per shard k and row i:
-  forward:  lse_k = ``linear_cross_entropy_fwd`` over the shard's rows (the Pallas kernels or the
-            chunked XLA path); the exp-terms of the shard's excluded rows (among the first
+  forward:  lse_k = ``linear_cross_entropy_fwd`` over the shard's rows (the Pallas running-max
+            kernel, since rows whose target is elsewhere have none here; or the chunked XLA
+            path); the exp-terms of the shard's excluded rows (among the first
             ``col_start`` and the last ``R - col_start - V`` table rows: an [N, E] matmul with E
             small) are subtracted; merged over the axis as ``m = pmax(lse_k)``,
             ``lse = m + log(psum(exp(lse_k - m)))`` (N values per shard on the wire); the target
@@ -229,11 +230,10 @@ def _cce_fwd_shard(plan: _Plan, e, table, t, valid):
     c = table.astype(e.dtype)
     e = _masked(e, valid)
     t_local, owned = _ownership(plan, t)
-    # The shard's LSE. The forward shifts each row's exponentials by its target's logit; a row
-    # whose target lives elsewhere takes the shard's first row instead (any logit of the shard
-    # is at most its max; an overflow redoes the batch with a running max, exactly).
-    _, lse_k = linear_cross_entropy_fwd(e, c, jnp.maximum(t_local, 0), where=valid,
-                                        impl=plan.impl, config=plan.config)
+    # The shard's LSE; rows whose target lives on another shard have none here (-1), so the
+    # forward keeps a running max instead of shifting by the target logit.
+    _, lse_k = linear_cross_entropy_fwd(e, c, t_local, where=valid, impl=plan.impl,
+                                        config=plan.config)
     ex = _excluded(plan, e, c)
     lse = _merge_lse(plan, lse_k, ex)
     z_t = target_logits(e, c, jnp.maximum(t_local, 0), valid & owned)

@@ -25,8 +25,9 @@ def _is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
-def check_inputs(embeddings, classifier, targets, where, *, check_targets: bool = True) -> None:
-    """One-line ValueErrors for shapes, dtypes and (when concrete) target ranges."""
+def check_inputs(embeddings, classifier, targets, where, *, allow_no_target: bool = False) -> None:
+    """One-line ValueErrors for shapes, dtypes and (when concrete) target ranges
+    (``allow_no_target``: -1 marks a counted row without a target)."""
     if embeddings.ndim != 2 or classifier.ndim != 2:
         raise ValueError(
             f"embeddings must be [N, D] and classifier [V, D]; got shapes {embeddings.shape} and "
@@ -50,10 +51,10 @@ def check_inputs(embeddings, classifier, targets, where, *, check_targets: bool 
         if where.dtype != jnp.bool_:
             raise ValueError(f"where must be a bool mask of rows that count; got dtype {where.dtype}")
     # Target range: only checkable when the values are known (not under jit).
-    if check_targets and _is_concrete(targets) and (where is None or _is_concrete(where)) and n:
+    if _is_concrete(targets) and (where is None or _is_concrete(where)) and n:
         t = np.asarray(targets)
         ok = np.ones(n, bool) if where is None else np.asarray(where)
-        bad = ok & ((t < 0) | (t >= v))
+        bad = ok & ((t < (-1 if allow_no_target else 0)) | (t >= v))
         if bad.any():
             i = int(np.argmax(bad))
             raise ValueError(
@@ -112,13 +113,15 @@ def linear_cross_entropy_fwd(embeddings, classifier, targets, *, where=None, imp
                              config: CCEConfig | None = None):
     """Per-row CCE losses and log-sum-exps, without the ``N x V`` logits (not differentiable).
 
-    Args as ``linear_cross_entropy`` (``impl`` one of "auto", "pallas", "interpret", "xla").
+    Args as ``linear_cross_entropy`` (``impl`` one of "auto", "pallas", "interpret", "xla"),
+    except that a target of -1 marks a counted row without a target (its loss is its lse; a
+    vocabulary shard that does not own the row's target).
     Returns ``(row_losses float32[N], lse float32[N])``: ``lse_r = logsumexp_v(e_r . c_v)`` and
     ``row_losses_r = lse_r - e_r . c_{t_r}`` (0 on masked rows, whose ``lse`` is that of a zero
     embedding, ``log V``).
     """
     embeddings, classifier, targets, where = as_arrays(embeddings, classifier, targets, where)
-    check_inputs(embeddings, classifier, targets, where)
+    check_inputs(embeddings, classifier, targets, where, allow_no_target=True)
     check_config(config)
     impl = resolve_impl(impl, IMPLS[:-1])
     e, c, t, valid = prepare(embeddings, classifier, targets, where)
@@ -126,7 +129,8 @@ def linear_cross_entropy_fwd(embeddings, classifier, targets, *, where=None, imp
         return jnp.zeros((0,), jnp.float32), jnp.zeros((0,), jnp.float32)
     if impl == "xla":
         lse = reference.chunked_lse(e, c, *_xla_blocks(config))
-        z_t = reference.target_logits(e, c, t, valid)
+        has_target = (t >= 0) & (t < c.shape[0])
+        z_t = reference.target_logits(e, c, jnp.where(has_target, t, 0), valid & has_target)
         return jnp.where(valid, lse - z_t, 0.0), lse
     return ops.forward_with_lse(e, c, t, valid, interpret=impl == "interpret", cfg=config)
 
@@ -137,11 +141,11 @@ def linear_cross_entropy_bwd(embeddings, classifier, targets, lse, d_rows, *, wh
 
     Args as ``linear_cross_entropy_fwd``, plus ``lse`` (float32[N], e.g. from it, or merged over
     vocabulary shards) and ``d_rows`` (float32[N], the cotangent of each row's loss). A counted
-    row whose target lies outside [0, V) gets no target term (a vocabulary shard that does not
-    own it). Returns ``(d_embeddings, d_classifier)`` in the inputs' dtypes.
+    row whose target is -1 gets no target term (a vocabulary shard that does not own it).
+    Returns ``(d_embeddings, d_classifier)`` in the inputs' dtypes.
     """
     embeddings, classifier, targets, where = as_arrays(embeddings, classifier, targets, where)
-    check_inputs(embeddings, classifier, targets, where, check_targets=False)
+    check_inputs(embeddings, classifier, targets, where, allow_no_target=True)
     check_config(config)
     n = embeddings.shape[0]
     for name, x in (("lse", lse), ("d_rows", d_rows)):
@@ -154,7 +158,7 @@ def linear_cross_entropy_bwd(embeddings, classifier, targets, lse, d_rows, *, wh
     if n == 0:
         return jnp.zeros_like(embeddings), jnp.zeros_like(classifier)
     if impl == "xla":
-        # (The chunked backward treats every target outside [0, V) as no target.)
+        # (The chunked backward treats a target of -1 as no target.)
         de, dc = reference.chunked_grads(e, c, t, valid, lse, d_rows, *_xla_blocks(config))
     else:
         de, dc = ops.backward_from_lse(e, c, t, valid, lse, d_rows, interpret=impl == "interpret",

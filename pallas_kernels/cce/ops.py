@@ -252,11 +252,21 @@ def row_losses(embeddings, classifier, targets, valid, *, interpret: bool,
 
 
 def forward_with_lse(embeddings, classifier, targets, valid, *, interpret: bool,
-            cfg: config.CCEConfig | None):
+                     cfg: config.CCEConfig | None):
     """(row losses float32[N], lse float32[N]) by the plain forward kernels (not differentiable:
-    pair it with ``backward_from_lse``)."""
+    pair it with ``backward_from_lse``). A valid row whose target lies outside [0, V) has no
+    target (its loss is its lse); a batch with such rows takes the running-max kernel, since
+    the target-shifted one needs every row's target logit (a vocabulary shard's rows mostly
+    have their target on another shard)."""
     chunks = plan_chunks(embeddings, classifier.shape[0], cfg)
-    return _fwd_plain(embeddings, classifier, targets, valid, chunks, interpret)
+    v = classifier.shape[0]
+    has_target = (targets >= 0) & (targets < v)
+    t_safe = jnp.where(has_target, targets, 0)
+    z_t = reference.target_logits(embeddings, classifier, t_safe, valid & has_target)
+    lse = lax.cond(jnp.all(has_target | ~valid),
+                   lambda: _lse_by_target(embeddings, classifier, z_t, chunks, interpret),
+                   lambda: _lse(embeddings, classifier, chunks, interpret))
+    return jnp.where(valid, lse - z_t, 0.0), lse
 
 
 def backward_from_lse(embeddings, classifier, targets, valid, lse, g, *, interpret: bool,

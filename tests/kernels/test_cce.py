@@ -592,13 +592,13 @@ def test_target_term_outside_kernels_with_repeated_targets(dtype_name):
 @pytest.mark.parametrize("impl", ["xla", "interpret"])
 def test_bwd_without_a_target_takes_no_target_term(impl):
     # linear_cross_entropy_bwd given a log-sum-exp from elsewhere (a vocabulary shard gets the
-    # global one and a target it may not own): rows whose target lies outside [0, V) get only
-    # the softmax term. Against float64: dE = g P C, dC = (g P)^T E with P = exp(z - lse).
+    # global one and a target it may not own): rows whose target is -1 get only the softmax
+    # term. Against float64: dE = g P C, dC = (g P)^T E with P = exp(z - lse).
     rng = _rng("no-target", impl)
     e, c, t, where = make_inputs(rng, 29, 45, 16, jnp.float32)
     lse = jnp.asarray(rng.normal(size=29) + 4.0, jnp.float32)
     g = jnp.asarray(rng.normal(size=29), jnp.float32)
-    t_out = jnp.where(jnp.arange(29) % 3 == 0, -1, jnp.where(jnp.arange(29) % 3 == 1, 45, t))
+    t_out = jnp.where(jnp.arange(29) % 3 == 0, -1, t)
     de, dc = linear_cross_entropy_bwd(e, c, t_out, lse, g, where=where, impl=impl,
                                       config=CCEConfig(block_n=16, block_v=16))
     e64, c64 = np.asarray(e, np.float64), np.asarray(c, np.float64)
@@ -627,14 +627,25 @@ def test_fwd_returns_the_log_sum_exp():
         assert rows.dtype == jnp.float32 and lse.dtype == jnp.float32
         np.testing.assert_allclose(np.asarray(lse)[w], lse_ref[w], rtol=2e-6, atol=2e-6)
         np.testing.assert_allclose(np.asarray(rows), rows_ref, rtol=2e-5, atol=2e-5)
+        # Rows without a target (-1; the running-max kernel then): the loss is the lse.
+        t_none = jnp.where(jnp.arange(33) % 4 == 0, -1, t)
+        rows_n, lse_n = linear_cross_entropy_fwd(e, c, t_none, where=where, impl=impl,
+                                                 config=CCEConfig(block_n=16, block_v=16))
+        none = (np.arange(33) % 4 == 0) & w
+        np.testing.assert_allclose(np.asarray(lse_n)[w], lse_ref[w], rtol=2e-6, atol=2e-6)
+        np.testing.assert_allclose(np.asarray(rows_n)[none], lse_ref[none], rtol=2e-6, atol=2e-6)
+        np.testing.assert_allclose(np.asarray(rows_n)[~none], rows_ref[~none], rtol=2e-5,
+                                   atol=2e-5)
+    with pytest.raises(ValueError, match="outside"):
+        linear_cross_entropy_fwd(e, c, jnp.where(where, -2, t), where=where, impl="xla")
 
 
 def test_bwd_shape_errors_are_one_line():
     e, c, t, where = make_inputs(_rng("bwd-errors"), 4, 6, 8, jnp.float32)
     with pytest.raises(ValueError, match="lse must have shape"):
-        linear_cross_entropy_bwd(e, c, t, jnp.zeros(3), jnp.zeros(4), impl="xla")
+        linear_cross_entropy_bwd(e, c, t, jnp.zeros(3), jnp.zeros(4), where=where, impl="xla")
     with pytest.raises(ValueError, match="d_rows must have shape"):
-        linear_cross_entropy_bwd(e, c, t, jnp.zeros(4), jnp.zeros(5), impl="xla")
+        linear_cross_entropy_bwd(e, c, t, jnp.zeros(4), jnp.zeros(5), where=where, impl="xla")
     with pytest.raises(ValueError, match="impl"):
         linear_cross_entropy_fwd(e, c, t, where=where, impl="naive")
 
