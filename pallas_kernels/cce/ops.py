@@ -4,8 +4,9 @@
   one-pass kernel that also accumulates sum_v softmax_rv c_v (``forward.py``, ``with_acc``), so
   the backward runs the dC kernel only; undifferentiated it runs the plain forward (Mosaic GPU
   or Triton).
-* ``forward_with_lse`` / ``backward_from_lse``: the plain forward returning the log-sum-exp, and the backward
-  (dE and dC kernels) taking one, e.g. a global log-sum-exp merged over vocabulary shards.
+* ``forward_with_lse`` / ``backward_from_lse``: the plain forward returning the log-sum-exp,
+  and the backward (dE and dC kernels) taking one, e.g. a global log-sum-exp merged over
+  vocabulary shards.
 
 Inputs are padded here so the kernels see power-of-two tiles: rows to a whole number of row
 tiles (O(N D)), and D to a power of two >= 16 only when it is not one already (then the
@@ -34,7 +35,8 @@ MAX_ELEMENTS = 2**31 - 1
 
 def resolve_plan(n: int, v: int, d: int, itemsize: int,
                  cfg: config.CCEConfig | None) -> common.KernelPlan:
-    """Defaults for (n, v, d, dtype size), the user's settings, then tiles clamped to the problem."""
+    """Defaults for (n, v, d, dtype size), the user's settings, then tiles clamped to the
+    problem."""
     plan = config.resolve(cfg, n, v, d, itemsize)
     cap_n = max(_MIN_DOT, common.next_pow2(n))
     cap_v = max(_MIN_DOT, common.next_pow2(v))

@@ -47,7 +47,7 @@ def _imports(tree, module: str):
             for a in node.names:
                 found.append((a.name, None))
                 if a.name.startswith(PACKAGE):
-                    aliases[a.asname or a.name.split(".")[0]] = a.asname and a.name or a.name.split(".")[0]
+                    aliases[a.asname or PACKAGE] = a.name if a.asname else PACKAGE
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
