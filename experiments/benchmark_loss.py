@@ -17,7 +17,9 @@ when ``--sampled`` is given and that module exists.
   python -m experiments.benchmark_loss --d 64 128 256 --v-sweep 16384 131072 1000000 4000000 \
       --out experiments/results/cce_h100.json
   python -m experiments.benchmark_loss --tune --d 128 --n 32768   # tile sweep of the kernels
-  python -m experiments.benchmark_loss --d 64 --variants '{"base": {}, "bwd128": {"bwd_block_n": 128}}'
+  python -m experiments.benchmark_loss --d 64 --variants '{"base": {}, "bwd128": {"block_n": 128}}'
+
+Only the public API of ``pallas_kernels`` is used (``CCEConfig`` for the tiles).
 """
 
 from __future__ import annotations
@@ -35,9 +37,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from pallas_kernels.cce import linear_cross_entropy
-from pallas_kernels.cce import common
-from pallas_kernels.cce.common import KernelConfig
+from pallas_kernels import CCEConfig, linear_cross_entropy
+from pallas_kernels.cce.config import get_default
 from srs_jax.atomic_files import write_json_atomic
 
 P_EXP_PER_SM = 4.12e12 / 132  # exp2 per second per SM (H100, measured: cce_kernels.md §6.1)
@@ -52,14 +53,18 @@ class Case:
     fits: Callable = lambda n, v, d, mem: True
 
 
-def _cce(cfg: KernelConfig | None = None):
+def _pallas(args) -> str:
+    return "interpret" if args.interpret else "pallas"
+
+
+def _cce(cfg: CCEConfig | None = None):
     return lambda args, v: (lambda e, c, t: linear_cross_entropy(
-        e, c, t, impl="pallas", kernel_config=cfg, interpret=args.interpret))
+        e, c, t, impl=_pallas(args), config=cfg))
 
 
 def _chunked(block_n: int, block_v: int):
     return lambda args, v: (lambda e, c, t: linear_cross_entropy(
-        e, c, t, impl="xla", block_n=block_n, block_v=block_v))
+        e, c, t, impl="xla", config=CCEConfig(block_n=block_n, block_v=block_v)))
 
 
 def _naive(args, v):
@@ -88,7 +93,7 @@ def parse_args(argv=None):
     p.add_argument("--sampled", action="store_true", help="also run experiments.benchmark_sampled")
     p.add_argument("--tune", action="store_true", help="sweep kernel tiles instead of cases")
     p.add_argument("--variants", default=None,
-                   help='JSON {"name": {KernelConfig fields}}: time these kernel configurations '
+                   help='JSON {"name": {CCEConfig fields}}: time these kernel configurations '
                         '(case "cce_<name>") instead of --cases')
     p.add_argument("--fwd-only", action="store_true",
                    help="time the undifferentiated forward only (variant sweeps of forward options)")
@@ -207,22 +212,34 @@ def run_cases(args, p_mm, p_exp, mem_limit):
     return rows
 
 
-def parse_variants(text: str) -> dict[str, KernelConfig]:
-    """``--variants`` JSON {name: {KernelConfig field: value}} -> {name: KernelConfig}; an unknown
+def parse_variants(text: str) -> dict[str, CCEConfig]:
+    """``--variants`` JSON {name: {CCEConfig field: value}} -> {name: CCEConfig}; an unknown
     field is a one-line error naming the known ones."""
-    known = {f.name for f in dataclasses.fields(KernelConfig)}
+    known = {f.name for f in dataclasses.fields(CCEConfig)}
     variants = {}
     for name, fields in json.loads(text).items():
         unknown = sorted(set(fields) - known)
         if unknown:
-            raise SystemExit(f"--variants {name!r}: unknown KernelConfig fields {unknown}; "
+            raise SystemExit(f"--variants {name!r}: unknown CCEConfig fields {unknown}; "
                              f"choose from {sorted(known)}")
-        variants[name] = KernelConfig(**fields)
+        variants[name] = CCEConfig(**fields)
     return variants
 
 
+def timed_config(cfg: CCEConfig | None, n: int, v: int, d: int, dtype) -> dict:
+    """The tiles a run used: ``get_default`` for the shapes with the fields ``cfg`` sets."""
+    out = dataclasses.asdict(get_default(n, v, d, dtype))
+    given = {} if cfg is None else {k: x for k, x in dataclasses.asdict(cfg).items()
+                                    if x is not None}
+    out.update(given)
+    if "fwd_impl" not in given and out["fwd_impl"] == "triton":  # block_* stand in for fwd_*
+        out.update({f"fwd_{k}": given[k] for k in ("block_n", "block_v")
+                    if k in given and f"fwd_{k}" not in given})
+    return out
+
+
 def run_variants(args, p_mm, p_exp):
-    """Each named KernelConfig of ``--variants`` on every shape (fields not given: defaults)."""
+    """Each named CCEConfig of ``--variants`` on every shape (fields not given: defaults)."""
     variants = parse_variants(args.variants)
     rows = []
     dtype = jnp.dtype(args.dtype)
@@ -231,26 +248,28 @@ def run_variants(args, p_mm, p_exp):
         for name, cfg in variants.items():
             row = run_one(f"cce_{name}", _cce(cfg)(args, v), e, c, t, args.reps, p_mm, p_exp,
                           args.fwd_only)
-            row["config"] = dataclasses.asdict(common.fill_defaults(cfg, n, v, d, dtype.itemsize))
+            row["config"] = timed_config(cfg, n, v, d, dtype)
             rows.append(row)
         del e, c, t
     return rows
 
 
 def tune_configs(d: int):
-    """A small grid around the defaults (fields not set keep the defaults for D)."""
+    """A small grid of tiles around the defaults (fields not set keep the defaults for D):
+    the plain forward's (fwd_block_n x fwd_block_v) and the differentiated path's (block_n x
+    block_v: the one-pass forward and the dC kernel)."""
     if d <= 64:
-        fwd = [(128, 128, 8), (256, 64, 8), (256, 128, 8), (128, 256, 8), (64, 128, 4)]
-        bwd = [(64, 64, 4), (128, 64, 4), (128, 128, 8), (64, 128, 4), (128, 64, 8)]
+        fwd = [(128, 128), (256, 64), (256, 128), (128, 256), (64, 128)]
+        bwd = [(64, 64), (128, 64), (128, 128), (64, 128)]
     elif d <= 128:
-        fwd = [(64, 128, 4), (256, 128, 8), (128, 128, 4)]
-        bwd = [(64, 64, 4), (128, 128, 8), (128, 64, 4), (64, 128, 4)]
+        fwd = [(64, 128), (256, 128), (128, 128), (128, 64)]
+        bwd = [(64, 64), (128, 128), (128, 64), (64, 128)]
     else:
-        fwd = [(256, 64, 8), (128, 64, 4), (64, 128, 4), (256, 32, 8), (128, 64, 8)]
-        bwd = [(64, 32, 4), (32, 64, 4), (64, 64, 8), (32, 32, 4), (64, 64, 4), (128, 32, 8)]
-    cfgs = [("fwd", KernelConfig(fwd_block_n=bn, fwd_block_v=bv, fwd_warps=w)) for bn, bv, w in fwd]
-    cfgs += [("bwd", KernelConfig(bwd_block_n=bn, bwd_block_v=bv, bwd_warps=w)) for bn, bv, w in bwd]
-    cfgs += [("bwd_stages3", KernelConfig(bwd_stages=3)), ("libdevice_exp", KernelConfig(exp_asm=False))]
+        fwd = [(256, 64), (128, 64), (64, 128), (256, 32)]
+        bwd = [(64, 32), (32, 64), (64, 64), (32, 32), (128, 32)]
+    cfgs = [("fwd", CCEConfig(fwd_block_n=bn, fwd_block_v=bv, fwd_impl="triton"))
+            for bn, bv in fwd]
+    cfgs += [("bwd", CCEConfig(block_n=bn, block_v=bv, fwd_block_n=None)) for bn, bv in bwd]
     return cfgs
 
 
@@ -259,11 +278,15 @@ def run_tune(args, p_mm, p_exp):
     dtype = jnp.dtype(args.dtype)
     for d in args.d:
         e, c, t = make_inputs(args.n, args.v, d, dtype)
+        defaults = get_default(args.n, args.v, d, dtype)
         for part, cfg in tune_configs(d):
+            if part == "bwd":  # keep the plain forward's default tiles
+                cfg = dataclasses.replace(cfg, fwd_block_n=defaults.fwd_block_n,
+                                          fwd_block_v=defaults.fwd_block_v)
             loss = lambda e_, c_, t_, cfg=cfg: linear_cross_entropy(
-                e_, c_, t_, impl="pallas", kernel_config=cfg, interpret=args.interpret)
+                e_, c_, t_, impl=_pallas(args), config=cfg)
             row = run_one(f"tune_{part}", loss, e, c, t, max(2, args.reps // 2), p_mm, p_exp)
-            row["config"] = dataclasses.asdict(common.fill_defaults(cfg, args.n, args.v, d, dtype.itemsize))
+            row["config"] = timed_config(cfg, args.n, args.v, d, dtype)
             rows.append(row)
     return rows
 

@@ -8,6 +8,8 @@ Bound for ``sharing="row"``: gathering ``N (n+1) D`` embedding values three time
 backward dE, backward dC) at the measured device copy bandwidth (bytes read + written / time).
 
   python -m experiments.benchmark_sampled --d 64 128 256 --sharing row block --out results.json
+
+Only the public API of ``pallas_kernels`` is used (``SampledConfig`` for the tiles).
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.benchmark_loss import make_inputs
-from pallas_kernels.cce_neg import sampled_linear_cross_entropy
-from pallas_kernels.cce_neg.config import default_neg_block, default_row_block
+from pallas_kernels import SampledConfig, popularity_table, sampled_linear_cross_entropy
+from pallas_kernels.cce_neg.config import get_default
 from srs_jax.atomic_files import write_json_atomic
 
 # Reference CCE- (MemoryEfficientSRS, fp16, H100) at N=131072, n+1=512: cce_kernels.md §7.2.
@@ -40,7 +42,7 @@ def parse_args(argv=None):
     p.add_argument("--d", type=int, nargs="+", default=[64, 128, 256])
     p.add_argument("--sharing", nargs="+", default=["row", "block"])
     p.add_argument("--sampler", default="uniform")
-    p.add_argument("--impl", default="pallas")
+    p.add_argument("--impl", default="pallas", help="pallas, interpret (CPU smoke test) or xla")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--block-rows", type=int, default=128)
@@ -50,18 +52,6 @@ def parse_args(argv=None):
                    help="default: by D (32 up to D = 128, else 64)")
     p.add_argument("--num-warps", type=int, default=None)
     p.add_argument("--num-stages", type=int, default=None)
-    p.add_argument("--dc-accum", nargs="+", default=["float32"],
-                   help="dC accumulation dtypes to try (not the permutation sampler's)")
-    p.add_argument("--atomics", nargs="+", default=["relaxed"],
-                   help="memory ordering of the dC atomic adds: relaxed and/or acq_rel")
-    p.add_argument("--row-sampling", nargs="+", default=["independent"],
-                   help="uniform row sharing: independent and/or permutation (atomic-free dC)")
-    p.add_argument("--dc-block", type=int, default=16, help="items per program, permutation dC")
-    p.add_argument("--fused", nargs="+", default=["auto"], choices=["auto", "on", "off"],
-                   help="row sharing: loss and gradients in one pass (on), two passes (off)")
-    p.add_argument("--fused-programs", type=int, default=None, help="persistent grid, fused kernel")
-    p.add_argument("--dc-part-items", type=int, default=0, help="0: fused row backward")
-    p.add_argument("--scatter-rows", type=int, default=8)
     p.add_argument("--copy-gib", type=float, default=2.0)
     p.add_argument("--masked-frac", type=float, default=0.0,
                    help="fraction of rows with where=False (padding in training batches)")
@@ -127,27 +117,19 @@ def cases(args) -> list[dict]:
         where = None
         if args.masked_frac > 0:
             where = jax.random.uniform(jax.random.fold_in(kt, 1), (n_rows,)) >= args.masked_frac
-        counts = None
+        table = None
         if args.sampler == "popularity":
-            counts = np.random.default_rng(0).zipf(1.2, size=v).clip(max=10**6)
+            table = popularity_table(np.random.default_rng(0).zipf(1.2, size=v).clip(max=10**6))
+        elif args.sampler != "uniform":
+            raise SystemExit(f"--sampler {args.sampler!r}: choose uniform or popularity")
         bound_ms = 3 * n_rows * (n + 1) * d * dtype.itemsize / bw * 1e3
-        # Row samplings apply to uniform row sharing only; dC accumulation dtypes to every
-        # atomic backward (not the permutation sampler's).
-        uniform = args.sampler == "uniform"
-        variants = [(sh, rs, acc, at, fu) for sh in args.sharing
-                    for rs in (args.row_sampling if sh == "row" and uniform else ["independent"])
-                    for acc in (args.dc_accum if rs == "independent" else ["float32"])
-                    for at in (args.atomics if rs == "independent" else ["relaxed"])
-                    for fu in (args.fused if sh == "row" and rs == "independent" else ["auto"])]
-        for sharing, row_sampling, dc_accum, atomics, fused in variants:
-            kw = dict(num_negatives=n, sampler=args.sampler, item_counts=counts, sharing=sharing,
-                      impl=args.impl, block_rows=args.block_rows, row_block=args.row_block,
-                      neg_block=args.neg_block, num_warps=args.num_warps,
-                      num_stages=args.num_stages, dc_accum=dc_accum,
-                      dc_part_items=args.dc_part_items, scatter_rows=args.scatter_rows,
-                      row_sampling=row_sampling, dc_block=args.dc_block, atomics=atomics,
-                      fused={"auto": None, "on": True, "off": False}[fused],
-                      fused_programs=args.fused_programs)
+        config = SampledConfig(block_rows=args.block_rows, row_block=args.row_block,
+                               neg_block=args.neg_block, num_warps=args.num_warps,
+                               num_stages=args.num_stages)
+        tiles = get_default(n_rows, v, d, dtype, block_rows=args.block_rows)
+        for sharing in args.sharing:
+            kw = dict(num_negatives=n, sampler=table, sharing=sharing, impl=args.impl,
+                      config=config)
             loss = lambda e_, c_, s: sampled_linear_cross_entropy(e_, c_, t, seed=s, where=where, **kw)
             fwd = jax.jit(loss)
             fwd_bwd = jax.jit(jax.value_and_grad(loss, (0, 1)))
@@ -155,12 +137,9 @@ def cases(args) -> list[dict]:
             row = dict(d=d, sharing=sharing, n_rows=n_rows, num_negatives=n, num_items=v,
                        dtype=str(dtype), sampler=args.sampler, impl=args.impl,
                        masked_frac=args.masked_frac, block_rows=args.block_rows,
-                       row_block=args.row_block or default_row_block(d),
-                       neg_block=args.neg_block or default_neg_block(d), num_warps=args.num_warps,
-                       num_stages=args.num_stages, dc_accum=dc_accum,
-                       dc_part_items=args.dc_part_items, scatter_rows=args.scatter_rows,
-                       row_sampling=row_sampling, dc_block=args.dc_block, atomics=atomics,
-                       fused=fused, fused_programs=args.fused_programs)
+                       row_block=args.row_block or tiles.row_block,
+                       neg_block=args.neg_block or tiles.neg_block,
+                       num_warps=args.num_warps or tiles.num_warps, num_stages=args.num_stages)
             try:
                 row["fwd_ms"], row["fwd_all_ms"], row["fwd_queued_ms"] = _median_ms(
                     fwd, seeds, args.reps)
@@ -189,11 +168,10 @@ def main(argv=None):
                 python=sys.version.split()[0], argv=sys.argv)
     if args.out:
         write_json_atomic(args.out, {"meta": meta, "rows": rows}, indent=1)
-    print(f"{'D':>4} {'sharing':>7} {'row ids':>11} {'dC acc':>8} {'atomics':>8} {'fused':>5} "
+    print(f"{'D':>4} {'sharing':>7} "
           f"{'fwd ms':>8} {'f+b ms':>8} {'fwd q':>7} {'f+b q':>7} {'bound':>7} {'x bnd':>6} {'vs SRS':>7} {'temp MiB':>9}")
     for r in rows:
-        print(f"{r['d']:>4} {r['sharing']:>7} {r['row_sampling']:>11} {r['dc_accum']:>8} "
-              f"{r['atomics']:>8} {r['fused']:>5} "
+        print(f"{r['d']:>4} {r['sharing']:>7} "
               f"{r.get('fwd_ms', float('nan')):8.2f} {r.get('fwd_bwd_ms', float('nan')):8.2f} "
               f"{r.get('fwd_queued_ms', float('nan')):7.2f} "
               f"{r.get('fwd_bwd_queued_ms', float('nan')):7.2f} "

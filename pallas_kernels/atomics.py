@@ -1,4 +1,4 @@
-"""Atomic adds for the Pallas Triton kernels, with a choice of memory ordering.
+"""``atomic_add``: relaxed float atomic adds for the Pallas Triton kernels.
 
 ``plt.atomic_add`` lowers every atomic to ``tt.atomic_rmw fadd, acq_rel, gpu``: each add is also
 a release (the thread's earlier memory operations must be visible first) and an acquire. On an
@@ -6,7 +6,7 @@ H100 that is MEMBAR, ERRBAR, ATOMG and an L1 invalidate (CCTL) per atomic instru
 barrier and the invalidate held 68% of the stall samples of the CCE- row backward; a relaxed add
 is one fire-and-forget REDG. The kernels here need only atomicity, since each sum is read after
 its kernel has ended. Measured (docs/perf_sampled.md): CCE- row f+b 46.1 -> 41.4 ms (D = 128,
-f32 dC), 99.4 -> 83.6 (D = 256); the CCE "atomic" backward 3.9 s -> 0.81 s (D = 128).
+f32 dC), 99.4 -> 83.6 (D = 256).
 
 jax has no public switch for the ordering, so this module registers a small primitive of its own
 whose Triton lowering is jax's atomic lowering with ``MemSemantic.RELAXED``. It shares the
@@ -14,6 +14,8 @@ abstract evaluation and the interpreter (discharge) rule of jax's ``atomic_rmw``
 ``interpret=True`` runs it as any other atomic. Where those private hooks are missing (another
 jax), ``RELAXED_AVAILABLE`` is False and every add falls back to ``plt.atomic_add``: same
 values, acq_rel ordering. ``tests/kernels/test_atomics.py`` checks the emitted Triton IR on CPU.
+(The acq_rel ordering is not offered as an option: it was slower everywhere it was measured;
+docs/decisions.)
 """
 
 from __future__ import annotations
@@ -22,9 +24,6 @@ from typing import Any
 
 import jax.numpy as jnp
 from jax.experimental.pallas import triton as plt
-
-ORDERINGS = ("relaxed", "acq_rel")
-
 
 def _register():
     """The relaxed add primitive, or None where this jax lacks the hooks it needs."""
@@ -87,11 +86,9 @@ except (ImportError, AttributeError):  # a jax without these internals: acq_rel 
 RELAXED_AVAILABLE = _relaxed_add is not None
 
 
-def atomic_add(ref, idx, val, *, mask: Any | None = None, ordering: str = "relaxed"):
-    """``ref[idx] += val`` atomically (``plt.atomic_add``'s arguments); ``ordering`` is
-    "relaxed" (atomicity only; acq_rel where this jax lacks the hooks) or "acq_rel"."""
-    if ordering not in ORDERINGS:
-        raise ValueError(f"atomic ordering must be one of {ORDERINGS}, got {ordering!r}")
-    if ordering == "relaxed" and _relaxed_add is not None:
+def atomic_add(ref, idx, val, *, mask: Any | None = None):
+    """``ref[idx] += val`` atomically with relaxed ordering (``plt.atomic_add``'s arguments;
+    acq_rel where this jax lacks the hooks)."""
+    if _relaxed_add is not None:
         return _relaxed_add(ref, idx, val, mask)
     return plt.atomic_add(ref, idx, val, mask=mask)

@@ -1,33 +1,39 @@
-"""Vocabulary-parallel CCE and CCE- over a device mesh (``shard_map``), never gathering the table.
+"""Vocabulary parallelism: CCE and CCE- over a device mesh (``shard_map``), never gathering the
+classifier table. ``VocabParallelOptions`` (public) says how the table is sharded; pass it as
+``vocab_parallel=`` to ``linear_cross_entropy`` or ``sampled_linear_cross_entropy``, which call
+this module. ``shard_map`` (public) is the jax-version shim it uses. Built only on the families'
+public functions: ``linear_cross_entropy_fwd`` / ``_bwd`` (CCE) and the per-shard kernels of
+``pallas_kernels.cce_neg.shard`` (CCE-).
 
 Layout. ``embeddings [N, D]`` are sharded by rows over ``data_axis`` (replicated over
 ``vocab_axis``); ``table [R, D]`` is sharded by rows over ``vocab_axis`` (R divisible by its size
 K; each shard owns ``R / K`` consecutive rows). Class ``c`` (a label in ``[0, V)``) is table row
 ``col_start + c``; every other row (a padding row 0, a BERT4Rec mask row, rows padded to make R
-divisible) is *excluded*: it takes part in no softmax and gets a zero gradient. This lets the
+divisible) is *excluded*: it takes part in no softmax and gets a zero gradient. This lets a
 trainer pass the model's whole item table, whose slice ``[1 : V + 1]`` could not be split evenly.
 
-CCE (``vocab_parallel_cross_entropy``), per shard k and row i:
-  forward:  lse_k = the single-device CCE log-sum-exp over the shard's rows (Pallas kernel or the
-            chunked XLA path of ``pallas_kernels.cce``); the exp-terms of the shard's excluded rows
-            (among the first ``col_start`` and the last ``R - col_start - V`` table rows: an
-            [N, E] matmul with E small) are subtracted;
-            merged over the axis as ``m = pmax(lse_k)``, ``lse = m + log(psum(exp(lse_k - m)))``
-            (N values per shard on the wire); the target logit comes from the owning shard
-            (``psum`` of a masked indexed dot).
-  backward: the single-device CCE backward on the shard with the *global* LSE and the target
-            only where the shard owns it: dE_k = sum_j G_ij C_j over the shard's rows,
-            dC_k = G_k^T E; dE is ``psum``-ed over ``vocab_axis``, dC over ``data_axis`` (rows of
-            other data shards) and stays sharded over ``vocab_axis``.
+CCE, per shard k and row i:
+  forward:  lse_k = ``linear_cross_entropy_fwd`` over the shard's rows (the Pallas running-max
+            kernel, since rows whose target is elsewhere have none here; or the chunked XLA
+            path); the exp-terms of the shard's excluded rows (among the first
+            ``col_start`` and the last ``R - col_start - V`` table rows: an [N, E] matmul with E
+            small) are subtracted; merged over the axis as ``m = pmax(lse_k)``,
+            ``lse = m + log(psum(exp(lse_k - m)))`` (N values per shard on the wire); the target
+            logit comes from the owning shard (``psum`` of a masked indexed dot).
+  backward: ``linear_cross_entropy_bwd`` on the shard with the *global* LSE and the target only
+            where the shard owns it (elsewhere -1: no target term): dE_k = sum_j G_ij C_j over
+            the shard's rows, dC_k = G_k^T E; dE is ``psum``-ed over ``vocab_axis``, dC over
+            ``data_axis`` (rows of other data shards) and stays sharded over ``vocab_axis``.
 Excluded-row subtraction is exact in real arithmetic; in float32 it loses precision only when an
 excluded row's logit dominates the whole catalog's softmax mass (relative error ~ 1e-7 *
 exp(z_excluded) / Z). Padding rows are zeros (logit 0) and row 0 is never trained, so this does
 not happen at catalog sizes where vocabulary parallelism is used.
 
-CCE- (``vocab_parallel_sampled_cross_entropy``): stratified sampling over the shards. For a
-sampler ``q`` over the V classes (uniform, or ``q ∝ item_counts``), shard k holds the share
-``pi_k = sum_{j in k} q_j`` and draws ``n_k = max(1, round(n * pi_k))`` ids (0 if ``pi_k == 0``)
-i.i.d. from ``q`` restricted to its rows. Every kept draw (draws equal to the target are dropped)
+CCE- (row sharing): stratified sampling over the shards. For a sampler ``q`` over the V classes
+(uniform, or ``q ∝ item_counts`` from the ``PopularityTable``'s host counts), shard k holds the
+share ``pi_k = sum_{j in k} q_j`` and draws ``n_k = max(1, round(n * pi_k))`` ids (0 if
+``pi_k == 0``) i.i.d. from ``q`` restricted to its rows; these per-shard tables are built on the
+host from the static shapes and cached. Every kept draw (draws equal to the target are dropped)
 enters the partition sum with weight ``pi_k / (n_k q_j)`` (logQ correction
 ``log pi_k - log n_k - log q_j``), so ``exp(z_t) + sum_k sum_draws w exp(z)`` is an unbiased
 estimate of the full softmax denominator; loss = log(that) - z_t. For uniform q and equal shards
@@ -35,11 +41,11 @@ estimate of the full softmax denominator; loss = log(that) - z_t. For uniform q 
 ``log(V - 1) - log(n_eff)`` (which renormalises over the draws that survive the target
 exclusion) by O(n / V). Draws are hash functions of ``(seed, shard, global row, slot)``
 (``pallas_kernels.cce_neg.sampling``), so forward and backward regenerate them and the result does
-not depend on the data sharding. Per shard the negatives run in Pallas kernels
-(``pallas_kernels.cce_neg.shard_kernels``, ``impl="pallas"``, the default on GPU): the forward
+not depend on the data sharding. Per shard the negatives run in the Pallas kernels of
+``pallas_kernels.cce_neg.shard`` (impl "pallas" / "interpret"; the default on a GPU): the forward
 returns the shard's negatives-only LSE (``-inf`` where no draw was kept), the backward takes the
 global LSE and accumulates dE and dC (f32 atomics); they draw exactly the ids of the XLA path
-(``impl="xla"``: a ``lax.scan`` over 128-row chunks gathering ``[128, n_max, D]``, dC by
+(impl "xla": a ``lax.scan`` over 128-row chunks gathering ``[128, n_max, D]``, dC by
 scatter-add). The positive logit, its gradient and the cross-shard merge are XLA in both.
 """
 
@@ -47,6 +53,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 
 import jax
 import jax.numpy as jnp
@@ -54,16 +61,39 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
-from pallas_kernels.cce import reference as cce_reference
-from pallas_kernels.cce_neg import sampling
+from pallas_kernels.cce.config import CCEConfig
+from pallas_kernels.cce.lse import linear_cross_entropy_bwd, linear_cross_entropy_fwd
+from pallas_kernels.cce.reference import matmul_precision, target_logits
+from pallas_kernels.cce_neg import sampling, shard
 
 __all__ = [
+    "VocabParallelOptions",
     "shard_map",
-    "vocab_parallel_cross_entropy",
-    "vocab_parallel_sampled_cross_entropy",
     "shard_negative_ids",
     "shard_sampler_tables",
+    "log_sampling_weight_reference",
 ]
+
+
+@dataclasses.dataclass(frozen=True)
+class VocabParallelOptions:
+    """How the classifier table is sharded for vocabulary parallelism.
+
+    Attributes:
+      mesh: a mesh with both axes below (either may have size 1).
+      vocab_axis: the axis the table's rows are sharded over (R divisible by its size).
+      data_axis: the axis the embedding rows are sharded over (N divisible by its size).
+      col_start, num_classes: class c (a label in [0, V)) is table row ``col_start + c``;
+        V = ``num_classes`` (None: R - col_start). Every other table row (a padding row 0, a
+        mask row, rows padded for even shards) takes no part in any softmax and gets a zero
+        gradient.
+    """
+
+    mesh: Mesh
+    vocab_axis: str = "vocab"
+    data_axis: str = "data"
+    col_start: int = 0
+    num_classes: int | None = None
 
 
 def shard_map(f, *, mesh, in_specs, out_specs):
@@ -90,15 +120,11 @@ class _Plan:
     col_start: int  # table row of class 0
     num_classes: int  # V
     rows_per_shard: int  # R / K
-    impl: str  # "pallas" | "xla"
-    interpret: bool = False
-    block_v: int | None = None
-    kernel_config: object = None
+    impl: str  # "pallas" | "interpret" | "xla"
+    config: object = None  # CCEConfig (CCE) or SampledConfig (CCE-)
     # CCE- only
     num_negatives: int = 0  # n_max: slots drawn per shard (masked beyond the shard's n_k)
     sampler: str = "uniform"
-    row_block: int = 8  # Pallas row tile of the per-shard CCE- kernels
-    num_warps: int | None = None
 
     @property
     def n_shards(self) -> int:
@@ -115,13 +141,16 @@ class _Plan:
 
 def _axis_size(mesh: Mesh, name: str) -> int:
     if name not in mesh.shape:
-        raise ValueError(f"mesh axes are {tuple(mesh.shape)}; axis {name!r} is missing (build the "
-                         "mesh with srs_jax.distributed.make_mesh, which always has 'data' and 'vocab')")
+        raise ValueError(f"mesh axes are {tuple(mesh.shape)}; axis {name!r} is missing (name the "
+                         "axes in VocabParallelOptions(vocab_axis=..., data_axis=...))")
     return mesh.shape[name]
 
 
-def _check_inputs(embeddings, table, targets, where, mesh, data_axis, vocab_axis, col_start,
-                  num_classes):
+def _check_inputs(embeddings, table, targets, where, options: VocabParallelOptions):
+    """(N data shards, K vocabulary shards, V) after one-line checks of the layout."""
+    if not isinstance(options.mesh, Mesh):
+        raise ValueError(f"VocabParallelOptions.mesh must be a jax.sharding.Mesh, got "
+                         f"{type(options.mesh).__name__}")
     if embeddings.ndim != 2 or table.ndim != 2 or embeddings.shape[1] != table.shape[1]:
         raise ValueError(f"embeddings [N, D] and table [R, D] expected, got {embeddings.shape} and "
                          f"{table.shape}")
@@ -129,52 +158,38 @@ def _check_inputs(embeddings, table, targets, where, mesh, data_axis, vocab_axis
     if targets.shape != (n,) or (where is not None and where.shape != (n,)):
         raise ValueError(f"targets and where must be [N]=[{n}], got {targets.shape} and "
                          f"{None if where is None else where.shape}")
+    mesh, data_axis, vocab_axis = options.mesh, options.data_axis, options.vocab_axis
     n_data, n_vocab = _axis_size(mesh, data_axis), _axis_size(mesh, vocab_axis)
     rows = table.shape[0]
+    col_start = int(options.col_start)
+    num_classes = rows - col_start if options.num_classes is None else int(options.num_classes)
     if n % n_data:
         raise ValueError(f"N={n} rows cannot be split over {n_data} '{data_axis}' shards: use a "
                          f"batch size (x sequence length) divisible by {n_data}")
     if rows % n_vocab:
         raise ValueError(f"table has {rows} rows, not divisible by the {n_vocab} '{vocab_axis}' "
-                         "shards: pad it (srs_jax.distributed.pad_item_table)")
+                         "shards: pad the table with rows outside [col_start, col_start + V)")
     if num_classes < 1 or col_start < 0 or col_start + num_classes > rows:
         raise ValueError(f"classes [col_start={col_start}, +V={num_classes}) must lie inside the "
                          f"table's {rows} rows")
-    return n_data, n_vocab
+    return n_data, n_vocab, num_classes
+
+
+def _resolve_impl(impl: str, what: str) -> str:
+    if impl not in ("auto", "pallas", "interpret", "xla"):
+        raise ValueError(f"impl={impl!r}: vocabulary-parallel {what} runs 'auto', 'pallas', "
+                         f"'interpret' or 'xla'")
+    if impl == "auto":
+        return "pallas" if jax.default_backend() == "gpu" else "xla"
+    return impl
 
 
 # ------------------------------------------------------------------------------------------------
-# Per-shard pieces of the single-device CCE.
-
-
-def _local_lse(plan: _Plan, e, c):
-    """float32[n] natural-log LSE of e [n, D] against all rows of the local shard c [Vk, D]."""
-    if plan.impl == "pallas":
-        from pallas_kernels.cce import ops
-
-        cfg = ops.resolve_config(e.shape[0], c.shape[0], e.shape[1], None, plan.block_v,
-                                 plan.kernel_config)
-        return ops._lse(e, c, cfg, plan.interpret)
-    return cce_reference._chunked_lse(e, c, None, plan.block_v or 2048)
-
-
-def _local_grads(plan: _Plan, e, c, t_local, valid, lse, g):
-    """(dE [n, D], dC [Vk, D]) of sum_i g_i loss_i with the global ``lse``; t_local = -1 where the
-    shard does not own the target (no one-hot term there)."""
-    res = (e, c, t_local, valid, lse)
-    if plan.impl == "pallas":
-        from pallas_kernels.cce import ops
-
-        cfg = ops.resolve_config(e.shape[0], c.shape[0], e.shape[1], None, plan.block_v,
-                                 plan.kernel_config)
-        de, dc, _, _ = ops._bwd(cfg, plan.interpret, res, g)
-    else:
-        de, dc, _, _ = cce_reference._chunked_bwd(None, plan.block_v or 2048, res, g)
-    return de, dc
+# CCE: the single-device forward (with its LSE) and backward (taking one) per shard.
 
 
 def _ownership(plan: _Plan, targets):
-    """(global table row of each target, shard-local row or -1, owned bool)."""
+    """(shard-local row of each target or -1, owned bool)."""
     k = lax.axis_index(plan.vocab_axis)
     row = targets + plan.col_start
     local = row - k * plan.rows_per_shard
@@ -191,8 +206,7 @@ def _excluded(plan: _Plan, e, c):
     glob = k * plan.rows_per_shard + jnp.asarray(cand)
     mask = (glob < plan.col_start) | (glob >= plan.col_start + plan.num_classes)
     c_ex = jnp.take(c, jnp.asarray(cand), axis=0)
-    x = lax.dot_general(e, c_ex, (((1,), (1,)), ((), ())),
-                        precision=cce_reference._matmul_precision(e.dtype),
+    x = lax.dot_general(e, c_ex, (((1,), (1,)), ((), ())), precision=matmul_precision(e.dtype),
                         preferred_element_type=jnp.float32)
     return x, mask, jnp.asarray(cand), c_ex
 
@@ -208,22 +222,33 @@ def _merge_lse(plan: _Plan, lse_k, ex=None):
     return m + jnp.log(jnp.maximum(s, jnp.finfo(jnp.float32).tiny))
 
 
+def _masked(e, valid):
+    return jnp.where(valid[:, None], e, jnp.zeros((), e.dtype))
+
+
 def _cce_fwd_shard(plan: _Plan, e, table, t, valid):
     c = table.astype(e.dtype)
-    lse_k = _local_lse(plan, e, c)
+    e = _masked(e, valid)
+    t_local, owned = _ownership(plan, t)
+    # The shard's LSE; rows whose target lives on another shard have none here (-1), so the
+    # forward keeps a running max instead of shifting by the target logit.
+    _, lse_k = linear_cross_entropy_fwd(e, c, t_local, where=valid, impl=plan.impl,
+                                        config=plan.config)
     ex = _excluded(plan, e, c)
     lse = _merge_lse(plan, lse_k, ex)
-    t_local, owned = _ownership(plan, t)
-    z_t = cce_reference.target_logits(e, c, jnp.maximum(t_local, 0), valid & owned)
+    z_t = target_logits(e, c, jnp.maximum(t_local, 0), valid & owned)
     z_t = lax.psum(z_t, plan.vocab_axis)
     return jnp.where(valid, lse - z_t, 0.0), lse
 
 
 def _cce_bwd_shard(plan: _Plan, e, table, t, valid, lse, g):
     c = table.astype(e.dtype)
+    e = _masked(e, valid)
     g = jnp.where(valid, g.astype(jnp.float32), 0.0)
     t_local, _ = _ownership(plan, t)
-    de, dc = _local_grads(plan, e, c, t_local, valid, lse, g)
+    # Global LSE, the target term only where this shard owns the target (t_local = -1 elsewhere).
+    de, dc = linear_cross_entropy_bwd(e, c, t_local, lse, g, where=valid, impl=plan.impl,
+                                      config=plan.config)
     de = de.astype(jnp.float32)
     dc = dc.astype(jnp.float32)
     ex = _excluded(plan, e, c)
@@ -267,50 +292,18 @@ def _cce_bwd(plan, res, g):
 _cce_rows.defvjp(_cce_fwd, _cce_bwd)
 
 
-def _reduce(rows, valid, reduction):
-    if reduction == "none":
-        return rows
-    total = jnp.sum(rows)
-    if reduction == "sum":
-        return total
-    if reduction == "mean":
-        return total / jnp.maximum(jnp.sum(valid.astype(jnp.float32)), 1.0)
-    raise ValueError(f"reduction={reduction!r} is not one of ('mean', 'sum', 'none')")
-
-
-def vocab_parallel_cross_entropy(embeddings, table, targets, *, mesh: Mesh, where=None,
-                                 reduction: str = "mean", col_start: int = 0,
-                                 num_classes: int | None = None, impl: str = "auto",
-                                 interpret: bool = False, block_v: int | None = None,
-                                 kernel_config=None, data_axis: str = "data",
-                                 vocab_axis: str = "vocab"):
-    """Exact softmax CE of ``embeddings @ table[col_start : col_start + V].T``, table sharded.
-
-    Args:
-      embeddings: [N, D] float32/bfloat16 rows, N divisible by the ``data_axis`` size.
-      table: [R, D] classifier rows (cast to ``embeddings.dtype`` for the compute; the gradient
-        comes back in the table's dtype), R divisible by the ``vocab_axis`` size.
-      targets: int[N] labels in [0, V) (ignored where ``where`` is False).
-      mesh: a mesh with both axes (either may have size 1).
-      where: optional bool[N] rows that count.
-      reduction: "mean" over counted rows, "sum" or "none" (float32[N]).
-      col_start, num_classes: class c is table row ``col_start + c``; V = ``num_classes``
-        (default R - col_start). Other rows are excluded from the softmax.
-      impl: "pallas" (per-shard Pallas kernels), "xla" (per-shard chunked XLA) or "auto".
-    """
-    num_classes = table.shape[0] - col_start if num_classes is None else int(num_classes)
-    _check_inputs(embeddings, table, targets, where, mesh, data_axis, vocab_axis, col_start,
-                  num_classes)
-    if impl == "auto":
-        impl = "pallas" if jax.default_backend() == "gpu" else "xla"
-    if impl not in ("pallas", "xla"):
-        raise ValueError(f"impl={impl!r}: vocabulary-parallel CCE runs 'pallas', 'xla' or 'auto'")
+def vocab_parallel_cross_entropy(embeddings, table, targets, *, where, impl: str,
+                                 config: CCEConfig | None, options: VocabParallelOptions):
+    """(float32[N] per-row losses, valid bool[N]) of the exact softmax CE of
+    ``embeddings @ table[col_start : col_start + V].T`` with the table sharded (module
+    docstring). ``pallas_kernels.linear_cross_entropy(..., vocab_parallel=options)`` calls it."""
+    _, n_vocab, num_classes = _check_inputs(embeddings, table, targets, where, options)
+    impl = _resolve_impl(impl, "CCE")
     valid = jnp.ones(targets.shape, bool) if where is None else where.astype(bool)
     t = jnp.where(valid, targets, 0).astype(jnp.int32)
-    plan = _Plan(mesh, data_axis, vocab_axis, int(col_start), num_classes,
-                 table.shape[0] // mesh.shape[vocab_axis], impl, bool(interpret), block_v,
-                 kernel_config)
-    return _reduce(_cce_rows(plan, embeddings, table, t, valid), valid, reduction)
+    plan = _Plan(options.mesh, options.data_axis, options.vocab_axis, int(options.col_start),
+                 num_classes, table.shape[0] // n_vocab, impl, config)
+    return _cce_rows(plan, embeddings, table, t, valid), valid
 
 
 # ------------------------------------------------------------------------------------------------
@@ -321,7 +314,8 @@ _SHARD_SALT = 0x85EBCA6B
 
 def shard_sampler_tables(num_rows: int, n_shards: int, num_negatives: int, *, col_start: int = 0,
                          num_classes: int | None = None, item_counts=None):
-    """Host-side per-shard sampler state for ``vocab_parallel_sampled_cross_entropy``.
+    """Host-side per-shard sampler state of the vocabulary-parallel CCE- (built inside the loss
+    from the static shapes and the ``PopularityTable``'s counts; public for tests and docs).
 
     Returns a dict of numpy arrays: ``n_draws int32[K]`` (n_k), ``log_w float32[K]``
     (log pi_k - log n_k), and for popularity sampling ``prob float32[R]``, ``alias int32[R]``
@@ -336,7 +330,7 @@ def shard_sampler_tables(num_rows: int, n_shards: int, num_negatives: int, *, co
     if item_counts is None:
         q[col_start:col_start + num_classes] = 1.0 / num_classes
     else:
-        counts = sampling._check_counts(item_counts)
+        counts = sampling.check_counts(item_counts)
         if counts.shape != (num_classes,):
             raise ValueError(f"item_counts has {counts.shape[0]} entries, expected V={num_classes} "
                              "(counts over labels 0..V-1)")
@@ -357,6 +351,37 @@ def shard_sampler_tables(num_rows: int, n_shards: int, num_negatives: int, *, co
                 prob[k * r:(k + 1) * r], alias[k * r:(k + 1) * r] = sampling.build_alias_table(qk)
         out.update(prob=prob, alias=alias)
     return out
+
+
+_TABLES: dict[tuple, dict] = {}
+
+
+def _sampler_tables(rows: int, n_shards: int, num_negatives: int, col_start: int,
+                    num_classes: int, sampler: sampling.PopularityTable | None):
+    """``shard_sampler_tables`` for this call, cached per (shapes, counts digest)."""
+    counts = None
+    if sampler is not None:
+        counts = sampler.host_counts()
+        if counts is None:
+            raise ValueError("vocabulary-parallel popularity sampling needs the item counts on "
+                             "the host: build the table with pallas_kernels.popularity_table("
+                             "item_counts)")
+    digest = None if counts is None else hashlib.sha1(np.ascontiguousarray(counts)).hexdigest()
+    key = (rows, n_shards, num_negatives, col_start, num_classes, digest)
+    if key not in _TABLES:
+        if len(_TABLES) > 16:
+            _TABLES.clear()
+        _TABLES[key] = shard_sampler_tables(rows, n_shards, num_negatives, col_start=col_start,
+                                            num_classes=num_classes, item_counts=counts)
+    return _TABLES[key]
+
+
+def _table_state(st: dict, rows: int):
+    """Device arrays (n_draws, log_w, log_q, prob, alias) of ``shard_sampler_tables``."""
+    popularity = "prob" in st
+    return (jnp.asarray(st["n_draws"]), jnp.asarray(st["log_w"]), jnp.asarray(st["log_q"]),
+            jnp.asarray(st["prob"]) if popularity else jnp.zeros((rows,), jnp.float32),
+            jnp.asarray(st["alias"]) if popularity else jnp.zeros((rows,), jnp.int32))
 
 
 def _shard_seed(plan: _Plan, seed_u32):
@@ -404,21 +429,24 @@ def _neg_logits(plan: _Plan, e, c, t_local, ids, active, table_state):
 
 
 def _kernel_inputs(plan: _Plan, seed_u32, rows_global, table_state):
-    """Inputs of the per-shard Pallas kernels that reproduce ``_draws``: (static config, stream
-    keys uint32[n], ints int32[4] = [lo, span, n_k, 0], corr f32[1], popularity tables)."""
-    from pallas_kernels.cce_neg import shard_kernels
-
+    """Inputs of the per-shard Pallas kernels that reproduce ``_draws``: (stream keys
+    uint32[n], ints int32[4] = [lo, span, n_k, 0], corr f32[1], popularity tables)."""
     n_k, log_w, log_q, prob, alias = table_state
     lo, hi = _valid_range(plan)
     ints = jnp.stack([lo, jnp.maximum(hi - lo, 1), n_k[0], jnp.zeros_like(lo)]).astype(jnp.int32)
     if plan.sampler == "uniform":  # log_q is one value over the valid rows: fold it in here
-        corr, tables = log_w[0] - log_q[jnp.minimum(lo, plan.rows_per_shard - 1)], ()
+        corr, tables = log_w[0] - log_q[jnp.minimum(lo, plan.rows_per_shard - 1)], None
     else:
         corr, tables = log_w[0], (prob, alias, log_q)
     keys = sampling.stream_keys(_shard_seed(plan, seed_u32), rows_global.astype(jnp.uint32), "row")
-    st = shard_kernels.ShardStatic(plan.rows_per_shard, plan.sampler, plan.row_block,
-                                   plan.interpret, plan.num_warps)
-    return shard_kernels, st, keys, ints, corr.reshape(1).astype(jnp.float32), tables
+    return keys, ints, corr.reshape(1).astype(jnp.float32), tables
+
+
+def _shard_options(plan: _Plan):
+    cfg = plan.config
+    return dict(rows_per_shard=plan.rows_per_shard, interpret=plan.impl == "interpret",
+                row_block=None if cfg is None else cfg.row_block,
+                num_warps=None if cfg is None else cfg.num_warps)
 
 
 def _chunks(n: int, block: int = 128):
@@ -433,12 +461,12 @@ def _cce_neg_fwd_shard(plan: _Plan, e, table, t, valid, seed_u32, *table_state):
     n = e.shape[0]
     rows_global = lax.axis_index(plan.data_axis) * n + jnp.arange(n)
     t_local, owned = _ownership(plan, t)
-    z_t = cce_reference.target_logits(e, c, jnp.maximum(t_local, 0), valid & owned)
+    z_t = target_logits(e, c, jnp.maximum(t_local, 0), valid & owned)
     z_t = lax.psum(z_t, plan.vocab_axis)
-    if plan.impl == "pallas":
-        kern, st, keys, ints, corr, tables = _kernel_inputs(plan, seed_u32, rows_global,
-                                                            table_state)
-        lse_k = kern.forward(st, keys, e, t_local, ints, corr, c, tables)
+    if plan.impl != "xla":
+        keys, ints, corr, tables = _kernel_inputs(plan, seed_u32, rows_global, table_state)
+        lse_k = shard.shard_negatives_lse(keys, e, t_local, ints, corr, c, tables,
+                                          **_shard_options(plan))
     else:
         bt, nc = _chunks(n)
 
@@ -466,17 +494,17 @@ def _cce_neg_bwd_shard(plan: _Plan, e, table, t, valid, seed_u32, lse, g, *table
     t_local, owned = _ownership(plan, t)
     t_safe = jnp.maximum(t_local, 0)
     # Positive term on the owning shard: d loss / d z_t = p_t - 1.
-    z_t = cce_reference.target_logits(e, c, t_safe, valid & owned)
+    z_t = target_logits(e, c, t_safe, valid & owned)
     z_t = lax.psum(z_t, plan.vocab_axis)
     g_pos = jnp.where(owned, (jnp.exp(z_t - lse) - 1.0) * g, 0.0)
     ef = e.astype(jnp.float32)
     c_t = jnp.take(c, t_safe, axis=0).astype(jnp.float32)
     de0 = g_pos[:, None] * c_t
     dc = jnp.zeros(c.shape, jnp.float32).at[t_safe].add(g_pos[:, None] * ef)
-    if plan.impl == "pallas":
-        kern, st, keys, ints, corr, tables = _kernel_inputs(plan, seed_u32, rows_global,
-                                                            table_state)
-        de, dc = kern.backward(st, keys, e, t_local, g, lse, ints, corr, c, tables, dc_init=dc)
+    if plan.impl != "xla":
+        keys, ints, corr, tables = _kernel_inputs(plan, seed_u32, rows_global, table_state)
+        de, dc = shard.shard_negatives_grads(keys, e, t_local, g, lse, ints, corr, c, tables,
+                                             dc_init=dc, **_shard_options(plan))
         de = lax.psum(de + de0, plan.vocab_axis)
         dc = lax.psum(dc, plan.data_axis)
         return de.astype(e.dtype), dc.astype(table.dtype)
@@ -531,100 +559,56 @@ def _cce_neg_bwd(plan, res, g):
 _cce_neg_rows.defvjp(_cce_neg_fwd, _cce_neg_bwd)
 
 
-def vocab_parallel_sampled_cross_entropy(embeddings, table, targets, *, mesh: Mesh,
-                                         num_negatives: int, seed, sampler_tables=None,
-                                         where=None, reduction: str = "mean", col_start: int = 0,
-                                         num_classes: int | None = None, impl: str = "auto",
-                                         interpret: bool = False, row_block: int = 8,
-                                         num_warps: int | None = None,
-                                         data_axis: str = "data", vocab_axis: str = "vocab"):
-    """CCE- with the table sharded over ``vocab_axis`` (estimator in the module docstring).
-
-    Args:
-      num_negatives: n, the total expected number of negatives per row over all shards.
-      seed: int or uint32/int32 scalar (may be traced; new each step).
-      sampler_tables: ``shard_sampler_tables(...)`` (numpy dict; popularity when it has
-        ``prob``); None: uniform, built here from the shapes.
-      impl: "pallas" (per-shard Pallas kernels ``pallas_kernels.cce_neg.shard_kernels``; needs D
-        a power of two >= 16), "xla" (per-shard chunked gather) or "auto" (Pallas on GPU when D
-        allows, else XLA). Both draw the same negatives.
-      interpret: run the Pallas kernels in the interpreter (any backend; tests).
-      row_block, num_warps: the Pallas kernels' row tile (power of two >= 8) and Triton warps
-        (None: 4, or 8 at D >= 256).
-      Other arguments as in ``vocab_parallel_cross_entropy``.
-    """
-    num_classes = table.shape[0] - col_start if num_classes is None else int(num_classes)
-    _, n_vocab = _check_inputs(embeddings, table, targets, where, mesh, data_axis, vocab_axis,
-                               col_start, num_classes)
+def vocab_parallel_sampled_cross_entropy(embeddings, table, targets, *, num_negatives: int, seed,
+                                         sampler, where, impl: str, config,
+                                         options: VocabParallelOptions):
+    """(float32[N] per-row losses, valid bool[N]) of CCE- with the table sharded (estimator in
+    the module docstring; row sharing). ``pallas_kernels.sampled_linear_cross_entropy(...,
+    vocab_parallel=options)`` calls it; ``config`` is its ``SampledConfig`` (row tile, warps)."""
+    _, n_vocab, num_classes = _check_inputs(embeddings, table, targets, where, options)
     if not isinstance(num_negatives, (int, np.integer)) or num_negatives < 1:
         raise ValueError(f"num_negatives must be a positive int, got {num_negatives!r}")
-    d = embeddings.shape[1]
-    if impl == "auto":
-        from pallas_kernels.cce_neg import shard_kernels
-
-        impl = "pallas" if jax.default_backend() == "gpu" and shard_kernels.supports(d) else "xla"
-    if impl not in ("pallas", "xla"):
-        raise ValueError(f"impl={impl!r}: vocabulary-parallel CCE- runs 'pallas', 'xla' or 'auto'")
-    if impl == "pallas":
-        from pallas_kernels.cce_neg import shard_kernels
-
-        shard_kernels.check_shapes(d, row_block)
-    if sampler_tables is None:
-        sampler_tables = shard_sampler_tables(table.shape[0], n_vocab, int(num_negatives),
-                                              col_start=col_start, num_classes=num_classes)
-    st = sampler_tables
-    popularity = "prob" in st
-    if st["n_draws"].shape != (n_vocab,) or st["log_q"].shape != (table.shape[0],):
-        raise ValueError(f"sampler_tables were built for {st['n_draws'].shape[0]} shards and "
-                         f"{st['log_q'].shape[0]} rows; this call has {n_vocab} and "
-                         f"{table.shape[0]}: rebuild them with shard_sampler_tables")
-    n_max = int(np.max(st["n_draws"]))
+    impl = _resolve_impl(impl, "CCE-")
+    if impl != "xla":
+        shard.check_shapes(embeddings.shape[1], None if config is None else config.row_block)
     rows = table.shape[0]
-    table_state = (jnp.asarray(st["n_draws"]), jnp.asarray(st["log_w"]), jnp.asarray(st["log_q"]),
-                   jnp.asarray(st["prob"]) if popularity else jnp.zeros((rows,), jnp.float32),
-                   jnp.asarray(st["alias"]) if popularity else jnp.zeros((rows,), jnp.int32))
+    st = _sampler_tables(rows, n_vocab, int(num_negatives), int(options.col_start), num_classes,
+                         sampler)
     valid = jnp.ones(targets.shape, bool) if where is None else where.astype(bool)
     t = jnp.where(valid, targets, 0).astype(jnp.int32)
-    plan = _Plan(mesh, data_axis, vocab_axis, int(col_start), num_classes, rows // n_vocab, impl,
-                 bool(interpret), num_negatives=n_max,
-                 sampler="popularity" if popularity else "uniform", row_block=int(row_block),
-                 num_warps=num_warps)
+    plan = _Plan(options.mesh, options.data_axis, options.vocab_axis, int(options.col_start),
+                 num_classes, rows // n_vocab, impl, config,
+                 num_negatives=int(np.max(st["n_draws"])),
+                 sampler="uniform" if sampler is None else "popularity")
     seed_u32 = sampling.seed_to_u32(seed)
-    return _reduce(_cce_neg_rows(plan, embeddings, table, t, valid, seed_u32, table_state), valid,
-                   reduction)
+    return _cce_neg_rows(plan, embeddings, table, t, valid, seed_u32, _table_state(st, rows)), valid
 
 
 def log_sampling_weight_reference(sampler_tables, num_rows: int, n_shards: int):
     """float64 [R] per-row logQ correction ``log pi_k - log n_k - log q_j`` (tests, docs)."""
     r = num_rows // n_shards
-    shard = np.arange(num_rows) // r
-    return (np.asarray(sampler_tables["log_w"], np.float64)[shard]
+    shard_of_row = np.arange(num_rows) // r
+    return (np.asarray(sampler_tables["log_w"], np.float64)[shard_of_row]
             - np.asarray(sampler_tables["log_q"], np.float64))
 
 
-
-def shard_negative_ids(n_rows: int, table_rows: int, *, mesh: Mesh, num_negatives: int, seed,
-                       sampler_tables=None, col_start: int = 0, num_classes: int | None = None,
-                       data_axis: str = "data", vocab_axis: str = "vocab"):
-    """The draws of ``vocab_parallel_sampled_cross_entropy`` (tests and references).
+def shard_negative_ids(n_rows: int, table_rows: int, *, options: VocabParallelOptions,
+                       num_negatives: int, seed, sampler=None):
+    """The draws of the vocabulary-parallel CCE- (tests and references).
 
     Returns ``(ids int32[K, N, n_max], active bool[K, N, n_max])``: global table rows drawn by
     shard k for row i, and which slots are used (``s < n_k``). Draws equal to a row's target are
-    included here; the loss drops them.
+    included here; the loss drops them. ``sampler``: None (uniform) or a ``PopularityTable``.
     """
-    num_classes = table_rows - col_start if num_classes is None else int(num_classes)
+    mesh, data_axis, vocab_axis = options.mesh, options.data_axis, options.vocab_axis
+    col_start = int(options.col_start)
+    num_classes = (table_rows - col_start if options.num_classes is None
+                   else int(options.num_classes))
     n_vocab = mesh.shape[vocab_axis]
-    if sampler_tables is None:
-        sampler_tables = shard_sampler_tables(table_rows, n_vocab, int(num_negatives),
-                                              col_start=col_start, num_classes=num_classes)
-    st = sampler_tables
-    popularity = "prob" in st
-    table_state = (jnp.asarray(st["n_draws"]), jnp.asarray(st["log_w"]), jnp.asarray(st["log_q"]),
-                   jnp.asarray(st["prob"]) if popularity else jnp.zeros((table_rows,), jnp.float32),
-                   jnp.asarray(st["alias"]) if popularity else jnp.zeros((table_rows,), jnp.int32))
-    plan = _Plan(mesh, data_axis, vocab_axis, int(col_start), num_classes, table_rows // n_vocab,
+    st = _sampler_tables(table_rows, n_vocab, int(num_negatives), col_start, num_classes, sampler)
+    plan = _Plan(mesh, data_axis, vocab_axis, col_start, num_classes, table_rows // n_vocab,
                  "xla", num_negatives=int(np.max(st["n_draws"])),
-                 sampler="popularity" if popularity else "uniform")
+                 sampler="uniform" if sampler is None else "popularity")
 
     def body(seed_u32, *ts):
         n = n_rows // mesh.shape[data_axis]
@@ -636,4 +620,4 @@ def shard_negative_ids(n_rows: int, table_rows: int, *, mesh: Mesh, num_negative
     v = P(vocab_axis)
     out = P(vocab_axis, data_axis, None)
     fn = shard_map(body, mesh=mesh, in_specs=(P(), v, v, v, v, v), out_specs=(out, out))
-    return jax.jit(fn)(sampling.seed_to_u32(seed), *table_state)
+    return jax.jit(fn)(sampling.seed_to_u32(seed), *_table_state(st, table_rows))

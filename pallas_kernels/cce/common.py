@@ -18,81 +18,44 @@ LN2 = math.log(2.0)
 
 
 @dataclasses.dataclass(frozen=True)
-class KernelConfig:
-    """Tile sizes (powers of two: Triton loads power-of-two blocks only) and launch settings.
+class KernelPlan:
+    """Every tile and launch setting of one CCE call, resolved (``default_plan``, then the
+    user's ``CCEConfig`` in ``config.resolve``). Tiles are powers of two (Triton loads
+    power-of-two blocks only).
 
-    Fields left None take the measured defaults for the problem's D (``default_config``).
-    fwd_*: forward (row tile x catalog tile); bwd_*: backward; ``num_splits``: catalog chunks per
-    row tile in the forward (merged afterwards), for small N; ``bwd_mode``: "two_pass" (a kernel
-    owning dE row tiles and one owning dC catalog tiles) or "atomic" (one pass, f32 atomics on dC);
-    ``exp_asm``: exp2 as one ``ex2.approx.ftz.f32`` (inline PTX) instead of libdevice's exp2f.
-    ``exp_fma`` (default True, with exp_asm): 2^(x log2 e - shift) as one ``fma.rn.ftz`` and one
-    ``ex2`` in the same inline PTX; Triton emits the scale and the shift as FMUL + FADD
-    (Nsight Compute, H100: 2 FADD + 1 FMUL + 1 MUFU per logit in the forward; docs/perf.md).
-    ``fwd_shift``: "target" (default: each row's exponentials are shifted by its target logit,
-    which is at most the row max, so no running max is tracked; if a row's sum overflows, i.e. a
-    logit ~70 above its target's, the batch is redone online) or "online" (running row max; the
-    vocabulary-parallel shards, which do not own the targets, always use it). ``fwd_sum_tile``
-    (default True for D > 64): keep the sum of exponentials as a [block_n, block_v] tile,
-    reduced once at the end. Measured on an H100 (docs/perf.md): forward 53.8 -> 47.6 ms (D=64),
-    80.0 -> 70.8 (D=128), 128.8 -> 119.2 (D=256) at N=131072, V=1e6; since the FMA
-    exponentials, D <= 64 sums per row again (fewer registers: 45.7 -> 44.9 ms, two runs each).
-    ``bwd_onehot``: "xla" (default: the two-pass backward kernels form softmax * g only, no
-    per-logit compare; the O(N D) target term is added outside, to dE in float32 and to dC as
-    one float32 segment sum per target item, added to its row with one more rounding; costs an
-    [N, D] float32 temporary) or "kernel" (softmax - onehot per logit; the atomic scheme and
-    gradient filtering always use it). H100, N=131072, V=1e6: f+b 204.3 -> 188.1 ms (D=64),
-    338.1 -> 302.7 (D=128), 607.7 -> 577.7 (D=256); temp 1.5 -> 35 / 67 / 131 MiB.
-    ``fused_de`` (default True): the forward of a differentiated call also accumulates
-    sum_v softmax_rv c_v (``forward.py``), so the backward runs only the dC kernel: one logit
-    GEMM and one exponential pass fewer. Takes effect with fwd_shift="target",
-    bwd_mode="two_pass" and bwd_onehot="xla" (otherwise ignored); a float32 [N, D] residual is
-    kept from the forward to the backward, and the loss it returns may differ from the plain
-    forward's in the last bits (other tiles, other summation order). ``fde_*``: tiles, launch
-    settings and sum form (as ``fwd_sum_tile``) of that fused forward. H100, N=131072, V=1e6
-    (docs/perf.md): f+b 187.3 -> 137.0 ms (D=64), 298.3 -> 218.8 (D=128), 574.5 -> 434.3
-    (D=256), with bwd_stages 2 -> 3.
-    ``atomics``: memory ordering of the "atomic" mode's dC adds, "relaxed" (default) or
-    "acq_rel" (``pallas_kernels/atomics.py``).
-    ``fwd_impl``: the undifferentiated target-shifted forward in "triton" (``forward.py``) or
-    "mosaic" (``forward_mosaic.py``: Hopper only, bf16/f16, D a multiple of 64, V of 8; a warp-
-    specialised kernel whose GEMM and exponentials overlap; "triton" is used where it does not
-    apply). Default "mosaic" on a Hopper GPU with jax >= 0.11 at D = 128 and 256 for batches of
-    at least one CTA per SM: H100, N = 131072, V = 1e6, forward 63.9 -> 59.1 ms (D = 128),
-    115.4 -> 98.2 (D = 256). ``mosaic_*``: its rows per compute warpgroup, catalog tile,
-    shared-memory ring depth, E tile in registers (wgmma with A from registers), ping-pong, and
-    compute warpgroups per CTA.
+    fwd_*: the undifferentiated Triton forward (row tile x catalog tile, warps, stages, and
+    ``fwd_sum_tile``: keep the sum of exponentials as a [block_n, block_v] tile, reduced once at
+    the end); ``num_splits``: catalog chunks per row tile of that forward (merged afterwards),
+    for small N. fde_*: the forward of a differentiated call, which also accumulates
+    sum_v softmax_rv c_v (``forward.py``), so that the backward runs the dC kernel only.
+    bwd_*: the dE and dC backward kernels. fwd_impl: "triton" (``forward.py``) or "mosaic"
+    (``forward_mosaic.py``) for the undifferentiated forward; mosaic_*: that kernel's rows per
+    compute warpgroup, catalog tile, shared-memory ring depth, E tile in registers, ping-pong
+    and compute warpgroups per CTA.
     """
 
-    fwd_block_n: int | None = None
-    fwd_block_v: int | None = None
-    fwd_warps: int | None = None
-    fwd_stages: int | None = None
-    num_splits: int | None = None
-    bwd_block_n: int | None = None
-    bwd_block_v: int | None = None
-    bwd_warps: int | None = None
-    bwd_stages: int | None = None
-    bwd_mode: str | None = None
-    exp_asm: bool | None = None
-    exp_fma: bool | None = None
-    fwd_shift: str | None = None
-    fwd_sum_tile: bool | None = None
-    bwd_onehot: str | None = None
-    fused_de: bool | None = None
-    fde_block_n: int | None = None
-    fde_block_v: int | None = None
-    fde_warps: int | None = None
-    fde_stages: int | None = None
-    fde_sum_tile: bool | None = None
-    atomics: str | None = None
-    fwd_impl: str | None = None
-    mosaic_block_n: int | None = None
-    mosaic_block_v: int | None = None
-    mosaic_slots: int | None = None
-    mosaic_lhs_regs: bool | None = None
-    mosaic_pingpong: bool | None = None
-    mosaic_compute_wgs: int | None = None
+    fwd_block_n: int
+    fwd_block_v: int
+    fwd_warps: int
+    fwd_stages: int
+    fwd_sum_tile: bool
+    num_splits: int
+    bwd_block_n: int
+    bwd_block_v: int
+    bwd_warps: int
+    bwd_stages: int
+    fde_block_n: int
+    fde_block_v: int
+    fde_warps: int
+    fde_stages: int
+    fde_sum_tile: bool
+    fwd_impl: str
+    mosaic_block_n: int
+    mosaic_block_v: int
+    mosaic_slots: int
+    mosaic_lhs_regs: bool
+    mosaic_pingpong: bool
+    mosaic_compute_wgs: int
 
 
 # Per D: (fwd_block_n, fwd_block_v, fwd_warps, fwd_stages, fwd_sum_tile), (bwd_block_n,
@@ -118,11 +81,11 @@ _MAX_SPLITS = 8
 # The Mosaic GPU forward (forward_mosaic.py) where it measured faster than the Triton one on an
 # H100 (N=131072, V=1e6, bf16; docs/perf.md): D -> (rows per compute warpgroup, catalog tile,
 # ring depth, E in registers). At D = 64 the Triton forward is faster.
-_MOSAIC_DEFAULTS = {128: (128, 64, 8, True), 256: (64, 64, 4, True)}
+MOSAIC_DEFAULTS = {128: (128, 64, 8, True), 256: (64, 64, 4, True)}
 _MOSAIC_OFF = (64, 64, 3, False)
 
 
-def _mosaic_gpu_available() -> bool:
+def mosaic_gpu_available() -> bool:
     """A Hopper GPU and a jax whose Mosaic GPU lowering the kernel was measured with (0.11)."""
     try:
         dev = jax.devices()[0]
@@ -137,13 +100,20 @@ def _mosaic_tiles(n: int, v: int, d: int, itemsize: int):
     """The Mosaic forward's tiles if it is the default here, else None: bf16/f16, a measured
     D, V % 8 == 0 (its tiled view of the table) and at least one CTA per SM (smaller batches
     keep the Triton forward, which splits the catalog to fill the GPU)."""
-    tiles = _MOSAIC_DEFAULTS.get(d) if itemsize == 2 and v % 8 == 0 else None
-    if tiles is None or n < 2 * tiles[0] * _SMS or not _mosaic_gpu_available():
+    tiles = MOSAIC_DEFAULTS.get(d) if itemsize == 2 and v % 8 == 0 else None
+    if tiles is None or n < 2 * tiles[0] * _SMS or not mosaic_gpu_available():
         return None
     return tiles
 
 
-def default_config(n: int, v: int, d: int, itemsize: int = 2) -> KernelConfig:
+def mosaic_tiles_for(d: int) -> dict:
+    """The Mosaic forward's tiles for width ``d`` (the measured ones, else small safe ones)."""
+    mbn, mbv, mslots, mregs = MOSAIC_DEFAULTS.get(d, _MOSAIC_OFF)
+    return dict(mosaic_block_n=mbn, mosaic_block_v=mbv, mosaic_slots=mslots,
+                mosaic_lhs_regs=mregs)
+
+
+def default_plan(n: int, v: int, d: int, itemsize: int = 2) -> KernelPlan:
     """Defaults by the bytes of one row (float32 rows count as bf16 rows twice as long).
 
     Small N (fewer row tiles than ~2 per SM) splits the catalog over up to 8 programs per row
@@ -158,26 +128,14 @@ def default_config(n: int, v: int, d: int, itemsize: int = 2) -> KernelConfig:
     splits = max(1, min(_MAX_SPLITS, -(-_TARGET_PROGRAMS // row_tiles), catalog_tiles // 16))
     mosaic = _mosaic_tiles(n, v, d, itemsize)
     (mbn, mbv, mslots, mregs) = mosaic or _MOSAIC_OFF
-    return KernelConfig(fwd_block_n=fbn, fwd_block_v=fbv, fwd_warps=fw, fwd_stages=fstages,
-                        num_splits=splits,
-                        bwd_block_n=bbn, bwd_block_v=bbv, bwd_warps=bw, bwd_stages=3,
-                        bwd_mode="two_pass", exp_asm=True, exp_fma=True,
-                        fwd_shift="target",
-                        fwd_sum_tile=fsum_tile, bwd_onehot="xla", fused_de=True,
-                        fde_block_n=bbn, fde_block_v=bbv, fde_warps=bw, fde_stages=fde_stages,
-                        fde_sum_tile=False, atomics="relaxed",
-                        fwd_impl="mosaic" if mosaic else "triton", mosaic_block_n=mbn,
-                        mosaic_block_v=mbv, mosaic_slots=mslots, mosaic_lhs_regs=mregs,
-                        mosaic_pingpong=True, mosaic_compute_wgs=2)
-
-
-def fill_defaults(cfg: KernelConfig | None, n: int, v: int, d: int,
-                  itemsize: int = 2) -> KernelConfig:
-    base = default_config(n, v, d, itemsize)
-    if cfg is None:
-        return base
-    given = {k: x for k, x in dataclasses.asdict(cfg).items() if x is not None}
-    return dataclasses.replace(base, **given)
+    return KernelPlan(fwd_block_n=fbn, fwd_block_v=fbv, fwd_warps=fw, fwd_stages=fstages,
+                      fwd_sum_tile=fsum_tile, num_splits=splits,
+                      bwd_block_n=bbn, bwd_block_v=bbv, bwd_warps=bw, bwd_stages=3,
+                      fde_block_n=bbn, fde_block_v=bbv, fde_warps=bw, fde_stages=fde_stages,
+                      fde_sum_tile=False,
+                      fwd_impl="mosaic" if mosaic else "triton", mosaic_block_n=mbn,
+                      mosaic_block_v=mbv, mosaic_slots=mslots, mosaic_lhs_regs=mregs,
+                      mosaic_pingpong=True, mosaic_compute_wgs=2)
 
 
 def compiler_params(num_warps: int, num_stages: int):
@@ -205,12 +163,12 @@ def dot_nn(a, b, precision):
                            preferred_element_type=jnp.float32)
 
 
-def exp_mode(cfg: KernelConfig, interpret: bool) -> str:
-    """How the kernels take exponentials: "fma" (one FFMA + one MUFU ex2, inline PTX), "ex2"
-    (the ex2 alone in PTX) or "xla" (jnp.exp2: libdevice on the GPU, and the interpreter)."""
-    if interpret or not cfg.exp_asm:
-        return "xla"
-    return "fma" if cfg.exp_fma else "ex2"
+def exp_mode(interpret: bool) -> str:
+    """How the kernels take exponentials: "fma" (compiled: 2^(x log2 e - shift) as one FFMA and
+    one MUFU ex2 in inline PTX; Triton would emit the scale and the shift as FMUL + FADD and
+    libdevice's exp2f wraps the ex2 in range checks; docs/perf.md) or "xla" (jnp.exp2, the
+    interpreter)."""
+    return "xla" if interpret else "fma"
 
 
 _LOG2E_PTX = "0f" + struct.pack(">f", LOG2E).hex().upper()  # log2(e) rounded to float32
@@ -218,7 +176,8 @@ _LOG2E_PTX = "0f" + struct.pack(">f", LOG2E).hex().upper()  # log2(e) rounded to
 
 def exp2_shifted(x, shift, mode: str):
     """2**(x * log2(e) - shift), float32; ``shift`` broadcasts against x ([rows, 1] or [1, cols]).
-    ``mode`` as ``exp_mode``: "fma" rounds x * log2(e) - shift once (FMA) instead of twice."""
+    ``mode`` as ``exp_mode``: "fma" rounds x * log2(e) - shift once (FMA); "ex2" (kept for the
+    accuracy test that compares the two) rounds it twice, then the same MUFU ex2."""
     if mode != "fma":
         return exp2(x * LOG2E - shift, mode)
     return plgpu.elementwise_inline_asm(

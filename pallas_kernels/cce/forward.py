@@ -7,11 +7,10 @@ the kernel (an O(N D) gather in XLA): it is at most the row max, so no running m
 row max and no rescaling are needed, and the sum stays a [block_n, block_v] tile until the end
 (measured 7-12% faster than the running max, docs/perf.md). A row whose logits exceed its
 target's by ~70 overflows; ``ops`` then redoes the batch with the running-max kernel
-(``shift=None``), which the vocabulary-parallel shards use anyway. Only float32 [num_splits, N]
+(``shift=None``). Only float32 [num_splits, N]
 partial LSEs leave the kernel; ``lse_rows`` merges the splits (a tiny XLA op).
 
-With ``with_acc`` (target shift only; ``KernelConfig.fused_de``, used by the forward of a
-differentiated call) each program also accumulates acc_r = sum_v 2^(x_rv log2 e - shift_r) c_v,
+With ``with_acc`` (target shift only; the forward of a differentiated call) each program also accumulates acc_r = sum_v 2^(x_rv log2 e - shift_r) c_v,
 the classifier rows weighted by the unnormalised softmax, as attention accumulates P V: a second
 GEMM per tile on the same exponentials. Divided by the row's sum it is sum_v softmax_rv c_v, the
 main term of dE, so the backward need not recompute the logits and exponentials a second time
@@ -109,7 +108,7 @@ def _fwd_kernel(e_ref, c_ref, *refs, v: int, block_v: int, tiles_per_split: int,
         lse2_ref[...] = m2 + jnp.log2(s)
 
 
-def lse_rows(e_pad: jax.Array, c_pad: jax.Array, v: int, cfg: common.KernelConfig, *,
+def lse_rows(e_pad: jax.Array, c_pad: jax.Array, v: int, cfg: common.KernelPlan, *,
              interpret: bool, shift: jax.Array | None = None, with_acc: bool = False):
     """Natural-log LSE, float32 [Np], of e_pad [Np, Dp] against the V rows of c_pad [V, Dp].
 
@@ -135,7 +134,7 @@ def lse_rows(e_pad: jax.Array, c_pad: jax.Array, v: int, cfg: common.KernelConfi
     kernel = functools.partial(
         _fwd_kernel, v=v, block_v=bv, tiles_per_split=tiles_per_split, n_full=n_full,
         has_tail=n_full != n_tiles, num_splits=splits,
-        precision=common.dot_precision(e_pad.dtype), exp_mode=common.exp_mode(cfg, interpret),
+        precision=common.dot_precision(e_pad.dtype), exp_mode=common.exp_mode(interpret),
         fixed_shift=shift is not None,
         sum_tile=bool(cfg.fde_sum_tile if with_acc else cfg.fwd_sum_tile), with_acc=with_acc)
     extra = () if shift is None else (shift.astype(jnp.float32) * common.LOG2E,)

@@ -10,7 +10,7 @@ exponentials (FlashAttention-3's schedule, without the PV GEMM). With ``lhs_regs
 embeddings stay in registers as the GEMM's A operand, so each step reads only the catalog tile
 from shared memory (what brought D = 128 under 60 ms on an H100).
 
-Same arithmetic as the Triton forward with ``fwd_shift="target"``: each row's exponentials are
+Same arithmetic as the target-shifted Triton forward: each row's exponentials are
 taken relative to a fixed shift (its target logit, at most its max) and summed as a
 ``[block_n, block_v]`` float32 tile, one FMA + one ex2 + one add per logit, reduced once at the
 end. A row whose sum overflows comes back as inf and ``ops`` redoes the batch with the

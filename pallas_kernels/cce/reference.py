@@ -8,9 +8,8 @@ rows with ``valid[r] == False``. Shapes: ``embeddings [N, D]``, ``classifier [V,
 * ``chunked_row_losses`` streams the catalog in blocks of ``block_v`` columns with an online
   logsumexp and recomputes the blocks in a ``jax.custom_vjp`` backward; extra memory is
   O(N * D + V * D + block_n * block_v). It is ``impl="xla"``, the CPU fallback of the kernels.
-* ``chunked_row_losses_filtered``: the same forward; its backward skips the two GEMMs of every
-  (row block x catalog block) whose entries all have |softmax - onehot| < ``filter_eps``, on the
-  catalog ordered by mean logit (``by_mean_logit``, shared with the Pallas backward).
+  Its two halves are public too: ``chunked_lse`` (the log-sum-exp) and ``chunked_grads`` (the
+  gradients given one; a valid row whose target is outside [0, V) gets no target term).
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from jax import lax
 _NEG_INF = float("-inf")
 
 
-def _matmul_precision(dtype) -> lax.Precision:
+def matmul_precision(dtype) -> lax.Precision:
     # float32 inputs get true float32 products (no TF32 on GPU): the tests compare to float64.
     return lax.Precision.HIGHEST if dtype == jnp.float32 else lax.Precision.DEFAULT
 
@@ -33,7 +32,7 @@ def _logits(e_nd: jax.Array, c_vd: jax.Array) -> jax.Array:
     """float32 logits [n, v] of e [n, D] against c [v, D] with float32 accumulation."""
     return lax.dot_general(
         e_nd, c_vd, (((1,), (1,)), ((), ())),
-        precision=_matmul_precision(e_nd.dtype), preferred_element_type=jnp.float32)
+        precision=matmul_precision(e_nd.dtype), preferred_element_type=jnp.float32)
 
 
 def target_logits(embeddings, classifier, targets, valid) -> jax.Array:
@@ -104,7 +103,8 @@ def _lse_rows(e_nd, c_vd, block_v: int) -> jax.Array:
     return m + jnp.log(s)
 
 
-def _chunked_lse(embeddings, classifier, block_n, block_v) -> jax.Array:
+def chunked_lse(embeddings, classifier, block_n, block_v) -> jax.Array:
+    """float32[N] log-sum-exp of every row over the whole catalog, in row x catalog blocks."""
     n, d = embeddings.shape
     bn, nb = _row_blocks(n, block_n)
     e_blocks = _pad_rows(embeddings, bn * nb - n).reshape(nb, bn, d)
@@ -118,26 +118,27 @@ def chunked_row_losses(embeddings, classifier, targets, valid, block_n=None, blo
 
     ``block_n`` rows (None: all rows) x ``block_v`` columns is the largest float32 temporary.
     """
-    lse = _chunked_lse(embeddings, classifier, block_n, block_v)
+    lse = chunked_lse(embeddings, classifier, block_n, block_v)
     z_t = target_logits(embeddings, classifier, targets, valid)
     return jnp.where(valid, lse - z_t, 0.0)
 
 
 def _chunked_fwd(embeddings, classifier, targets, valid, block_n, block_v):
-    lse = _chunked_lse(embeddings, classifier, block_n, block_v)
+    lse = chunked_lse(embeddings, classifier, block_n, block_v)
     z_t = target_logits(embeddings, classifier, targets, valid)
     loss = jnp.where(valid, lse - z_t, 0.0)
     return loss, (embeddings, classifier, targets, valid, lse)
 
 
 def _chunked_bwd(block_n, block_v, res, g_n):
-    return _chunked_grads(block_n, block_v, res, g_n)
-
-
-def _chunked_grads(block_n, block_v, res, g_n, filter_eps=None):
-    """(dE, dC, None, None). ``filter_eps``: skip blocks whose max |P - onehot| over the rows with
-    a nonzero cotangent and the owned columns is below it (None: every block, no ``cond``)."""
     embeddings, classifier, targets, valid, lse = res
+    de, dc = chunked_grads(embeddings, classifier, targets, valid, lse, g_n, block_n, block_v)
+    return de, dc, None, None
+
+
+def chunked_grads(embeddings, classifier, targets, valid, lse, g_n, block_n=None, block_v=4096):
+    """(dE, dC) of sum_r g_r loss_r given the rows' log-sum-exp ``lse``, in row x catalog blocks.
+    A valid row whose target is outside [0, V) gets no target term."""
     n, d = embeddings.shape
     v = classifier.shape[0]
     bv, nvb = _vocab_blocks(v, block_v)
@@ -151,7 +152,7 @@ def _chunked_grads(block_n, block_v, res, g_n, filter_eps=None):
     g_blocks = _pad_rows(g, n_pad).reshape(nnb, bn)
     lse_blocks = _pad_rows(lse, n_pad).reshape(nnb, bn)
     op_dtype = embeddings.dtype  # G is a GEMM operand in the input dtype, accumulation is f32
-    prec = _matmul_precision(op_dtype)
+    prec = matmul_precision(op_dtype)
 
     def row_block(dc_vd, xs):
         e_b, t_b, g_b, lse_b = xs
@@ -165,22 +166,9 @@ def _chunked_grads(block_n, block_v, res, g_n, filter_eps=None):
             onehot = (start + jnp.arange(bv))[None, :] == t_b[:, None]
             grad = jnp.where(owned[None, :], (p - onehot) * g_b[:, None], 0.0).astype(op_dtype)
 
-            def gemms():
-                return (jnp.dot(grad, c_blk, precision=prec, preferred_element_type=jnp.float32),
-                        lax.dot_general(grad, e_b, (((0,), (0,)), ((), ())), precision=prec,
-                                        preferred_element_type=jnp.float32))
-
-            if filter_eps is None:
-                de_blk, dc_blk = gemms()
-            else:
-                # Unscaled probability error over the entries that count (masked rows and
-                # columns owned by the previous block do not keep a block alive).
-                counted = owned[None, :] & (g_b != 0)[:, None]
-                err = jnp.max(jnp.where(counted, jnp.abs(p - onehot), 0.0))
-                # A skipped block adds exact zeros (the big dC carry stays outside the cond).
-                de_blk, dc_blk = lax.cond(
-                    err >= filter_eps, gemms,
-                    lambda: (jnp.zeros((bn, d), jnp.float32), jnp.zeros((bv, d), jnp.float32)))
+            de_blk = jnp.dot(grad, c_blk, precision=prec, preferred_element_type=jnp.float32)
+            dc_blk = lax.dot_general(grad, e_b, (((0,), (0,)), ((), ())), precision=prec,
+                                     preferred_element_type=jnp.float32)
             de_bd = de_bd + de_blk
             dc = lax.dynamic_update_slice_in_dim(
                 dc, lax.dynamic_slice_in_dim(dc, start, bv, axis=0) + dc_blk, start, axis=0)
@@ -193,61 +181,7 @@ def _chunked_grads(block_n, block_v, res, g_n, filter_eps=None):
     dc, de_blocks = lax.scan(row_block, jnp.zeros((v, d), jnp.float32),
                              (e_blocks, t_blocks, g_blocks, lse_blocks))
     de = de_blocks.reshape(-1, d)[:n]
-    return de.astype(embeddings.dtype), dc.astype(classifier.dtype), None, None
+    return de.astype(embeddings.dtype), dc.astype(classifier.dtype)
 
 
 chunked_row_losses.defvjp(_chunked_fwd, _chunked_bwd)
-
-
-# --------------------------------------------------------------------------------------------
-# Gradient filtering (optional, off by default): catalog order shared with the Pallas backward.
-
-
-def mean_logit_order(embeddings, classifier, valid) -> jax.Array:
-    """int32[V] permutation of the catalog by descending mean logit over the counted rows,
-    ``mean_r(e_r) . c_v`` (float32, O(N D + V D)); ties keep the original order."""
-    w = valid.astype(jnp.float32)
-    e = jnp.where(valid[:, None], embeddings.astype(jnp.float32), 0.0)  # masked rows: any value
-    mean_e = (w @ e) / jnp.maximum(jnp.sum(w), 1.0)
-    mean_logit = lax.dot_general(classifier.astype(jnp.float32), mean_e, (((1,), (0,)), ((), ())),
-                                 precision=lax.Precision.HIGHEST)
-    return jnp.argsort(-mean_logit, stable=True).astype(jnp.int32)
-
-
-def by_mean_logit(grads_fn, res, g_n):
-    """``grads_fn(res, g_n) -> (dE, dC, None, None)`` run on the catalog permuted by
-    ``mean_logit_order`` (targets remapped), with dC returned in the original item order.
-
-    Ordering clusters the items with negligible probability for every row into whole catalog
-    tiles, which the filtered backward then skips. Only the backward sees the permutation, so
-    the loss is unchanged."""
-    embeddings, classifier, targets, valid, lse = res
-    v = classifier.shape[0]
-    perm = mean_logit_order(embeddings, classifier, valid)
-    rank = jnp.zeros((v,), jnp.int32).at[perm].set(jnp.arange(v, dtype=jnp.int32))
-    # Masked rows may hold any target (-1, >= V): they keep it, the backward never reads it.
-    t_perm = jnp.where(valid, rank[jnp.clip(targets, 0, v - 1)], targets)
-    de, dc_perm, _, _ = grads_fn((embeddings, classifier[perm], t_perm, valid, lse), g_n)
-    return de, dc_perm[rank], None, None
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def chunked_row_losses_filtered(embeddings, classifier, targets, valid, block_n, block_v,
-                                filter_eps):
-    """``chunked_row_losses`` (same forward, same loss bits) with a filtered backward: blocks of
-    ``block_n`` rows x ``block_v`` columns of the mean-logit-ordered catalog whose every
-    |softmax - onehot| is below ``filter_eps`` skip their two GEMMs (see ``_chunked_grads``)."""
-    return chunked_row_losses(embeddings, classifier, targets, valid, block_n, block_v)
-
-
-def _filtered_fwd(embeddings, classifier, targets, valid, block_n, block_v, filter_eps):
-    del filter_eps
-    return _chunked_fwd(embeddings, classifier, targets, valid, block_n, block_v)
-
-
-def _filtered_bwd(block_n, block_v, filter_eps, res, g_n):
-    return by_mean_logit(
-        lambda r, g: _chunked_grads(block_n, block_v, r, g, filter_eps), res, g_n)
-
-
-chunked_row_losses_filtered.defvjp(_filtered_fwd, _filtered_bwd)

@@ -1,10 +1,11 @@
-"""Row sharing: the loss and both gradients in one pass over the negatives (``fused=True``).
+"""Row sharing: the loss and both gradients in one pass over the negatives.
 
 The two-pass scheme (``kernels.forward`` then ``kernels.backward``) gathers every sampled
 classifier row twice: once for the log-sum-exp and once more to form ``softmax - onehot``. When
 the loss is reduced to a scalar (``reduction="mean"/"sum"``) the gradients are linear in its one
 cotangent, so they can be formed at forward time for a cotangent of 1 and scaled afterwards
-(``api._reduced_loss_fn``). This kernel does that with one gather per (row, slot):
+(``api.py`` runs it wherever it applies: Pallas, row sharing, a scalar reduction). This kernel
+does that with one gather per (row, slot):
 
 * pass 1, over the slots: gather the ``[R, D]`` sampled rows of C, take the logits, keep the
   online max / sum-of-exp and, as flash attention does for its output, an online
@@ -23,11 +24,10 @@ array). A first form held the logits in registers and gathered / scattered ``[R,
 of k slots; it measured 2x slower than the two-pass kernels (the 3-D atomics and the register
 array's selects; perf_sampled.md).
 
-Measured on an H100 (N = 131072, n = 511, V = 10^6, bf16; docs/perf_sampled.md): with the
-acq_rel atomics of ``plt.atomic_add`` this kernel was no faster than the two-pass ones, because
-the atomics' fences hid the gather it saves; with relaxed atomics (``pallas_kernels.atomics``)
-the backward is bound by HBM traffic and the saved gather shows: f+b 41.4 -> 37.7 ms (D = 128,
-f32 dC), 25.1 -> 22.3 (bf16 dC), 83.6 -> 75.6 and 51.3 -> 42.9 (D = 256), with 4096 programs.
+Measured on an H100 (N = 131072, n = 511, V = 10^6, bf16; docs/perf_sampled.md): with relaxed
+atomics (``pallas_kernels.atomics``) the backward is bound by HBM traffic and the saved gather
+shows: f+b 41.4 -> 37.7 ms (D = 128), 83.6 -> 75.6 (D = 256) against the two passes, with 4096
+programs.
 """
 
 from __future__ import annotations
@@ -42,9 +42,8 @@ from jax.experimental.pallas import triton as plt
 from pallas_kernels.cce_neg import sampling
 from pallas_kernels.cce_neg.config import Static
 from pallas_kernels.cce_neg.kernels import (
-    _NEG_INIT, _compiler_params, _draw, _finish_lse, _full_spec, _keys, _masked_rows, _pad,
-    _row_logits, _scatter_rows, _slot_key, _split_tabs, _tables, add_target_term,
-    target_term_outside)
+    NEG_INIT, compiler_params, draw, finish_lse, full_spec, keys_for, masked_rows, pad,
+    row_logits, scatter_rows, slot_key, split_tabs, tables)
 
 # Programs of the persistent grid; the scratch is programs * n * row_block float32 (64 MiB at
 # n = 511 and 8 rows). H100, N = 131072 (docs/perf_sampled.md): 4096 beat 2048 by 4-8% at
@@ -54,7 +53,7 @@ DEFAULT_PROGRAMS = 4096
 
 def _row_vg_kernel(st: Static, n_tiles: int, n_programs: int, keys_ref, e_ref, t_ref, g_ref,
                    c_ref, *refs):
-    tabs, (dc_in_ref, loss_ref, de_ref, dc_ref, s_ref) = _split_tabs(st, refs)
+    tabs, (dc_in_ref, loss_ref, de_ref, dc_ref, s_ref) = split_tabs(st.sampler, refs)
     del dc_in_ref  # aliased with dc_ref
     bt = st.row_block
     pid = pl.program_id(0)  # at the top level: the interpreter has no program_id inside loops
@@ -64,12 +63,12 @@ def _row_vg_kernel(st: Static, n_tiles: int, n_programs: int, keys_ref, e_ref, t
         keys, t, g = keys_ref[rows], t_ref[rows], g_ref[rows]
         valid = g != 0.0  # rows of weight 0 (masked) neither gather nor scatter
         ef = e_ref[rows, :].astype(jnp.float32)
-        c_pos = _masked_rows(st, c_ref, t, valid).astype(jnp.float32)
+        c_pos = masked_rows(c_ref, t, valid, st.interpret).astype(jnp.float32)
         s_pos = jnp.sum(ef * c_pos, axis=1)
 
         def pass1(j, carry):
             m, l, cnt, acc = carry
-            s, keep, _, cg = _row_logits(st, keys, ef, t, c_ref, tabs, j, valid)
+            s, keep, _, cg = row_logits(st, keys, ef, t, c_ref, tabs, j, valid)
             s = jnp.where(keep, s, -jnp.inf)
             s_ref[pid, j, :] = s
             m_new = jnp.maximum(m, s)
@@ -79,24 +78,23 @@ def _row_vg_kernel(st: Static, n_tiles: int, n_programs: int, keys_ref, e_ref, t
 
         z = jnp.zeros_like(s_pos)
         m, l, cnt, acc = jax.lax.fori_loop(0, st.num_negatives, pass1,
-                                           (z + _NEG_INIT, z, z, jnp.zeros_like(ef)))
-        lse, shift = _finish_lse(st, s_pos, m, l, cnt)
+                                           (z + NEG_INIT, z, z, jnp.zeros_like(ef)))
+        lse, shift = finish_lse(st, s_pos, m, l, cnt)
         g_pos = (jnp.exp(s_pos - lse) - 1.0) * g
         # sum_j softmax_j c_j = acc exp(m - shift); exp(m - shift) <= 1 (shift >= m + log l, l >= 1)
         de_ref[rows, :] = (g_pos[:, None] * c_pos
                            + (g * jnp.exp(m - shift))[:, None] * acc).astype(de_ref.dtype)
         loss_ref[rows] = lse - s_pos
-        if not target_term_outside(st):
-            _scatter_rows(st, dc_ref, t, g_pos[:, None] * ef, mask=valid)
+        scatter_rows(dc_ref, t, g_pos[:, None] * ef, mask=valid, interpret=st.interpret)
         if not st.interpret:
             plt.debug_barrier()  # the scratch written by pass 1 is read by other threads
 
         def pass2(j, s):
             # The next slot's logits are loaded one iteration ahead (an L2 round trip each).
             s_next = s_ref[pid, jnp.minimum(j + 1, st.num_negatives - 1), :]
-            ids = _draw(st, sampling.draw_hash(keys, _slot_key(j)), tabs[0], tabs[1])
+            ids = draw(st, sampling.draw_hash(keys, slot_key(j)), tabs[0], tabs[1])
             p = jnp.exp(s - shift) * g  # 0 where not kept (s = -inf) and on masked rows
-            _scatter_rows(st, dc_ref, ids, p[:, None] * ef, mask=p != 0.0)
+            scatter_rows(dc_ref, ids, p[:, None] * ef, mask=p != 0.0, interpret=st.interpret)
             return s_next
 
         jax.lax.fori_loop(0, st.num_negatives, pass2, s_ref[pid, 0, :])
@@ -109,7 +107,7 @@ def _row_vg_kernel(st: Static, n_tiles: int, n_programs: int, keys_ref, e_ref, t
 
 
 def value_and_grad(st: Static, e, c, t, weights, seed_u32, table):
-    """Row sharing, one pass: ``(loss f32[N] unweighted, dE [N, D] e.dtype, dC [V, D] dc_accum)``,
+    """Row sharing, one pass: ``(loss f32[N] unweighted, dE [N, D] e.dtype, dC [V, D] float32)``,
     the gradients being those of ``sum_r weights[r] * loss_r`` (rows of weight 0 neither gather
     nor scatter: their gradients are 0 and their loss entry is meaningless)."""
     n_rows, d = e.shape
@@ -117,23 +115,23 @@ def value_and_grad(st: Static, e, c, t, weights, seed_u32, table):
     n_pad = -n_rows % bt
     np_rows = n_rows + n_pad
     n_tiles = np_rows // bt
-    n_programs = min(n_tiles, st.fused_programs or DEFAULT_PROGRAMS)
-    tabs = _tables(st, table)
-    args = (_keys(st, seed_u32, np_rows), _pad(e, n_pad), _pad(t, n_pad), _pad(weights, n_pad), c,
-            *tabs, jnp.zeros(c.shape, st.dc_accum))
+    n_programs = min(n_tiles, DEFAULT_PROGRAMS)
+    tabs = tables(st, table)
+    args = (keys_for(st, seed_u32, np_rows), pad(e, n_pad), pad(t, n_pad), pad(weights, n_pad), c,
+            *tabs, jnp.zeros(c.shape, jnp.float32))
     loss, de, dc, _ = pl.pallas_call(
         functools.partial(_row_vg_kernel, st, n_tiles, n_programs),
         out_shape=(jax.ShapeDtypeStruct((np_rows,), jnp.float32),
                    jax.ShapeDtypeStruct((np_rows, d), e.dtype),
-                   jax.ShapeDtypeStruct(c.shape, st.dc_accum),
+                   jax.ShapeDtypeStruct(c.shape, jnp.float32),
                    jax.ShapeDtypeStruct((n_programs, st.num_negatives, bt), jnp.float32)),
         grid=(n_programs,),
-        in_specs=[_full_spec() for _ in args],
-        out_specs=tuple(_full_spec() for _ in range(4)),
+        in_specs=[full_spec() for _ in args],
+        out_specs=tuple(full_spec() for _ in range(4)),
         input_output_aliases={len(args) - 1: 2},
-        compiler_params=_compiler_params(st, d),
+        compiler_params=compiler_params(st.num_warps, st.num_stages, d),
         interpret=st.interpret,
         name="cce_neg_value_and_grad_row",
     )(*args)
     loss = loss[:n_rows]
-    return loss, de[:n_rows], add_target_term(st, dc, e, c, t, weights, None, loss=loss)
+    return loss, de[:n_rows], dc

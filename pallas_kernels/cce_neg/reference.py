@@ -26,7 +26,7 @@ import numpy as np
 
 def _corrections(neg_ids, targets, num_items, sampler, log_q, xp):
     n = neg_ids.shape[1]
-    keep = (neg_ids != targets[:, None]) & (neg_ids >= 0)  # -1: a dropped draw (sampling.py)
+    keep = neg_ids != targets[:, None]
     if sampler == "uniform":
         n_eff = keep.sum(axis=1, keepdims=True)
         corr = math.log(num_items - 1) - xp.log(xp.maximum(n_eff, 1).astype(log_dtype(xp)))

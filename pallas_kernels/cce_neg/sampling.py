@@ -1,7 +1,7 @@
 """Counter-based negative sampling that runs identically in plain JAX and inside Pallas kernels.
 
 Every negative id is a pure function of ``(seed, stream, j)``: ``stream`` is the row index
-(``sharing="row"``), the row-tile index (``"block"``) or 0 (``"batch"``), and ``j`` is the sample
+(``sharing="row"``) or the row-block index (``"block"``), and ``j`` is the sample
 slot in ``[0, n)``. The forward and backward kernels therefore regenerate the same ids and no
 ``[N, n]`` index tensor is ever stored. Only uint32 arithmetic (wrapping multiply, xor, logical
 shift) is used, so the same functions trace inside Triton-lowered Pallas kernels.
@@ -16,22 +16,6 @@ from 16-bit halves). Each id receives ``floor(2^32 / V)`` or that plus one of th
 values, so the relative bias is at most ``V / 2^32`` (2.3e-4 at V = 10^6), far below what the
 estimator can notice; no rejection loop (which kernels could not run in lockstep) is needed.
 
-Uniform ids with row sharing and ``row_sampling="permutation"`` (opt-in): rows come in
-blocks of M (M = 2^p * b just above V, 2^p ~ sqrt(V)); slot ``j`` of block ``k`` maps the block's
-rows to [0, M) by a keyed 4-round Feistel permutation (alternating rounds on Z_b x Z_(2^p),
-round function ``mix32(half ^ round key)``; keys from ``(seed, j, k)``). A row whose position maps
-into [V, M) has no negative at that slot: the draw is dropped (id -1) and, like a draw of the
-target, does not count in ``n_eff``; the kept draws are still i.i.d. uniform over the items, so
-the logQ correction stays unbiased. Fewer than 2^p / M < 3 / sqrt(V) of the draws are dropped
-(0.045% at V = 10^6). Each row's draws are independent across slots (independent keys), as
-with the hash; what differs is that within one slot the rows of a block draw *distinct* items.
-The point is the inverse: ``perm_rows`` gives, for item ``v`` and slot ``j``, the one row of
-each block that drew it, so the backward computes dC by gathering rows of E per item instead of
-scattering atomics into dC (``kernels.py``): deterministic, exact float32 sums, no [V, D]
-buffer, but 1.5-1.7x slower than the atomic backward at N = 131072, V = 10^6 (docs/perf_sampled.md),
-so ``row_sampling="independent"`` (the plain hash, independent draws for every (row, slot)) is
-the default.
-
 Popularity ids (``q_j = count_j / sum(count)``): Walker/Vose alias table. Column ``k`` is the
 uniform id above; a second hash ``mix32(h ^ 0x5BD1E995)`` gives a 24-bit coin ``u`` in [0, 1); the
 draw is ``k`` if ``u < prob[k]`` else ``alias[k]``. Probabilities are thus quantised to 2^-24.
@@ -40,26 +24,21 @@ draw is ``k`` if ``u < prob[k]`` else ``alias[k]``. Probabilities are thus quant
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-SAMPLERS = ("uniform", "popularity")
-SHARINGS = ("row", "block", "batch")
-ROW_SAMPLINGS = ("independent", "permutation")
+SHARINGS = ("row", "block")
 
 _U32 = jnp.uint32
-# Domain-separation tags: the same seed gives unrelated ids in the three sharing modes.
-_SHARING_TAG = {"row": 0x243F6A88, "block": 0x6A09E667, "batch": 0xBB67AE85}
+# Domain-separation tags: the same seed gives unrelated ids in the two sharing modes.
+_SHARING_TAG = {"row": 0x243F6A88, "block": 0x6A09E667}
 _SLOT_MUL = 0x9E3779B9
 _SLOT_ADD = 0x632BE5AB
 _COIN_XOR = 0x5BD1E995
-_PERM_TAG = 0x452821E6
-_PERM_BLOCK_MUL = 0x85EBCA6B
-_PERM_ROUNDS = (0x38D01377, 0xBE5466CF, 0x34E90C6C, 0xC0AC29B7)
 
 
 def mix32(x: jax.Array) -> jax.Array:
@@ -100,7 +79,7 @@ def seed_to_u32(seed) -> jax.Array:
 
 
 def stream_keys(seed_u32: jax.Array, streams: jax.Array, sharing: str) -> jax.Array:
-    """Per-stream hash key (uint32, shape of ``streams``): one per row, tile or batch."""
+    """Per-stream hash key (uint32, shape of ``streams``): one per row or block of rows."""
     base = mix32(seed_u32 ^ _U32(_SHARING_TAG[sharing]))
     return mix32(base ^ streams.astype(_U32))
 
@@ -132,99 +111,57 @@ def alias_pick(column: jax.Array, coin: jax.Array, prob_at_col: jax.Array,
     return jnp.where(coin < prob_at_col, column, alias_at_col)
 
 
-def uses_permutation(sampler: str, sharing: str, row_sampling: str) -> bool:
-    """Whether row ids come from the per-slot permutation (module docstring)."""
-    return sampler == "uniform" and sharing == "row" and row_sampling == "permutation"
+class _HostCounts:
+    """Item counts kept on the host beside a ``PopularityTable`` (static pytree data: hashed by
+    content, so a jitted function that takes the table as an argument still sees them)."""
+
+    def __init__(self, counts: np.ndarray):
+        self.counts = counts
+        self.digest = hashlib.sha1(np.ascontiguousarray(counts)).hexdigest()
+
+    def __hash__(self):
+        return hash(self.digest)
+
+    def __eq__(self, other):
+        return isinstance(other, _HostCounts) and other.digest == self.digest
 
 
-def perm_shape(num_items: int) -> tuple[int, int]:
-    """(p, b): the permutation's domain is [0, M), M = 2^p * b >= V with 2^p ~ sqrt(V) (of the
-    three p nearest half of V's bits, the one with the smallest M; M - V < 2^p)."""
-    half = max(1, (num_items - 1).bit_length() // 2)
-    size = lambda p: (1 << p) * -(-num_items // (1 << p))
-    candidates = [q for q in (half - 1, half, half + 1) if q >= 1]
-    p = min(candidates, key=lambda q: (size(q), abs(q - half)))
-    return p, -(-num_items // (1 << p))
+@jax.tree_util.register_pytree_node_class
+class PopularityTable:
+    """Device arrays for popularity sampling (``q ∝ item_counts``): the alias table ``prob``
+    (float32[V]) and ``alias`` (int32[V]), and ``log_q`` (float32[V], -inf where q = 0) for the
+    logQ correction. Build it once per dataset with ``popularity_table(item_counts)``, which
+    also keeps the counts on the host (vocabulary parallelism builds its per-shard tables from
+    them)."""
+
+    def __init__(self, prob, alias, log_q, counts=None):
+        self.prob, self.alias, self.log_q = prob, alias, log_q
+        self._counts = counts if counts is None or isinstance(counts, _HostCounts) else (
+            _HostCounts(np.asarray(counts, np.float64)))
+
+    def host_counts(self) -> np.ndarray | None:
+        """The float64 item counts the table was built from (None if it was built otherwise)."""
+        return None if self._counts is None else self._counts.counts
+
+    def tree_flatten(self):
+        return (self.prob, self.alias, self.log_q), self._counts
+
+    @classmethod
+    def tree_unflatten(cls, counts, children):
+        return cls(*children, counts=counts)
+
+    def __repr__(self):
+        return f"PopularityTable(V={jnp.shape(self.prob)[0]})"
 
 
-def perm_domain(num_items: int) -> int:
-    """M: rows come in blocks of M; a draw that lands in [V, M) is dropped."""
-    p, b = perm_shape(num_items)
-    return (1 << p) * b
-
-
-def perm_key(seed_u32: jax.Array) -> jax.Array:
-    """The permutation sampler's per-call key (uint32 scalar) from the seed."""
-    return mix32(seed_u32 ^ _U32(_PERM_TAG))
-
-
-def _round_keys(key, j, block):
-    """Four uint32 Feistel round keys of slot ``j`` and row block ``block`` (broadcasting). The
-    block enters by a multiply-xor, so per-slot keys stay scalars where the block is one."""
-    k = mix32(key ^ slot_keys(jnp.asarray(j)))
-    blk = jnp.asarray(block).astype(_U32) * _U32(_PERM_BLOCK_MUL)
-    return [mix32(k ^ _U32(c)) ^ blk for c in _PERM_ROUNDS]
-
-
-def _add_mod(x, y, m):
-    s = x + y  # x, y <= m < 2^31: no wrap
-    return jnp.where(s >= m, s - m, s)
-
-
-def _feistel(x, rks, p: int, b: int, inverse: bool):
-    """The keyed bijection of [0, 2^p * b) (or its inverse) on uint32 x: 4 alternating rounds
-    on (hi, lo) in Z_b x Z_(2^p), round function mix32(half ^ key) mod the other half's size."""
-    mask, bb = _U32((1 << p) - 1), _U32(b)
-    lo, hi = x & mask, x >> p
-    f = lambda y, k: mix32(y ^ k)
-    if not inverse:
-        lo = (lo + f(hi, rks[0])) & mask
-        hi = _add_mod(hi, f(lo, rks[1]) % bb, bb)
-        lo = (lo + f(hi, rks[2])) & mask
-        hi = _add_mod(hi, f(lo, rks[3]) % bb, bb)
-    else:  # y - f mod b as y + (b - f mod b), which is in [1, b]
-        hi = _add_mod(hi, bb - f(lo, rks[3]) % bb, bb)
-        lo = (lo - f(hi, rks[2])) & mask
-        hi = _add_mod(hi, bb - f(lo, rks[1]) % bb, bb)
-        lo = (lo - f(hi, rks[0])) & mask
-    return (hi << p) | lo
-
-
-def perm_ids(key: jax.Array, rows: jax.Array, j, num_items: int) -> jax.Array:
-    """int32 ids drawn by global rows ``rows`` at slots ``j`` (broadcasting; uint32 ``key`` from
-    ``perm_key``): row r takes position r mod M of block r // M's permutation of [0, M); a
-    position that maps past the catalog gives -1, a dropped draw (excluded like the target)."""
-    p, b = perm_shape(num_items)
-    m = _U32((1 << p) * b)
-    rows = jnp.asarray(rows).astype(_U32)
-    x = _feistel(rows % m, _round_keys(key, j, rows // m), p, b, inverse=False)
-    return jnp.where(x < _U32(num_items), x.astype(jnp.int32), -1)
-
-
-def perm_rows(key: jax.Array, items: jax.Array, j, block, num_items: int) -> jax.Array:
-    """int32 row of row block ``block`` that drew each of ``items`` (in [0, V)) at slot ``j``,
-    the inverse of ``perm_ids``; the row may be past the batch (then nobody drew the item)."""
-    p, b = perm_shape(num_items)
-    pos = _feistel(jnp.asarray(items).astype(_U32), _round_keys(key, j, block), p, b,
-                   inverse=True)
-    return jnp.asarray(block).astype(jnp.int32) * ((1 << p) * b) + pos.astype(jnp.int32)
-
-
-class PopularityTable(NamedTuple):
-    """Device arrays for popularity sampling: alias table plus ``log q`` for the logQ correction."""
-
-    prob: jax.Array  # float32[V]: acceptance probability of column k
-    alias: jax.Array  # int32[V]: fallback id of column k
-    log_q: jax.Array  # float32[V]: log of the sampling probability of each id (-inf if 0)
-
-
-def _check_counts(item_counts) -> np.ndarray:
+def check_counts(item_counts) -> np.ndarray:
+    """float64 [V] counts after one-line checks (concrete, 1-D, V >= 2, finite, >= 0, sum > 0)."""
     try:
         counts = np.asarray(item_counts, dtype=np.float64)
     except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError) as err:
         raise ValueError(
             "item_counts is a traced array; build the table outside jit with "
-            "pallas_kernels.cce_neg.popularity_table(counts) and pass that instead") from err
+            "pallas_kernels.popularity_table(counts) and pass that instead") from err
     if counts.ndim != 1 or counts.size < 2:
         raise ValueError(f"item_counts must be a 1-D array over the V >= 2 labels, got shape "
                          f"{counts.shape} (drop the padding slot: counts[1:] of encoded ids)")
@@ -241,7 +178,7 @@ def build_alias_table(item_counts) -> tuple[np.ndarray, np.ndarray]:
     Built once per dataset in numpy (float64 arithmetic). Draw: column ``k`` uniform, keep ``k``
     with probability ``prob[k]``, else take ``alias[k]``.
     """
-    counts = _check_counts(item_counts)
+    counts = check_counts(item_counts)
     v = counts.size
     scaled = counts * (v / counts.sum())
     prob = np.ones(v, dtype=np.float64)
@@ -265,7 +202,7 @@ def build_alias_table(item_counts) -> tuple[np.ndarray, np.ndarray]:
 
 def popularity_table_np(item_counts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(prob f32[V], alias i32[V], log_q f32[V])`` in numpy."""
-    counts = _check_counts(item_counts)
+    counts = check_counts(item_counts)
     prob, alias = build_alias_table(counts)
     with np.errstate(divide="ignore"):
         log_q = (np.log(counts) - math.log(counts.sum())).astype(np.float32)
@@ -273,42 +210,48 @@ def popularity_table_np(item_counts) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def popularity_table(item_counts) -> PopularityTable:
-    """Alias table plus ``log q`` as device arrays (build once per dataset, outside jit)."""
-    return PopularityTable(*(jnp.asarray(a) for a in popularity_table_np(item_counts)))
+    """The ``PopularityTable`` of ``q ∝ item_counts`` ([V] counts over labels 0..V-1, on the
+    host; build it once per dataset, outside jit)."""
+    counts = check_counts(item_counts)
+    prob, alias, log_q = popularity_table_np(counts)
+    return PopularityTable(jnp.asarray(prob), jnp.asarray(alias), jnp.asarray(log_q),
+                           counts=counts)
 
 
 def num_streams(n_rows: int, sharing: str, block_rows: int) -> int:
-    """Number of independent negative sets: rows, row tiles, or 1."""
-    if sharing == "row":
-        return n_rows
-    if sharing == "block":
-        return -(-n_rows // block_rows)
-    return 1
+    """Number of independent negative sets: one per row, or one per block of rows."""
+    return n_rows if sharing == "row" else -(-n_rows // block_rows)
 
 
-def check_sampling_args(num_negatives: int, num_items: int, sampler: str, sharing: str,
-                        block_rows: int, row_sampling: str = "independent") -> None:
-    if row_sampling not in ROW_SAMPLINGS:
-        raise ValueError(f"row_sampling must be one of {ROW_SAMPLINGS}, got {row_sampling!r}")
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+def check_sampling_args(num_negatives: int, num_items: int, sharing: str,
+                        block_rows: int) -> None:
     if sharing not in SHARINGS:
         raise ValueError(f"sharing must be one of {SHARINGS}, got {sharing!r}")
     if not isinstance(num_negatives, (int, np.integer)) or num_negatives < 1:
         raise ValueError(f"num_negatives must be a positive int, got {num_negatives!r}")
     if not isinstance(num_items, (int, np.integer)) or not 2 <= num_items < 2**31:
-        raise ValueError(f"num_items must be an int in [2, 2^31), got {num_items!r}")
+        raise ValueError(f"the classifier must have V in [2, 2^31) rows, got {num_items!r}")
     if block_rows < 1:
         raise ValueError(f"block_rows must be positive, got {block_rows}")
 
 
+def check_sampler(sampler, num_items: int) -> None:
+    """``sampler`` must be None (uniform) or a ``PopularityTable`` over the V classes."""
+    if sampler is None:
+        return
+    if not isinstance(sampler, PopularityTable):
+        raise ValueError(f"sampler must be None (uniform) or a PopularityTable from "
+                         f"pallas_kernels.popularity_table(item_counts), got "
+                         f"{type(sampler).__name__}")
+    if jnp.shape(sampler.prob) != (num_items,):
+        raise ValueError(f"the PopularityTable covers {jnp.shape(sampler.prob)[0]} items but the "
+                         f"classifier has {num_items} rows; build it from counts over labels "
+                         f"0..V-1")
+
+
 def ids_for_streams(seed_u32: jax.Array, streams: jax.Array, num_negatives: int, num_items: int,
-                    sampler: str, sharing: str, table: PopularityTable | None,
-                    row_sampling: str = "independent") -> jax.Array:
+                    sampler: str, sharing: str, table: PopularityTable | None) -> jax.Array:
     """int32[len(streams), num_negatives] ids drawn by the given streams (plain JAX)."""
-    if uses_permutation(sampler, sharing, row_sampling):
-        j = jnp.arange(num_negatives, dtype=jnp.uint32)[None, :]
-        return perm_ids(perm_key(seed_u32), streams.astype(jnp.uint32)[:, None], j, num_items)
     keys = stream_keys(seed_u32, streams, sharing)[:, None]
     h = draw_hash(keys, slot_keys(jnp.arange(num_negatives, dtype=jnp.uint32))[None, :])
     col = uniform_ids(h, num_items)
@@ -318,47 +261,31 @@ def ids_for_streams(seed_u32: jax.Array, streams: jax.Array, num_negatives: int,
 
 
 def sampled_negative_ids(seed, n_rows: int, num_negatives: int, num_items: int, *,
-                         sampler: str = "uniform", alias_table=None, item_counts=None,
-                         sharing: str = "row", block_rows: int = 128,
-                         row_sampling: str = "independent") -> jax.Array:
-    """The negative ids the CCE- kernels draw: ``int32[S, num_negatives]``.
+                         sampler: PopularityTable | None = None, sharing: str = "row",
+                         block_rows: int = 128) -> jax.Array:
+    """The negative ids ``sampled_linear_cross_entropy`` draws: ``int32[S, num_negatives]``.
 
-    ``S = n_rows`` for ``sharing="row"`` (row r uses ``ids[r]``), ``ceil(n_rows / block_rows)`` for
-    ``"block"`` (row r uses ``ids[r // block_rows]``) and 1 for ``"batch"``. Popularity sampling
-    needs ``alias_table`` (a ``(prob, alias)`` pair or a ``PopularityTable``) or ``item_counts``.
-    Negatives equal to a row's target are drawn here but excluded by the loss.
-    ``row_sampling`` (uniform, row sharing): "independent" or "permutation" (module docstring;
-    the permutation's dropped draws are -1).
+    ``S = n_rows`` for ``sharing="row"`` (row r uses ``ids[r]``) and ``ceil(n_rows /
+    block_rows)`` for ``"block"`` (row r uses ``ids[r // block_rows]``). ``sampler``: None
+    (uniform) or a ``PopularityTable``. Negatives equal to a row's target are drawn here but
+    excluded by the loss.
     """
-    check_sampling_args(num_negatives, num_items, sampler, sharing, block_rows, row_sampling)
-    table = None
-    if sampler == "popularity":
-        if alias_table is None:
-            if item_counts is None:
-                raise ValueError("sampler='popularity' needs alias_table or item_counts")
-            alias_table = build_alias_table(item_counts)
-        prob, alias = alias_table[0], alias_table[1]
-        if np.shape(prob) != (num_items,) or np.shape(alias) != (num_items,):
-            raise ValueError(f"alias table has shape {np.shape(prob)}, expected ({num_items},)")
-        table = PopularityTable(jnp.asarray(prob, jnp.float32), jnp.asarray(alias, jnp.int32),
-                                jnp.zeros((num_items,), jnp.float32))
-    return _ids_jit(seed_to_u32(seed), table, num_streams(n_rows, sharing, block_rows),
-                    num_negatives, num_items, sampler, sharing, row_sampling)
+    check_sampling_args(num_negatives, num_items, sharing, block_rows)
+    check_sampler(sampler, num_items)
+    return _ids_jit(seed_to_u32(seed), sampler, num_streams(n_rows, sharing, block_rows),
+                    num_negatives, num_items, sharing)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6, 7))
-def _ids_jit(seed_u32, table, n_streams, num_negatives, num_items, sampler, sharing,
-             row_sampling):
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _ids_jit(seed_u32, table, n_streams, num_negatives, num_items, sharing):
     # One compiled program per configuration (eager callers would otherwise dispatch op by op).
     streams = jnp.arange(n_streams, dtype=jnp.uint32)
-    return ids_for_streams(seed_u32, streams, num_negatives, num_items, sampler, sharing, table,
-                           row_sampling)
+    return ids_for_streams(seed_u32, streams, num_negatives, num_items,
+                           "uniform" if table is None else "popularity", sharing, table)
 
 
 def expand_ids(ids: jax.Array, n_rows: int, sharing: str, block_rows: int) -> jax.Array:
     """Per-row view ``[n_rows, n]`` of the ids from ``sampled_negative_ids`` (tests/references)."""
     if sharing == "row":
         return ids
-    if sharing == "block":
-        return jnp.repeat(ids, block_rows, axis=0)[:n_rows]
-    return jnp.broadcast_to(ids, (n_rows, ids.shape[1]))
+    return jnp.repeat(ids, block_rows, axis=0)[:n_rows]

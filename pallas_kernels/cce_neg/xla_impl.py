@@ -1,8 +1,11 @@
-"""Pure-JAX CCE- forward/backward that regenerates the negatives from the hash per row chunk.
+"""Pure-JAX CCE- forward/backward (``impl="xla"``) that regenerates the negatives from the hash
+per row chunk.
 
 Rows are processed in chunks with ``lax.scan``; a chunk holds at most ``[Bt, n, D]`` gathered
-classifier rows (``sharing="row"``) or ``[n, D]`` (shared negatives, where the logits are a
+classifier rows (``sharing="row"``) or ``[n, D]`` (``"block"``, where the logits are a
 ``[Bt, n]`` matmul). ``dC`` is a float32 ``[V, D]`` scan carry updated by scatter-add.
+``kept_counts`` gives the kernels' per-row count of kept negatives (for a backward that is
+handed only the log-sum-exp).
 """
 
 from __future__ import annotations
@@ -13,23 +16,21 @@ import jax
 import jax.numpy as jnp
 
 from pallas_kernels.cce_neg import sampling
-from pallas_kernels.cce_neg.config import Static
+from pallas_kernels.cce_neg.config import XLA_BLOCK_ROWS, Static
 
 
 def _chunk_rows(st: Static) -> int:
-    return st.block_rows if st.sharing == "block" else st.xla_block_rows
+    return st.block_rows if st.sharing == "block" else XLA_BLOCK_ROWS
 
 
 def _chunk_ids(st: Static, seed_u32, table, chunk, bt):
     """ids for one chunk: int32[bt, n] (row sharing) or int32[n] (shared)."""
     if st.sharing == "row":
         streams = chunk.astype(jnp.uint32) * jnp.uint32(bt) + jnp.arange(bt, dtype=jnp.uint32)
-    elif st.sharing == "block":
-        streams = chunk.astype(jnp.uint32)[None]
     else:
-        streams = jnp.zeros((1,), jnp.uint32)
+        streams = chunk.astype(jnp.uint32)[None]
     ids = sampling.ids_for_streams(seed_u32, streams, st.num_negatives, st.num_items, st.sampler,
-                                   st.sharing, table, st.row_sampling)
+                                   st.sharing, table)
     return ids if st.sharing == "row" else ids[0]
 
 
@@ -44,7 +45,7 @@ def _logits(st: Static, e, c, t, ids, table):
     else:
         s = jnp.einsum("rd,kd->rk", e, cg, preferred_element_type=jnp.float32)
         ids_b = ids[None, :]
-    keep = (ids_b != t[:, None]) & (ids_b >= 0)  # -1: a dropped draw (sampling.py)
+    keep = ids_b != t[:, None]
     if st.sampler == "uniform":
         n_eff = jnp.maximum(keep.sum(axis=1, keepdims=True), 1).astype(jnp.float32)
         corr = jnp.float32(math.log(st.num_items - 1)) - jnp.log(n_eff)
@@ -71,11 +72,10 @@ def forward(st: Static, e, c, t, seed_u32, table):
     """Returns ``(lse f32[N], s_pos f32[N], None)``."""
     n_rows = e.shape[0]
     bt, nc, (e3, t3) = _chunked(st, e, t, ())
-    shared_ids = _chunk_ids(st, seed_u32, table, jnp.uint32(0), bt) if st.sharing == "batch" else None
 
     def body(_, x):
         ci, ec, tc = x
-        ids = shared_ids if shared_ids is not None else _chunk_ids(st, seed_u32, table, ci, bt)
+        ids = _chunk_ids(st, seed_u32, table, ci, bt)
         s_pos, s_neg, _, _ = _logits(st, ec, c, tc, ids, table)
         lse = jnp.logaddexp(s_pos, jax.nn.logsumexp(s_neg, axis=1))
         return None, (lse, s_pos)
@@ -88,11 +88,10 @@ def backward(st: Static, e, c, t, g_rows, seed_u32, table, lse, aux=None):
     """Gradients of ``sum_r g_rows[r] * loss_r``: ``(dE f32[N, D], dC f32[V, D])``."""
     n_rows, d = e.shape
     bt, nc, (e3, t3, g3, l3) = _chunked(st, e, t, (g_rows, lse))
-    shared_ids = _chunk_ids(st, seed_u32, table, jnp.uint32(0), bt) if st.sharing == "batch" else None
 
     def body(dc, x):
         ci, ec, tc, gc, lc = x
-        ids = shared_ids if shared_ids is not None else _chunk_ids(st, seed_u32, table, ci, bt)
+        ids = _chunk_ids(st, seed_u32, table, ci, bt)
         s_pos, s_neg, c_pos, cg = _logits(st, ec, c, tc, ids, table)
         g_pos = (jnp.exp(s_pos - lc) - 1.0) * gc
         g_neg = jnp.exp(s_neg - lc[:, None]) * gc[:, None]
@@ -111,3 +110,22 @@ def backward(st: Static, e, c, t, g_rows, seed_u32, table, lse, aux=None):
     dc0 = jnp.zeros(c.shape, jnp.float32)
     dc, de = jax.lax.scan(body, dc0, (jnp.arange(nc, dtype=jnp.uint32), e3, t3, g3, l3))
     return de.reshape(-1, d)[:n_rows], dc
+
+
+def kept_counts(st: Static, t, seed_u32, table):
+    """float32[N]: how many of each row's ``n`` negatives differ from its target (what the
+    uniform logQ correction ``log(V - 1) - log(max(count, 1))`` needs); hashes only."""
+    n_rows = t.shape[0]
+    bt = _chunk_rows(st)
+    n_pad = -n_rows % bt
+    nc = (n_rows + n_pad) // bt
+    t3 = _pad_rows(t, n_pad).reshape(nc, bt)
+
+    def body(_, x):
+        ci, tc = x
+        ids = _chunk_ids(st, seed_u32, table, ci, bt)
+        ids_b = ids if st.sharing == "row" else ids[None, :]
+        return None, jnp.sum(ids_b != tc[:, None], axis=1).astype(jnp.float32)
+
+    _, cnt = jax.lax.scan(body, None, (jnp.arange(nc, dtype=jnp.uint32), t3))
+    return cnt.reshape(-1)[:n_rows]

@@ -1,5 +1,5 @@
-"""pallas_kernels.atomics: the relaxed atomic add lowers to a relaxed Triton atomic, runs in the
-interpreter with the values of ``plt.atomic_add``, and rejects an unknown ordering."""
+"""pallas_kernels.atomics: the atomic add lowers to a relaxed Triton atomic (where this jax has
+the hooks) and sums repeated rows, in the interpreter and on the GPU."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pallas_kernels import atomics
 from tests.kernels.cuda_lowering import lower_for_cuda
 
 
-def _scatter_call(ordering, rows, d, v, *, interpret, masked=False, debug=False):
+def _scatter_call(rows, d, v, *, interpret, masked=False, debug=False):
     """out[ids[i]] += val[i] for a [rows, d] block, with one vector atomic (compiled) or one
     atomic per row (interpreter: its discharge of a vector-indexed add keeps one of repeated
     indices, as kernels.py notes)."""
@@ -24,13 +24,12 @@ def _scatter_call(ordering, rows, d, v, *, interpret, masked=False, debug=False)
         ids, val = ids_ref[...], val_ref[...]
         if interpret:
             def one(i, carry):
-                atomics.atomic_add(out_ref, (ids[i], slice(None)), val[i], ordering=ordering)
+                atomics.atomic_add(out_ref, (ids[i], slice(None)), val[i])
                 return carry
             jax.lax.fori_loop(0, rows, one, 0)
         else:
             mask = (ids >= 0)[:, None] & jnp.ones((rows, d), bool) if masked else None
-            atomics.atomic_add(out_ref, (jnp.maximum(ids, 0), slice(None)), val, mask=mask,
-                               ordering=ordering)
+            atomics.atomic_add(out_ref, (jnp.maximum(ids, 0), slice(None)), val, mask=mask)
 
     def f(ids, val, out):
         return pl.pallas_call(kernel, out_shape=jax.ShapeDtypeStruct((v, d), out.dtype),
@@ -39,14 +38,12 @@ def _scatter_call(ordering, rows, d, v, *, interpret, masked=False, debug=False)
     return f
 
 
-@pytest.mark.parametrize("ordering", atomics.ORDERINGS)
 @pytest.mark.parametrize("masked, dtype", [(False, jnp.float32), (True, jnp.float32),
                                            (True, jnp.bfloat16)])
-def test_lowered_triton_atomic_has_the_ordering(ordering, masked, dtype, capsys):
-    if ordering == "relaxed" and not atomics.RELAXED_AVAILABLE:
-        pytest.skip(f"jax {jax.__version__} lacks the hooks; relaxed falls back to acq_rel")
+def test_lowered_triton_atomic_is_relaxed(masked, dtype, capsys):
+    ordering = "relaxed" if atomics.RELAXED_AVAILABLE else "acq_rel"  # (the fallback)
     rows, d, v = 16, 32, 50
-    f = _scatter_call(ordering, rows, d, v, interpret=False, masked=masked, debug=True)
+    f = _scatter_call(rows, d, v, interpret=False, masked=masked, debug=True)
     lower_for_cuda(jax.jit(f).trace(jnp.zeros(rows, jnp.int32), jnp.ones((rows, d), dtype),
                                     jnp.zeros((v, d), dtype)))
     ir = [line for line in capsys.readouterr().out.splitlines() if "tt.atomic_rmw" in line]
@@ -55,32 +52,24 @@ def test_lowered_triton_atomic_has_the_ordering(ordering, masked, dtype, capsys)
     assert ("tensor<16x32xi1>" in ir[0]) == masked  # the mask reaches the atomic
 
 
-@pytest.mark.parametrize("ordering", atomics.ORDERINGS)
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_interpreted_adds_sum_repeated_rows(ordering, dtype):
-    rng = np.random.default_rng(len(ordering) + jnp.dtype(dtype).itemsize)
+def test_interpreted_adds_sum_repeated_rows(dtype):
+    rng = np.random.default_rng(jnp.dtype(dtype).itemsize)
     rows, d, v = 23, 8, 7  # 23 rows into 7: every row of out is hit several times
     ids = rng.integers(0, v, size=rows).astype(np.int32)
     val = rng.normal(size=(rows, d)).astype(np.float32)
     out0 = rng.normal(size=(v, d)).astype(np.float32)
     val_d, out_d = jnp.asarray(val, dtype), jnp.asarray(out0, dtype)
-    got = _scatter_call(ordering, rows, d, v, interpret=True)(jnp.asarray(ids), val_d, out_d)
+    got = _scatter_call(rows, d, v, interpret=True)(jnp.asarray(ids), val_d, out_d)
     want = np.asarray(out_d, np.float64)
     np.add.at(want, ids, np.asarray(val_d, np.float64))
     tol = 1e-6 if dtype == jnp.float32 else 3e-2  # bf16: one rounding per add, |sum| < ~8
     np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=tol, atol=tol)
 
 
-def test_unknown_ordering_raises():
-    f = _scatter_call("seq_cst", 4, 8, 5, interpret=True)
-    with pytest.raises(ValueError, match="atomic ordering must be one of"):
-        f(jnp.zeros(4, jnp.int32), jnp.ones((4, 8)), jnp.zeros((5, 8)))
-
-
 @pytest.mark.gpu
-@pytest.mark.parametrize("ordering", atomics.ORDERINGS)
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_gpu_vector_adds_sum_repeated_and_masked_rows(ordering, dtype):
+def test_gpu_vector_adds_sum_repeated_and_masked_rows(dtype):
     # One [rows, d] vector atomic per program, repeated ids within and across the 64 programs,
     # a quarter of the rows masked (id -1).
     rng = np.random.default_rng(7)
@@ -94,8 +83,7 @@ def test_gpu_vector_adds_sum_repeated_and_masked_rows(ordering, dtype):
         del out_in_ref
         i = ids_ref[0]
         mask = (i >= 0)[:, None] & jnp.ones((rows, d), bool)
-        atomics.atomic_add(out_ref, (jnp.maximum(i, 0), slice(None)), val_ref[0], mask=mask,
-                           ordering=ordering)
+        atomics.atomic_add(out_ref, (jnp.maximum(i, 0), slice(None)), val_ref[0], mask=mask)
 
     val_d = jnp.asarray(val, dtype)
     got = pl.pallas_call(

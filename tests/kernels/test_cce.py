@@ -1,7 +1,8 @@
-"""linear_cross_entropy vs a float64 numpy softmax reference (loss and gradients).
+"""linear_cross_entropy (and its _fwd / _bwd halves) vs a float64 numpy softmax reference.
 
-CPU: impl="naive", "xla" and "pallas" (interpreter, tiny shapes). The same checks run with the
-`gpu` marker on the device for impl="pallas" (compiled Triton kernels, larger shapes).
+CPU: impl="naive", "xla" and "interpret" (the Pallas kernels in the interpreter, tiny shapes).
+The same checks run with the `gpu` marker on the device for impl="pallas" (compiled Triton
+kernels, larger shapes).
 
 Tolerances (stated once, used everywhere). The reference gets the *same* (dtype-rounded) inputs in
 float64, so what remains is the float32 accumulation and, for bf16, the cast of G = softmax -
@@ -24,8 +25,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pallas_kernels import linear_cross_entropy
-from pallas_kernels.cce.common import KernelConfig
+from pallas_kernels import (
+    CCEConfig,
+    linear_cross_entropy,
+    linear_cross_entropy_bwd,
+    linear_cross_entropy_fwd,
+)
 
 LOSS_RTOL = {"float32": 2e-5, "bfloat16": 2e-4}
 GRAD_RTOL = {"float32": 1e-5, "bfloat16": 2.0 ** -7}
@@ -75,13 +80,31 @@ def reference_f64(e, c, t, where):
     return rows, dz, size, zmag, e64, c64
 
 
-def check_case(e, c, t, where, reduction, impl, dtype_name, *, interpret=False, **blocks):
+def _split_vjp(e, c, t, where, reduction, impl, config):
+    """(loss, vjp) from linear_cross_entropy_fwd and _bwd: the plain forward, then the dE and dC
+    kernels given its log-sum-exp (the loss itself runs the one-pass forward and dC only)."""
+    rows, lse = linear_cross_entropy_fwd(e, c, t, where=where, impl=impl, config=config)
+    w = np.asarray(where)
+    scale = {"none": None, "sum": 1.0, "mean": 1.0 / max(int(w.sum()), 1)}[reduction]
+    out = rows if reduction == "none" else jnp.sum(rows) * (scale if reduction == "mean" else 1.0)
+
+    def vjp(ct):
+        d_rows = ct if reduction == "none" else jnp.full(rows.shape, ct * scale, jnp.float32)
+        return linear_cross_entropy_bwd(e, c, t, lse, d_rows, where=where, impl=impl,
+                                        config=config)
+
+    return out, vjp
+
+
+def check_case(e, c, t, where, reduction, impl, dtype_name, config=None, *, split=False):
+    """Loss and gradients within the tolerances of the module docstring. ``split``: through
+    linear_cross_entropy_fwd / _bwd instead of the loss."""
     rows_ref, dz, size, zmag, e64, c64 = reference_f64(e, c, t, where)
     w = np.asarray(where)
     n = len(w)
     fn = lambda e_, c_: linear_cross_entropy(
-        e_, c_, t, where=where, reduction=reduction, impl=impl, interpret=interpret, **blocks)
-    out, vjp = jax.vjp(fn, e, c)
+        e_, c_, t, where=where, reduction=reduction, impl=impl, config=config)
+    out, vjp = _split_vjp(e, c, t, where, reduction, impl, config) if split else jax.vjp(fn, e, c)
     assert out.dtype == jnp.float32
     if reduction == "none":
         cot = _rng("cot", n).normal(size=n)
@@ -127,52 +150,54 @@ def random_shape(rng, max_n, max_v, max_d):
 # Every reduction x dtype on the default chunked path; the naive path and tiny blocks (several
 # row and catalog blocks, ragged last ones) on a subset, to keep the file fast on a shared CPU.
 CPU_CASES = (
-    [("xla", {}, dt, red) for dt in ("float32", "bfloat16") for red in ("mean", "sum", "none")]
-    + [("naive", {}, dt, "mean") for dt in ("float32", "bfloat16")]
-    + [("xla", {"block_n": 16, "block_v": 24}, "bfloat16", "mean"),
-       ("xla", {"block_n": 16, "block_v": 24}, "float32", "none")]
+    [("xla", None, dt, red) for dt in ("float32", "bfloat16") for red in ("mean", "sum", "none")]
+    + [("naive", None, dt, "mean") for dt in ("float32", "bfloat16")]
+    + [("xla", CCEConfig(block_n=16, block_v=32), "bfloat16", "mean"),
+       ("xla", CCEConfig(block_n=16, block_v=32), "float32", "none")]
 )
 
 
-@pytest.mark.parametrize("impl,blocks,dtype_name,reduction", CPU_CASES)
-def test_matches_float64_reference(impl, blocks, dtype_name, reduction):
-    rng = _rng(impl, blocks, dtype_name, reduction)
+@pytest.mark.parametrize("impl,config,dtype_name,reduction", CPU_CASES)
+def test_matches_float64_reference(impl, config, dtype_name, reduction):
+    rng = _rng(impl, config, dtype_name, reduction)
     n, v, d = random_shape(rng, 90, 150, 40)
     e, c, t, where = make_inputs(rng, n, v, d, DTYPES[dtype_name])
-    check_case(e, c, t, where, reduction, impl, dtype_name, **blocks)
+    check_case(e, c, t, where, reduction, impl, dtype_name, config)
+
+
+@pytest.mark.parametrize("dtype_name,reduction", [("float32", "none"), ("bfloat16", "mean")])
+def test_xla_fwd_and_bwd_match_float64_reference(dtype_name, reduction):
+    rng = _rng("xla-split", dtype_name, reduction)
+    n, v, d = random_shape(rng, 60, 120, 24)
+    e, c, t, where = make_inputs(rng, n, v, d, DTYPES[dtype_name])
+    check_case(e, c, t, where, reduction, "xla", dtype_name, CCEConfig(block_n=16, block_v=32),
+               split=True)
 
 
 # ---------------------------------------------------------------- CPU: Pallas in the interpreter
 
-TWO_PASS = dict(block_n=16, block_v=16)
-ATOMIC_SPLIT = dict(block_n=16, block_v=32, kernel_config=KernelConfig(bwd_mode="atomic", num_splits=3))
-# The running-max forward (the default shifts by the target logit; vocab-parallel shards and the
-# overflow fallback use this one).
-ONLINE = dict(block_n=16, block_v=16, kernel_config=KernelConfig(fwd_shift="online", num_splits=2))
-# The target term formed inside the backward kernels (the default adds it outside, in XLA).
-ONEHOT_KERNEL = dict(block_n=16, block_v=16, kernel_config=KernelConfig(bwd_onehot="kernel"))
-# dE's softmax term accumulated by the forward (split catalog: partial accs are summed).
-FUSED = dict(block_n=16, block_v=16, kernel_config=KernelConfig(fused_de=True, num_splits=2))
-UNFUSED = dict(block_n=16, block_v=16, kernel_config=KernelConfig(fused_de=False))
+TILES = CCEConfig(block_n=16, block_v=16)
+# Catalog split over programs (the one-pass forward's partial sums and accs are added).
+SPLIT = CCEConfig(block_n=16, block_v=16, num_splits=2)
+# Forward tiles unlike the backward's (the rows are padded to the larger row tile).
+FWD_TILES = CCEConfig(block_n=16, block_v=16, fwd_block_n=32, fwd_block_v=32)
 PALLAS_CPU = (
-    [("two-pass", TWO_PASS, dt, red) for dt in ("float32", "bfloat16") for red in ("mean", "sum", "none")]
-    + [("atomic-3-splits", ATOMIC_SPLIT, "bfloat16", "mean"),
-       ("atomic-3-splits", ATOMIC_SPLIT, "float32", "none"),
-       ("online-max", ONLINE, "bfloat16", "mean"), ("online-max", ONLINE, "float32", "none"),
-       ("onehot-in-kernel", ONEHOT_KERNEL, "bfloat16", "sum"),
-       ("onehot-in-kernel", ONEHOT_KERNEL, "float32", "none"),
-       ("fused-de-2-splits", FUSED, "bfloat16", "mean"),
-       ("fused-de-2-splits", FUSED, "float32", "none"),
-       ("unfused", UNFUSED, "bfloat16", "sum"), ("unfused", UNFUSED, "float32", "none")]
+    [("loss", TILES, dt, red, False) for dt in ("float32", "bfloat16")
+     for red in ("mean", "sum", "none")]
+    + [("split-2", SPLIT, "bfloat16", "mean", False), ("split-2", SPLIT, "float32", "none", False)]
+    # linear_cross_entropy_fwd / _bwd: the plain forward, and the dE kernel given its lse.
+    + [("fwd-bwd", TILES, "bfloat16", "sum", True), ("fwd-bwd", TILES, "float32", "none", True),
+       ("fwd-bwd-split-2", SPLIT, "float32", "mean", True),
+       ("fwd-tiles", FWD_TILES, "bfloat16", "mean", True)]
 )
 
 
-@pytest.mark.parametrize("name,blocks,dtype_name,reduction", PALLAS_CPU)
-def test_pallas_interpret_matches_float64_reference(name, blocks, dtype_name, reduction):
+@pytest.mark.parametrize("name,config,dtype_name,reduction,split", PALLAS_CPU)
+def test_pallas_interpret_matches_float64_reference(name, config, dtype_name, reduction, split):
     rng = _rng("pallas", name, dtype_name, reduction)
     n, v, d = random_shape(rng, 48, 90, 24)
     e, c, t, where = make_inputs(rng, n, v, d, DTYPES[dtype_name])
-    check_case(e, c, t, where, reduction, "pallas", dtype_name, interpret=True, **blocks)
+    check_case(e, c, t, where, reduction, "interpret", dtype_name, config, split=split)
 
 
 @pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
@@ -181,13 +206,13 @@ def test_pallas_interpret_edge_cases(dtype_name):
     rng = _rng("pallas-edge", dtype_name)
     # Overflowing logits, a catalog smaller than one tile, V = 1, and every row masked.
     e, c, t, where = make_inputs(rng, 19, 37, 16, dtype, scale=12.0)
-    check_case(e, c, t, where, "mean", "pallas", dtype_name, interpret=True, block_v=16)
+    check_case(e, c, t, where, "mean", "interpret", dtype_name, CCEConfig(block_v=16))
     e, c, t, where = make_inputs(rng, 11, 5, 8, dtype)
-    check_case(e, c, t, where, "sum", "pallas", dtype_name, interpret=True)
+    check_case(e, c, t, where, "sum", "interpret", dtype_name)
     e, c, t, where = make_inputs(rng, 9, 1, 8, dtype)
-    check_case(e, c, t, where, "mean", "pallas", dtype_name, interpret=True)
+    check_case(e, c, t, where, "mean", "interpret", dtype_name)
     where = jnp.zeros(9, bool)
-    fn = lambda e_, c_: linear_cross_entropy(e_, c_, t, where=where, impl="pallas", interpret=True)
+    fn = lambda e_, c_: linear_cross_entropy(e_, c_, t, where=where, impl="interpret")
     loss, (de, dc) = jax.value_and_grad(fn, (0, 1))(e, c)
     assert float(loss) == 0.0 and not np.any(np.asarray(de)) and not np.any(np.asarray(dc))
 
@@ -202,15 +227,15 @@ def _far_above_target_inputs(rng, n, v, d, dtype):
     return e, c, t, where
 
 
-@pytest.mark.parametrize("dtype_name,fused", [("float32", False), ("bfloat16", False),
+@pytest.mark.parametrize("dtype_name,split", [("float32", False), ("bfloat16", False),
                                               ("float32", True), ("bfloat16", True)])
-def test_target_shift_overflow_falls_back_to_running_max(dtype_name, fused):
+def test_target_shift_overflow_falls_back_to_running_max(dtype_name, split):
     from pallas_kernels.cce import forward, ops
 
-    rng = _rng("overflow", dtype_name, fused)
+    rng = _rng("overflow", dtype_name, split)
     e, c, t, where = _far_above_target_inputs(rng, 21, 37, 16, DTYPES[dtype_name])
     # The shifted kernel alone does overflow on these rows (so the fallback is exercised) ...
-    cfg = ops.resolve_config(21, 37, 16, 16, 16)
+    cfg = ops.resolve_plan(21, 37, 16, jnp.dtype(DTYPES[dtype_name]).itemsize, TILES)
     z_t = np.asarray(e, np.float32) @ np.asarray(c, np.float32).T
     t_safe = np.where(np.asarray(where), np.asarray(t), 0)  # masked rows may hold junk labels
     shift = jnp.asarray(np.where(np.asarray(where), z_t[np.arange(21), t_safe], 0.0))
@@ -218,9 +243,9 @@ def test_target_shift_overflow_falls_back_to_running_max(dtype_name, fused):
     lse = forward.lse_rows(e_pad, c, 37, cfg, interpret=True,
                            shift=jnp.pad(shift, (0, 32 - 21)))
     assert not np.all(np.isfinite(np.asarray(lse)[:21]))
-    # ... and the loss and gradients still match float64 (fused: softmax-mean kernel fallback).
-    check_case(e, c, t, where, "none", "pallas", dtype_name, interpret=True, block_n=16, block_v=16,
-               kernel_config=KernelConfig(fused_de=fused))
+    # ... and the loss and gradients still match float64 (the loss: the one-pass forward falls
+    # back to the running max and the softmax-mean kernel; split: the plain forward falls back).
+    check_case(e, c, t, where, "none", "interpret", dtype_name, TILES, split=split)
 
 
 # ---------------------------------------------------------------- GPU: compiled Triton kernels
@@ -240,19 +265,14 @@ def test_gpu_pallas_edge_cases(dtype_name):
     assert float(loss) == 0.0 and not np.any(np.asarray(de)) and not np.any(np.asarray(dc))
 
 
-# Default kernels at every D and dtype; the atomic backward and the catalog split on a subset
+# Default kernels at every D and dtype; catalog splits and the fwd / bwd halves on a subset
 # (device time is scarce). D = 45 exercises the padding of D to a power of two.
 _DT = [("float32", "none"), ("bfloat16", "mean")]
 GPU_CASES = (
-    [("two-pass", None, d, dt, red) for d in (64, 128, 256, 45) for dt, red in _DT]
-    + [("atomic", KernelConfig(bwd_mode="atomic"), 128, dt, red) for dt, red in _DT]
-    + [("split-4", KernelConfig(num_splits=4), d, "bfloat16", "mean") for d in (64, 256)]
-    + [("online-max", KernelConfig(fwd_shift="online"), 128, dt, red) for dt, red in _DT]
-    + [("onehot-in-kernel", KernelConfig(bwd_onehot="kernel"), 64, dt, red) for dt, red in _DT]
-    + [("fused-de", KernelConfig(fused_de=True), d, dt, red) for d in (64, 256) for dt, red in _DT]
-    + [("fused-de-split-4", KernelConfig(fused_de=True, num_splits=4), 128, "bfloat16", "mean")]
-    + [("unfused", KernelConfig(fused_de=False), 128, dt, red) for dt, red in _DT]
-    + [("ex2-exponentials", KernelConfig(exp_fma=False), d, "bfloat16", "mean") for d in (64, 128)]
+    [("default", None, d, dt, red, False) for d in (64, 128, 256, 45) for dt, red in _DT]
+    + [("split-4", CCEConfig(num_splits=4), d, "bfloat16", "mean", False) for d in (64, 128, 256)]
+    + [("fwd-bwd", None, d, dt, red, True) for d in (64, 128) for dt, red in _DT]
+    + [("fwd-bwd-split-4", CCEConfig(num_splits=4), 256, "bfloat16", "mean", True)]
 )
 
 
@@ -284,21 +304,20 @@ def test_gpu_exp2_shifted_matches_float64():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype_name,fused", [("float32", False), ("bfloat16", True)])
-def test_gpu_target_shift_overflow_falls_back(dtype_name, fused):
+@pytest.mark.parametrize("dtype_name,split", [("float32", True), ("bfloat16", False)])
+def test_gpu_target_shift_overflow_falls_back(dtype_name, split):
     rng = _rng("gpu-overflow", dtype_name)
     e, c, t, where = _far_above_target_inputs(rng, 700, 3001, 64, DTYPES[dtype_name])
-    check_case(e, c, t, where, "none", "pallas", dtype_name,
-               kernel_config=KernelConfig(fused_de=fused))
+    check_case(e, c, t, where, "none", "pallas", dtype_name, split=split)
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("name,cfg,d,dtype_name,reduction", GPU_CASES)
-def test_gpu_pallas_matches_float64_reference(name, cfg, d, dtype_name, reduction):
+@pytest.mark.parametrize("name,cfg,d,dtype_name,reduction,split", GPU_CASES)
+def test_gpu_pallas_matches_float64_reference(name, cfg, d, dtype_name, reduction, split):
     rng = _rng("gpu", name, dtype_name, reduction, d)
     n, v, _ = random_shape(rng, 1500, 9000, 8)
     e, c, t, where = make_inputs(rng, n, v, d, DTYPES[dtype_name])
-    check_case(e, c, t, where, reduction, "pallas", dtype_name, kernel_config=cfg)
+    check_case(e, c, t, where, reduction, "pallas", dtype_name, cfg, split=split)
 
 
 @pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
@@ -308,7 +327,7 @@ def test_overflowing_logits(dtype_name):
     e, c, t, where = make_inputs(rng, 33, 71, 17, DTYPES[dtype_name], scale=12.0)
     z = np.asarray(e.astype(jnp.float32)) @ np.asarray(c.astype(jnp.float32)).T
     assert np.abs(z).max() > 100.0
-    check_case(e, c, t, where, "mean", "xla", dtype_name, block_n=8, block_v=16)
+    check_case(e, c, t, where, "mean", "xla", dtype_name, CCEConfig(block_n=8, block_v=16))
 
 
 @pytest.mark.parametrize("impl", ["xla"])
@@ -332,8 +351,8 @@ def test_single_item_catalog(impl):
     assert abs(float(linear_cross_entropy(e, c, t, where=where, impl=impl))) <= 1e-6
 
 
-@pytest.mark.parametrize("impl,kw", [("xla", {}), ("pallas", dict(interpret=True, block_v=16))])
-def test_jit_and_mixed_dtypes(impl, kw):
+@pytest.mark.parametrize("impl,config", [("xla", None), ("interpret", CCEConfig(block_v=16))])
+def test_jit_and_mixed_dtypes(impl, config):
     # bf16 embeddings with a float32 table (mixed-precision training), targets and mask traced
     # under jit: the compute runs in bf16 with f32 accumulation; each gradient comes back in its
     # input's dtype.
@@ -341,7 +360,8 @@ def test_jit_and_mixed_dtypes(impl, kw):
     e, c, t, where = make_inputs(rng, 40, 64, 16, jnp.float32)
     e16 = e.astype(jnp.bfloat16)
     fn = jax.jit(jax.value_and_grad(
-        lambda e_, c_, t_, w_: linear_cross_entropy(e_, c_, t_, where=w_, impl=impl, **kw), (0, 1)))
+        lambda e_, c_, t_, w_: linear_cross_entropy(e_, c_, t_, where=w_, impl=impl,
+                                                    config=config), (0, 1)))
     loss, (de, dc) = fn(e16, c, t, where)
     assert de.dtype == jnp.bfloat16 and dc.dtype == jnp.float32
     ref = linear_cross_entropy(e16, c.astype(jnp.bfloat16), t, where=where, impl="naive")
@@ -369,9 +389,11 @@ def test_empty_batch():
         (dict(reduction="avg"), "reduction"),
         (dict(impl="cuda"), "impl"),
         (dict(e_dtype=np.int32), "dtype"),
-        (dict(block_v=0), "block_v"),
-        (dict(filter_eps=1.5), "filter_eps"),
-        (dict(impl="pallas", block_v=48, interpret=True), "power of two"),
+        (dict(config=dict(block_v=0)), "block_v"),
+        (dict(config=dict(block_v=48)), "power of two"),
+        (dict(config=dict(fwd_impl="cuda")), "fwd_impl"),
+        (dict(config="tiles"), "CCEConfig"),
+        (dict(impl="naive", vocab_parallel="mesh"), "VocabParallelOptions"),
     ],
 )
 def test_bad_input_raises(kwargs, match):
@@ -381,17 +403,19 @@ def test_bad_input_raises(kwargs, match):
     if "where" in kwargs:
         kwargs["where"] = jnp.asarray(kwargs.pop("where"), kwargs.pop("where_dtype"))
     with pytest.raises(ValueError, match=match):
+        if isinstance(kwargs.get("config"), dict):
+            kwargs["config"] = CCEConfig(**kwargs["config"])
         linear_cross_entropy(e, c, t, **kwargs)
 
 
-@pytest.mark.parametrize("impl,kw", [("xla", {}), ("pallas", dict(interpret=True, block_v=16))])
-def test_masked_rows_may_hold_non_finite_embeddings(impl, kw):
+@pytest.mark.parametrize("impl,config", [("xla", None), ("interpret", CCEConfig(block_v=16))])
+def test_masked_rows_may_hold_non_finite_embeddings(impl, config):
     # Padding rows may carry anything (NaN, inf); results equal those with zeroed padding.
     e, c, t, where = make_inputs(_rng("nan", impl), 23, 41, 16, jnp.float32)
     w = np.asarray(where)
     bad = np.asarray(e).copy()
     bad[~w] = np.where(np.arange(16) % 2, np.nan, np.inf)
-    fn = lambda e_, c_: linear_cross_entropy(e_, c_, t, where=where, impl=impl, **kw)
+    fn = lambda e_, c_: linear_cross_entropy(e_, c_, t, where=where, impl=impl, config=config)
     loss_bad, (de_bad, dc_bad) = jax.value_and_grad(fn, (0, 1))(jnp.asarray(bad), c)
     clean = jnp.where(where[:, None], e, 0.0)
     loss, (de, dc) = jax.value_and_grad(fn, (0, 1))(clean, c)
@@ -403,7 +427,7 @@ def test_masked_rows_may_hold_non_finite_embeddings(impl, kw):
 @pytest.mark.skipif(jax.default_backend() == "gpu", reason="checks the CPU-only error")
 def test_pallas_without_gpu_or_interpreter_is_refused():
     e, c, t, where = make_inputs(_rng("nogpu"), 4, 6, 8, jnp.float32)
-    with pytest.raises(ValueError, match="interpret=True"):
+    with pytest.raises(ValueError, match="impl='interpret'"):
         linear_cross_entropy(e, c, t, where=where, impl="pallas")
 
 
@@ -417,42 +441,41 @@ def test_tables_past_32_bit_offsets_are_cut_into_chunks():
     e = jax.ShapeDtypeStruct((8, 64), jnp.bfloat16)
     c = jax.ShapeDtypeStruct((2**25, 64), jnp.bfloat16)
     t = jax.ShapeDtypeStruct((8,), jnp.int32)
-    fn = lambda e_, c_, t_: linear_cross_entropy(e_, c_, t_, impl="pallas", interpret=True)
+    fn = lambda e_, c_, t_: linear_cross_entropy(e_, c_, t_, impl="interpret")
     assert jax.eval_shape(fn, e, c, t).shape == ()
 
 
-@pytest.mark.parametrize("dtype_name,reduction,fused", [("float32", "mean", False),
-                                                        ("bfloat16", "none", False),
-                                                        ("bfloat16", "mean", True)])
-def test_chunked_catalog_matches_float64_reference(monkeypatch, dtype_name, reduction, fused):
-    # Lower the 32-bit limit so that a tiny ragged catalog is cut into 3-5 uneven chunks; the
-    # merged log-sum-exp and the per-chunk gradients must equal the one-piece reference.
+@pytest.mark.parametrize("dtype_name,reduction,split", [("float32", "mean", True),
+                                                        ("bfloat16", "none", True),
+                                                        ("bfloat16", "mean", False)])
+def test_chunked_catalog_matches_float64_reference(dtype_name, reduction, split):
+    # Cap the chunk so that a tiny ragged catalog is cut into 3-5 uneven chunks (as V x D past
+    # 2^31 is); the merged log-sum-exp and the per-chunk gradients must equal the reference.
     from pallas_kernels.cce import ops
 
     rng = _rng("chunks", dtype_name, reduction)
     n, v, d = int(rng.integers(9, 40)), int(rng.integers(70, 140)), 16
-    monkeypatch.setattr(ops, "_MAX_ELEMENTS", d * int(rng.integers(v // 5 + 1, v // 3)))
-    assert 3 <= len(ops.catalog_chunks(v, d)) <= 5
+    rows = int(rng.integers(v // 5 + 1, v // 3))
+    assert 3 <= len(ops.catalog_chunks(v, d, rows)) <= 5
     e, c, t, where = make_inputs(rng, n, v, d, DTYPES[dtype_name])
-    check_case(e, c, t, where, reduction, "pallas", dtype_name, interpret=True, block_v=16,
-               kernel_config=KernelConfig(fused_de=fused))
+    check_case(e, c, t, where, reduction, "interpret", dtype_name,
+               CCEConfig(block_v=16, max_chunk_rows=rows), split=split)
 
 
-@pytest.mark.parametrize("bwd_mode,fused", [("two_pass", False), ("atomic", False),
-                                            ("two_pass", True)])
-def test_restarted_accumulation_chains_match_float64_reference(monkeypatch, bwd_mode, fused):
-    # Tiny chains (2-3 tiles) so that the backward's restarted MMA chains, their remainder and the
-    # ragged tail all occur at interpreter sizes; the sum must still equal the reference.
+@pytest.mark.parametrize("split", [False, True])
+def test_restarted_accumulation_chains_match_float64_reference(monkeypatch, split):
+    # Tiny chains (2-3 tiles) so that the restarted MMA chains of the backward (and of the
+    # one-pass forward's acc), their remainder and the ragged tail all occur at interpreter
+    # sizes; the sum must still equal the reference.
     from pallas_kernels.cce import common
 
-    rng = _rng("chains", bwd_mode, fused)
+    rng = _rng("chains", split)
     monkeypatch.setattr(common, "SINGLE_CHAIN_ITEMS", 0)
     monkeypatch.setattr(common, "CHAIN_ITEMS", int(rng.choice([32, 48])))
     n, v = int(rng.integers(40, 90)), int(rng.integers(150, 260))
     e, c, t, where = make_inputs(rng, n, v, 16, jnp.float32)
-    check_case(e, c, t, where, "mean", "pallas", "float32", interpret=True, block_n=16,
-               block_v=16, kernel_config=KernelConfig(bwd_mode=bwd_mode, fused_de=fused,
-                                                      num_splits=2))
+    check_case(e, c, t, where, "mean", "interpret", "float32",
+               CCEConfig(block_n=16, block_v=16, num_splits=2), split=split)
 
 
 def test_masked_rows_may_hold_out_of_range_targets():
@@ -562,5 +585,80 @@ def test_target_term_outside_kernels_with_repeated_targets(dtype_name):
     rng = _rng("repeated-targets", dtype_name)
     e, c, t, where = make_inputs(rng, 45, 29, 16, DTYPES[dtype_name])
     t = jnp.where(where, jnp.asarray(rng.integers(0, 3, 45), jnp.int32), t)
-    check_case(e, c, t, where, "sum", "pallas", dtype_name, interpret=True, block_n=16,
-               block_v=16)
+    check_case(e, c, t, where, "sum", "interpret", dtype_name, TILES)
+    check_case(e, c, t, where, "sum", "interpret", dtype_name, TILES, split=True)
+
+
+@pytest.mark.parametrize("impl", ["xla", "interpret"])
+def test_bwd_without_a_target_takes_no_target_term(impl):
+    # linear_cross_entropy_bwd given a log-sum-exp from elsewhere (a vocabulary shard gets the
+    # global one and a target it may not own): rows whose target is -1 get only the softmax
+    # term. Against float64: dE = g P C, dC = (g P)^T E with P = exp(z - lse).
+    rng = _rng("no-target", impl)
+    e, c, t, where = make_inputs(rng, 29, 45, 16, jnp.float32)
+    lse = jnp.asarray(rng.normal(size=29) + 4.0, jnp.float32)
+    g = jnp.asarray(rng.normal(size=29), jnp.float32)
+    t_out = jnp.where(jnp.arange(29) % 3 == 0, -1, t)
+    de, dc = linear_cross_entropy_bwd(e, c, t_out, lse, g, where=where, impl=impl,
+                                      config=CCEConfig(block_n=16, block_v=16))
+    e64, c64 = np.asarray(e, np.float64), np.asarray(c, np.float64)
+    w = np.asarray(where)
+    t_np = np.asarray(t_out)
+    owned = w & (t_np >= 0) & (t_np < 45)
+    gp = np.where(w, np.asarray(g), 0.0)[:, None] * np.exp(e64 @ c64.T - np.asarray(lse)[:, None])
+    onehot = np.zeros_like(gp)
+    onehot[np.flatnonzero(owned), t_np[owned]] = np.asarray(g)[owned]
+    gz = gp - onehot
+    scale = np.abs(gp) + np.abs(onehot)
+    for got, ref, mag in ((de, gz @ c64, scale @ np.abs(c64)), (dc, gz.T @ e64, scale.T @ np.abs(e64))):
+        assert np.all(np.abs(np.asarray(got, np.float64) - ref) <= 1e-5 * mag + 1e-7)
+
+
+def test_fwd_returns_the_log_sum_exp():
+    rng = _rng("fwd-lse")
+    e, c, t, where = make_inputs(rng, 33, 70, 16, jnp.float32)
+    rows_ref, *_ = reference_f64(e, c, t, where)
+    z = np.asarray(e, np.float64) @ np.asarray(c, np.float64).T
+    lse_ref = np.log(np.exp(z).sum(axis=1))
+    w = np.asarray(where)
+    for impl in ("xla", "interpret"):
+        rows, lse = linear_cross_entropy_fwd(e, c, t, where=where, impl=impl,
+                                             config=CCEConfig(block_n=16, block_v=16))
+        assert rows.dtype == jnp.float32 and lse.dtype == jnp.float32
+        np.testing.assert_allclose(np.asarray(lse)[w], lse_ref[w], rtol=2e-6, atol=2e-6)
+        np.testing.assert_allclose(np.asarray(rows), rows_ref, rtol=2e-5, atol=2e-5)
+        # Rows without a target (-1; the running-max kernel then): the loss is the lse.
+        t_none = jnp.where(jnp.arange(33) % 4 == 0, -1, t)
+        rows_n, lse_n = linear_cross_entropy_fwd(e, c, t_none, where=where, impl=impl,
+                                                 config=CCEConfig(block_n=16, block_v=16))
+        none = (np.arange(33) % 4 == 0) & w
+        np.testing.assert_allclose(np.asarray(lse_n)[w], lse_ref[w], rtol=2e-6, atol=2e-6)
+        np.testing.assert_allclose(np.asarray(rows_n)[none], lse_ref[none], rtol=2e-6, atol=2e-6)
+        np.testing.assert_allclose(np.asarray(rows_n)[~none], rows_ref[~none], rtol=2e-5,
+                                   atol=2e-5)
+    with pytest.raises(ValueError, match="outside"):
+        linear_cross_entropy_fwd(e, c, jnp.where(where, -2, t), where=where, impl="xla")
+
+
+def test_bwd_shape_errors_are_one_line():
+    e, c, t, where = make_inputs(_rng("bwd-errors"), 4, 6, 8, jnp.float32)
+    with pytest.raises(ValueError, match="lse must have shape"):
+        linear_cross_entropy_bwd(e, c, t, jnp.zeros(3), jnp.zeros(4), where=where, impl="xla")
+    with pytest.raises(ValueError, match="d_rows must have shape"):
+        linear_cross_entropy_bwd(e, c, t, jnp.zeros(4), jnp.zeros(5), where=where, impl="xla")
+    with pytest.raises(ValueError, match="impl"):
+        linear_cross_entropy_fwd(e, c, t, where=where, impl="naive")
+
+
+def test_get_default_is_the_tile_table():
+    # Differentiated path (one-pass forward + dC kernel) and plain forward per D (bf16); float32
+    # rows count as bf16 rows twice as long; small batches split the catalog.
+    from pallas_kernels.cce.config import get_default
+
+    for d, (bn, bv, fbn, fbv) in {64: (64, 64, 64, 128), 128: (64, 128, 128, 64),
+                                  256: (64, 64, 256, 64)}.items():
+        cfg = get_default(131072, 10**6, d, jnp.bfloat16)
+        assert (cfg.block_n, cfg.block_v, cfg.fwd_block_n, cfg.fwd_block_v) == (bn, bv, fbn, fbv)
+        assert cfg.num_splits == 1 and cfg.fwd_impl == "triton"  # (no Hopper GPU here)
+    assert get_default(131072, 10**6, 128, jnp.float32) == get_default(131072, 10**6, 256)
+    assert get_default(2048, 10**6, 128).num_splits == 8

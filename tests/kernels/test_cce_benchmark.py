@@ -1,4 +1,5 @@
-"""Smoke test of ``python -m experiments.benchmark_loss`` on CPU (Pallas interpreter, tiny shapes)."""
+"""Smoke tests of ``python -m experiments.benchmark_loss`` and ``experiments.benchmark_sampled``
+on CPU (Pallas interpreter, tiny shapes)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 
 import pytest
 
-from experiments import benchmark_loss
+from experiments import benchmark_loss, benchmark_sampled
 
 
 def test_benchmark_writes_rows_for_every_case_and_shape(tmp_path, capsys):
@@ -37,44 +38,41 @@ def test_unknown_case_is_rejected():
 def test_variants_time_each_named_config(tmp_path):
     out = tmp_path / "variants.json"
     benchmark_loss.main(["--n", "24", "--v", "50", "--d", "16", "--reps", "1", "--interpret",
-                         "--variants", '{"base": {}, "narrow": {"fwd_block_v": 16}}',
+                         "--variants", '{"base": {}, "narrow": {"fwd_block_v": 16, "block_n": 16}}',
                          "--out", str(out)])
     rows = json.loads(out.read_text())["rows"]
     assert [r["case"] for r in rows] == ["cce_base", "cce_narrow"]
     assert all("error" not in r and r["fwd_bwd_ms"] > 0 for r in rows)
     # The written config is the one timed: defaults plus the variant's fields.
     assert rows[1]["config"]["fwd_block_v"] == 16 and rows[0]["config"]["fwd_block_v"] != 16
+    assert rows[1]["config"]["block_n"] == rows[1]["config"]["fwd_block_n"] == 16
 
 
 def test_variants_with_unknown_config_field_fail_clearly():
-    with pytest.raises(SystemExit, match="unknown KernelConfig fields \\['fwd_poly_v'\\]"):
+    with pytest.raises(SystemExit, match="unknown CCEConfig fields \\['fwd_poly_v'\\]"):
         benchmark_loss.main(["--d", "16", "--interpret", "--variants", '{"x": {"fwd_poly_v": 64}}'])
 
 
-def test_parts_benchmark_times_each_kernel(tmp_path, capsys):
-    from experiments import benchmark_cce_parts
+def test_tune_times_each_tile(tmp_path):
+    out = tmp_path / "tune.json"
+    benchmark_loss.main(["--n", "24", "--v", "50", "--d", "16", "--reps", "1", "--interpret",
+                         "--tune", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["case"] for r in rows} == {"tune_fwd", "tune_bwd"}
+    assert all("error" not in r and r["fwd_bwd_ms"] > 0 for r in rows)
 
-    out = tmp_path / "parts.json"
-    benchmark_cce_parts.main(["--n", "40", "--v", "70", "--d", "16", "--reps", "1", "--interpret",
-                              "--variants", '{"a": {}, "b": {"fde_block_v": 16}}',
-                              "--out", str(out)])
-    rows = json.loads(out.read_text())
-    assert [r["variant"] for r in rows] == ["a", "b"]
+
+@pytest.mark.parametrize("sampler", ["uniform", "popularity"])
+def test_sampled_benchmark_rows_for_each_sharing(tmp_path, capsys, sampler):
+    out = tmp_path / "sampled.json"
+    benchmark_sampled.main(["--n-rows", "48", "--num-items", "300", "--num-negatives", "7",
+                            "--d", "16", "--sharing", "row", "block", "--block-rows", "16",
+                            "--impl", "interpret", "--sampler", sampler, "--reps", "1",
+                            "--copy-gib", "0.001", "--masked-frac", "0.25", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["sharing"] for r in rows] == ["row", "block"]
     for r in rows:
-        for part in ("lse_fwd", "fused_fwd", "dc_kernel", "de_and_dc_kernels"):
-            assert r[f"{part}_ms"] > 0, (part, r)
-    assert '"variant": "a"' in capsys.readouterr().out
-    benchmark_cce_parts.main(["--n", "40", "--v", "70", "--d", "16", "--reps", "1", "--interpret",
-                              "--parts", "fused_fwd", "--out", str(out)])
-    (row,) = json.loads(out.read_text())
-    assert "fused_fwd_ms" in row and "lse_fwd_ms" not in row and "dc_kernel_ms" not in row
-    with pytest.raises(SystemExit, match="unknown KernelConfig fields"):
-        benchmark_cce_parts.main(["--interpret", "--variants", '{"x": {"fde_tile": 1}}'])
-
-
-def test_chunk_probe_runs_one_and_two_launches(capsys):
-    from experiments import chunk_overhead_probe
-
-    chunk_overhead_probe.main(["--n", "40", "--v", "70", "--d", "16", "--reps", "1", "--interpret"])
-    out = capsys.readouterr().out
-    assert "chunks=1 f+b" in out and "chunks=2 f+b" in out
+        assert "error" not in r, r
+        assert r["fwd_ms"] > 0 and r["fwd_bwd_ms"] > 0 and r["gather_bound_ms"] > 0
+        assert (r["row_block"], r["neg_block"], r["num_warps"]) == (16, 32, 4)  # D = 16 defaults
+    assert "sharing" in capsys.readouterr().out

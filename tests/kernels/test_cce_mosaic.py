@@ -17,9 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pallas_kernels import linear_cross_entropy
+from pallas_kernels import CCEConfig, linear_cross_entropy
 from pallas_kernels.cce import forward_mosaic
-from pallas_kernels.cce.common import KernelConfig
 from tests.kernels.test_cce import EPS32, _rng
 
 DTYPES = {"bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -96,8 +95,8 @@ def test_mosaic_interpret_loss_through_the_api_matches_float64():
     e, c, t = _inputs(rng, n, v, d, jnp.bfloat16)
     where = jnp.asarray(rng.random(n) > 0.3)
     lse_ref, z_t, zmag = _reference(e, c, t)
-    got = linear_cross_entropy(e, c, t, where=where, reduction="none", impl="pallas",
-                               interpret=True, kernel_config=KernelConfig(fwd_impl="mosaic"))
+    got = linear_cross_entropy(e, c, t, where=where, reduction="none", impl="interpret",
+                               config=CCEConfig(fwd_impl="mosaic"))
     ref = np.where(np.asarray(where), lse_ref - z_t, 0.0)
     tol = _lse_tol(zmag, v)
     assert np.all(np.abs(np.asarray(got, np.float64) - ref) <= tol)
@@ -118,8 +117,8 @@ def test_mosaic_interpret_overflow_falls_back_to_running_max():
     lse = np.asarray(forward_mosaic.lse_rows(jnp.pad(e, ((0, 128 - n), (0, 0))), c, shift,
                                              interpret=True))[:n]
     assert np.all(np.isinf(lse[: n // 2])) and np.all(np.isfinite(lse[n // 2:]))
-    got = linear_cross_entropy(e, c, t, reduction="none", impl="pallas", interpret=True,
-                               kernel_config=KernelConfig(fwd_impl="mosaic"))
+    got = linear_cross_entropy(e, c, t, reduction="none", impl="interpret",
+                               config=CCEConfig(fwd_impl="mosaic"))
     tol = _lse_tol(zmag, v)
     assert np.all(np.abs(np.asarray(got, np.float64) - (lse_ref - z_t)) <= tol)
 
@@ -131,8 +130,8 @@ def test_mosaic_falls_back_to_triton_where_unsupported():
     for dtype, v, d in ((jnp.float32, 96, 64), (jnp.bfloat16, 96, 48), (jnp.bfloat16, 99, 64)):
         e, c, t = _inputs(rng, 37, v, d, dtype)
         assert not forward_mosaic.supported(v, d, dtype)
-        kw = dict(reduction="none", impl="pallas", interpret=True)
-        a = linear_cross_entropy(e, c, t, kernel_config=KernelConfig(fwd_impl="mosaic"), **kw)
+        kw = dict(reduction="none", impl="interpret")
+        a = linear_cross_entropy(e, c, t, config=CCEConfig(fwd_impl="mosaic"), **kw)
         b = linear_cross_entropy(e, c, t, **kw)
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         with pytest.raises(ValueError, match="use the Triton forward"):
@@ -145,13 +144,17 @@ def test_default_picks_mosaic_only_where_measured_faster(monkeypatch):
     V % 8 == 0 and a batch of at least one CTA per SM; Triton everywhere else."""
     from pallas_kernels.cce import common
 
-    assert common.default_config(131072, 10**6, 128).fwd_impl == "triton"  # CPU: never
-    monkeypatch.setattr(common, "_mosaic_gpu_available", lambda: True)
-    pick = lambda n, v, d, size=2: common.default_config(n, v, d, size).fwd_impl
+    from pallas_kernels.cce.config import get_default
+
+    assert common.default_plan(131072, 10**6, 128).fwd_impl == "triton"  # CPU: never
+    monkeypatch.setattr(common, "mosaic_gpu_available", lambda: True)
+    pick = lambda n, v, d, size=2: common.default_plan(n, v, d, size).fwd_impl
     assert pick(131072, 10**6, 128) == "mosaic" and pick(131072, 10**6, 256) == "mosaic"
-    cfg = common.default_config(131072, 10**6, 128)
+    cfg = common.default_plan(131072, 10**6, 128)
     assert (cfg.mosaic_block_n, cfg.mosaic_block_v, cfg.mosaic_slots, cfg.mosaic_lhs_regs) == \
-        common._MOSAIC_DEFAULTS[128]
+        common.MOSAIC_DEFAULTS[128]
+    public = get_default(131072, 10**6, 128, jnp.bfloat16)
+    assert (public.fwd_impl, public.fwd_block_n, public.fwd_block_v) == ("mosaic", 128, 64)
     assert pick(131072, 10**6, 64) == "triton"        # Triton measured faster at D = 64
     assert pick(131072, 10**6 + 3, 128) == "triton"   # V % 8 != 0
     assert pick(131072, 10**6, 128, 4) == "triton"    # float32
@@ -172,10 +175,21 @@ def test_mosaic_bad_tiles_raise(kwargs, match):
 
 
 def test_bad_fwd_impl_raises():
-    e, c, t = _inputs(_rng("impl"), 8, 20, 64, jnp.bfloat16)
     with pytest.raises(ValueError, match="fwd_impl"):
-        linear_cross_entropy(e, c, t, impl="pallas", interpret=True,
-                             kernel_config=KernelConfig(fwd_impl="cuda"))
+        CCEConfig(fwd_impl="cuda")
+
+
+def test_mosaic_tiles_through_the_config(monkeypatch):
+    """With the Mosaic forward, CCEConfig.fwd_block_n / fwd_block_v are its rows per compute
+    warpgroup and catalog tile; block_n / block_v (the backward's) do not touch them."""
+    from pallas_kernels.cce import common, ops
+
+    monkeypatch.setattr(common, "mosaic_gpu_available", lambda: True)
+    plan = ops.resolve_plan(131072, 10**6, 128, 2, CCEConfig(block_n=32, fwd_block_v=128))
+    assert (plan.fwd_impl, plan.mosaic_block_n, plan.mosaic_block_v) == ("mosaic", 128, 128)
+    assert (plan.bwd_block_n, plan.fde_block_n, plan.fwd_block_n) == (32, 32, 128)
+    plan = ops.resolve_plan(4096, 10**6, 64, 2, CCEConfig(fwd_impl="mosaic", fwd_block_n=128))
+    assert (plan.fwd_impl, plan.mosaic_block_n, plan.mosaic_slots) == ("mosaic", 128, 3)
 
 
 # ---------------------------------------------------------------- GPU: the compiled kernel
@@ -237,7 +251,7 @@ def test_gpu_mosaic_loss_and_overflow_fallback_match_float64(d):
     lse_ref, z_t, zmag = _reference(e, c, t)
     got = jax.jit(lambda e, c, t: linear_cross_entropy(
         e, c, t, reduction="none", impl="pallas",
-        kernel_config=KernelConfig(fwd_impl="mosaic")))(e, c, t)
+        config=CCEConfig(fwd_impl="mosaic")))(e, c, t)
     tol = _lse_tol(zmag, v)
     assert np.all(np.abs(np.asarray(got, np.float64) - (lse_ref - z_t)) <= tol)
 
@@ -253,14 +267,14 @@ def test_gpu_default_forward_is_mosaic_and_agrees_with_triton(d):
     from pallas_kernels.cce import common
 
     n, v = 2 * 128 * 132 + 1000, 100_000
-    assert common.default_config(n, v, d).fwd_impl == "mosaic"
+    assert common.default_plan(n, v, d).fwd_impl == "mosaic"
     e, c, t = _inputs(_rng("default", d), n, v, d, jnp.bfloat16)
     loss = lambda cfg: jax.jit(lambda e, c, t: linear_cross_entropy(
-        e, c, t, reduction="none", impl="pallas", kernel_config=cfg))(e, c, t)
+        e, c, t, reduction="none", impl="pallas", config=cfg))(e, c, t)
     jaxpr = str(jax.make_jaxpr(lambda e, c, t: linear_cross_entropy(
         e, c, t, reduction="none", impl="pallas"))(e, c, t))
     assert "wgmma" in jaxpr  # the Mosaic kernel (the Triton one has no wgmma primitive)
     got = np.asarray(loss(None), np.float64)
-    ref = np.asarray(loss(KernelConfig(fwd_impl="triton")), np.float64)
+    ref = np.asarray(loss(CCEConfig(fwd_impl="triton")), np.float64)
     err = np.abs(got - ref)
     assert np.all(err <= 64 * EPS32 * (np.abs(ref) + 20.0) + 2e-6 * -(-v // 64)), err.max()

@@ -1,9 +1,9 @@
-"""Per-shard CCE- kernels for vocabulary parallelism (``pallas_kernels.vocab_parallel``).
+"""Per-shard CCE- kernels of vocabulary parallelism: ``shard_negatives_lse`` and
+``shard_negatives_grads`` (public; ``pallas_kernels.vocab_parallel`` builds on them).
 
 Row sharing only. Each program takes a tile of ``row_block`` rows and loops over the shard's
 ``n_k`` active slots; slot ``j`` of row ``i`` draws a *local* row of the shard's classifier
-``c [r, D]`` from ``h = draw_hash(keys[i], slot_keys(j))`` exactly as the XLA path
-(``vocab_parallel._draws``) does:
+``c [r, D]`` from ``h = draw_hash(keys[i], slot_keys(j))``:
 
 * uniform:    ``id = lo + mulhi32(h, span)`` over the shard's valid local rows ``[lo, lo + span)``;
 * popularity: the per-shard alias table over all ``r`` local rows (column ``mulhi32(h, r)``).
@@ -23,7 +23,6 @@ seed) come in as a ``uint32 [N]`` array, and the per-shard scalars (they depend 
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import jax
@@ -33,40 +32,38 @@ from jax.experimental import pallas as pl
 from pallas_kernels.cce_neg import sampling
 from pallas_kernels.cce_neg.config import pow2, triton_width_ok
 from pallas_kernels.cce_neg.kernels import (
-    _NEG_INIT,
-    _compiler_params,
-    _full_spec,
-    _masked_rows,
-    _pad,
-    _scatter_rows,
-    _split_tabs,
+    NEG_INIT,
+    compiler_params,
+    full_spec,
+    masked_rows,
+    pad,
+    scatter_rows,
+    split_tabs,
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class ShardStatic:
-    """Static configuration of the per-shard kernels (names shared with ``config.Static`` where
-    the helpers of ``kernels.py`` read them)."""
+_DEFAULT_ROW_BLOCK = 8
 
-    rows_per_shard: int  # r: local classifier rows (popularity column range)
-    sampler: str  # "uniform" | "popularity"
-    row_block: int = 8
-    interpret: bool = False
-    num_warps: int | None = None
-    num_stages: int | None = None
-    atomics: str = "relaxed"
+
+def _static(rows_per_shard, sampler, row_block, interpret, num_warps):
+    """Hashable kernel settings (functools.partial arguments of the kernels)."""
+    return (int(rows_per_shard), sampler, int(row_block or _DEFAULT_ROW_BLOCK), bool(interpret),
+            num_warps)
 
 
 supports = triton_width_ok  # Whether the Triton kernels take rows of width D.
 
 
-def check_shapes(d: int, row_block: int) -> None:
-    """Raises a one-line ValueError where the Triton kernels cannot run."""
+def check_shapes(d: int, row_block: int | None) -> None:
+    """Raises a one-line ValueError where the Triton kernels cannot run (``row_block=None``:
+    the default, 8 rows)."""
+    row_block = _DEFAULT_ROW_BLOCK if row_block is None else row_block
     if not supports(d):
-        raise ValueError(f"impl='pallas' needs D a power of two >= 16 (Triton blocks), got D={d}; "
-                         "use impl='xla'")
+        raise ValueError(f"the CCE- Pallas kernels need D a power of two >= 16 (Triton blocks), "
+                         f"got D={d}; use impl='xla'")
     if not (pow2(row_block) and row_block >= 8):
-        raise ValueError(f"impl='pallas' needs row_block a power of two >= 8, got {row_block}")
+        raise ValueError(f"the CCE- Pallas kernels need row_block a power of two >= 8, got "
+                         f"{row_block}; set SampledConfig(row_block=...)")
 
 
 def _scalars(ints_ref, corr_ref):
@@ -74,27 +71,28 @@ def _scalars(ints_ref, corr_ref):
     return ints_ref[0], ints_ref[1].astype(jnp.uint32), ints_ref[2], corr_ref[0]
 
 
-def _slot(st: ShardStatic, keys, j, sc, tabs):
+def _slot(rows_per_shard, sampler, keys, j, sc, tabs):
     """(ids int32[Bt], per-draw logit correction f32[Bt] or scalar) of slot j."""
     lo, span, _, corr = sc
     h = sampling.draw_hash(keys, sampling.slot_keys(j))
-    if st.sampler == "uniform":
+    if sampler == "uniform":
         return lo + sampling.mulhi32(h, span).astype(jnp.int32), corr
     prob_ref, alias_ref, logq_ref = tabs
-    col = sampling.uniform_ids(h, st.rows_per_shard)
+    col = sampling.uniform_ids(h, rows_per_shard)
     ids = sampling.alias_pick(col, sampling.alias_coin(h), prob_ref[col], alias_ref[col])
     return ids, corr - logq_ref[ids]  # same order of operations as the XLA path
 
 
 def _fwd_kernel(st, keys_ref, e_ref, t_ref, ints_ref, corr_ref, c_ref, *refs):
-    tabs, (lse_ref,) = _split_tabs(st, refs)
+    rows_per_shard, sampler, _, _, _ = st
+    tabs, (lse_ref,) = split_tabs(sampler, refs)
     keys, t = keys_ref[...], t_ref[...]
     ef = e_ref[...].astype(jnp.float32)
     sc = _scalars(ints_ref, corr_ref)
 
     def body(j, carry):
         m, l = carry
-        ids, corr = _slot(st, keys, j, sc, tabs)
+        ids, corr = _slot(rows_per_shard, sampler, keys, j, sc, tabs)
         s = jnp.sum(ef * c_ref[ids, :].astype(jnp.float32), axis=1) + corr
         s = jnp.where(ids != t, s, -jnp.inf)
         m_new = jnp.maximum(m, s)
@@ -102,12 +100,13 @@ def _fwd_kernel(st, keys_ref, e_ref, t_ref, ints_ref, corr_ref, c_ref, *refs):
 
     z = jnp.zeros(t.shape, jnp.float32)
     # Dynamic trip count n_k: shards with fewer draws than n_max do no masked work.
-    m, l = jax.lax.fori_loop(0, sc[2], body, (z + _NEG_INIT, z))
+    m, l = jax.lax.fori_loop(0, sc[2], body, (z + NEG_INIT, z))
     lse_ref[...] = m + jnp.log(l)  # -inf where no draw was kept
 
 
 def _bwd_kernel(st, keys_ref, e_ref, t_ref, g_ref, lse_ref, ints_ref, corr_ref, c_ref, *refs):
-    tabs, (dc_in_ref, de_ref, dc_ref) = _split_tabs(st, refs)
+    rows_per_shard, sampler, _, interpret, _ = st
+    tabs, (dc_in_ref, de_ref, dc_ref) = split_tabs(sampler, refs)
     del dc_in_ref  # aliased with dc_ref
     keys, t, g, lse = keys_ref[...], t_ref[...], g_ref[...], lse_ref[...]
     # Rows with a zero cotangent (masked, padding) neither gather nor scatter.
@@ -116,60 +115,66 @@ def _bwd_kernel(st, keys_ref, e_ref, t_ref, g_ref, lse_ref, ints_ref, corr_ref, 
     sc = _scalars(ints_ref, corr_ref)
 
     def body(j, de):
-        ids, corr = _slot(st, keys, j, sc, tabs)
-        cg = _masked_rows(st, c_ref, ids, valid).astype(jnp.float32)
+        ids, corr = _slot(rows_per_shard, sampler, keys, j, sc, tabs)
+        cg = masked_rows(c_ref, ids, valid, interpret).astype(jnp.float32)
         s = jnp.sum(ef * cg, axis=1) + corr
         # where() before the product: exp may overflow on skipped rows and inf * 0 is NaN.
         p = jnp.where(valid & (ids != t), jnp.exp(s - lse) * g, 0.0)
-        _scatter_rows(st, dc_ref, ids, p[:, None] * ef, mask=valid)
+        scatter_rows(dc_ref, ids, p[:, None] * ef, mask=valid, interpret=interpret)
         return de + p[:, None] * cg
 
     de = jax.lax.fori_loop(0, sc[2], body, jnp.zeros(ef.shape, jnp.float32))
     de_ref[...] = de
 
 
-def _tabs(st, tables):
-    return () if st.sampler == "uniform" else tuple(tables)
-
-
-def forward(st: ShardStatic, keys, e, t_local, ints, corr, c, tables=()):
+def shard_negatives_lse(keys, e, t_local, ints, corr, c, tables=None, *, rows_per_shard: int,
+                        row_block: int | None = None, num_warps: int | None = None,
+                        interpret: bool = False):
     """Negatives-only LSE f32[n] of this shard (natural log; -inf where no draw was kept).
 
     keys uint32[n]: stream keys of the rows; t_local int32[n]: local target row or -1;
-    ints int32[4] = [lo, span, n_k, 0]; corr f32[1]; c [r, D]; tables (popularity):
-    (prob f32[r], alias int32[r], log_q f32[r]) of the shard.
+    ints int32[4] = [lo, span, n_k, 0]; corr f32[1]; c [r, D]; tables: None (uniform) or, for
+    popularity, (prob f32[r], alias int32[r], log_q f32[r]) of the shard. ``row_block`` (power
+    of two >= 8, default 8) and ``num_warps`` (default 4, or 8 at D >= 256): launch settings.
     """
+    sampler = "uniform" if tables is None else "popularity"
+    st = _static(rows_per_shard, sampler, row_block, interpret, num_warps)
     n, d = e.shape
-    bt = st.row_block
+    bt = st[2]
     n_pad = -n % bt
-    tabs = _tabs(st, tables)
-    row = lambda: pl.BlockSpec((bt,), lambda i: (i,))
+    tabs = () if tables is None else tuple(tables)
+    row = lambda: pl.BlockSpec((bt,), lambda i: (i,))  # noqa: E731
     lse = pl.pallas_call(
         functools.partial(_fwd_kernel, st),
         out_shape=jax.ShapeDtypeStruct((n + n_pad,), jnp.float32),
         grid=((n + n_pad) // bt,),
         in_specs=[row(), pl.BlockSpec((bt, d), lambda i: (i, 0)), row()]
-        + [_full_spec()] * (3 + len(tabs)),
+        + [full_spec()] * (3 + len(tabs)),
         out_specs=row(),
-        compiler_params=_compiler_params(st, d),
-        interpret=st.interpret,
+        compiler_params=compiler_params(num_warps, None, d),
+        interpret=interpret,
         name="cce_neg_shard_fwd",
-    )(_pad(keys, n_pad), _pad(e, n_pad), _pad(t_local, n_pad), ints, corr, c, *tabs)
+    )(pad(keys, n_pad), pad(e, n_pad), pad(t_local, n_pad), ints, corr, c, *tabs)
     return lse[:n]
 
 
-def backward(st: ShardStatic, keys, e, t_local, g, lse, ints, corr, c, tables=(), dc_init=None):
+def shard_negatives_grads(keys, e, t_local, g, lse, ints, corr, c, tables=None, *,
+                          rows_per_shard: int, dc_init=None, row_block: int | None = None,
+                          num_warps: int | None = None, interpret: bool = False):
     """Negative-sample gradients of ``sum_i g_i loss_i`` given the global LSE:
     ``(dE f32[n, D], dC f32[r, D])`` (the positive term is the caller's). ``dc_init`` (f32
-    [r, D], e.g. the positive term) is the buffer the atomics add into: no extra [r, D] pass."""
+    [r, D], e.g. the positive term) is the buffer the atomics add into: no extra [r, D] pass.
+    Other arguments as ``shard_negatives_lse``."""
+    sampler = "uniform" if tables is None else "popularity"
+    st = _static(rows_per_shard, sampler, row_block, interpret, num_warps)
     n, d = e.shape
-    bt = st.row_block
+    bt = st[2]
     n_pad = -n % bt
-    tabs = _tabs(st, tables)
-    row = lambda: pl.BlockSpec((bt,), lambda i: (i,))
+    tabs = () if tables is None else tuple(tables)
+    row = lambda: pl.BlockSpec((bt,), lambda i: (i,))  # noqa: E731
     # Padding rows get g = 0: skipped.
-    args = (_pad(keys, n_pad), _pad(e, n_pad), _pad(t_local, n_pad), _pad(g, n_pad),
-            _pad(lse, n_pad), ints, corr, c, *tabs,
+    args = (pad(keys, n_pad), pad(e, n_pad), pad(t_local, n_pad), pad(g, n_pad),
+            pad(lse, n_pad), ints, corr, c, *tabs,
             jnp.zeros(c.shape, jnp.float32) if dc_init is None else dc_init.astype(jnp.float32))
     de, dc = pl.pallas_call(
         functools.partial(_bwd_kernel, st),
@@ -177,11 +182,11 @@ def backward(st: ShardStatic, keys, e, t_local, g, lse, ints, corr, c, tables=()
                    jax.ShapeDtypeStruct(c.shape, jnp.float32)),
         grid=((n + n_pad) // bt,),
         in_specs=[row(), pl.BlockSpec((bt, d), lambda i: (i, 0)), row(), row(), row()]
-        + [_full_spec()] * (3 + len(tabs) + 1),
-        out_specs=(pl.BlockSpec((bt, d), lambda i: (i, 0)), _full_spec()),
+        + [full_spec()] * (3 + len(tabs) + 1),
+        out_specs=(pl.BlockSpec((bt, d), lambda i: (i, 0)), full_spec()),
         input_output_aliases={len(args) - 1: 1},
-        compiler_params=_compiler_params(st, d),
-        interpret=st.interpret,
+        compiler_params=compiler_params(num_warps, None, d),
+        interpret=interpret,
         name="cce_neg_shard_bwd",
     )(*args)
     return de[:n], dc
