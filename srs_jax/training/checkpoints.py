@@ -8,6 +8,11 @@ Layout under ``<workdir>/checkpoints``::
 Orbax writes every checkpoint to a temporary directory and renames it when complete, and removes
 the previous one only after that, so a failed write (full disk, ...) leaves the previous
 checkpoint restorable. Writes are synchronous: a failure surfaces here, as ``CheckpointWriteError``.
+
+After a write, ``<step>/checksums.json`` records the size and SHA-256 of each of its files
+(``run_files.write_checksums``); a restore verifies them first and refuses a truncated or altered
+checkpoint with ``CheckpointReadError`` naming the file. Any other restore failure (a checkpoint
+of another model shape, a foreign folder) is a ``CheckpointReadError`` too, one line.
 """
 
 from __future__ import annotations
@@ -18,9 +23,29 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from srs_jax.training import run_files
+
 
 class CheckpointWriteError(RuntimeError):
     """A checkpoint could not be written; the previous one is still valid."""
+
+
+class CheckpointReadError(ValueError):
+    """A checkpoint is corrupted, truncated or does not fit the model (message names the file)."""
+
+
+READ_FIX = ("the checkpoint cannot be used: restore the run folder from a copy, or start a new run "
+            "in another --workdir")
+
+
+def step_directory(manager_directory: str, step: int) -> str:
+    return os.path.join(str(manager_directory), str(int(step)))
+
+
+def verify_step(directory: str) -> None:
+    """Checks a checkpoint step folder against its ``checksums.json`` (if it has one)."""
+    if run_files.has_checksums(directory):
+        run_files.verify_checksums(directory, what=f"checkpoint {directory}", fix=READ_FIX)
 
 
 def _manager(directory: str) -> ocp.CheckpointManager:
@@ -49,6 +74,7 @@ class RunCheckpoints:
             manager.save(int(step), args=ocp.args.Composite(
                 state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True)
             manager.wait_until_finished()
+            run_files.write_checksums(step_directory(manager.directory, step))
         except Exception as e:  # orbax wraps OSError in several exception types
             where = manager.directory
             raise CheckpointWriteError(
@@ -74,9 +100,20 @@ class RunCheckpoints:
         if step is None:
             raise FileNotFoundError(
                 f"no checkpoint in {manager.directory}: train first (python -m experiments.train)")
+        directory = step_directory(manager.directory, step)
+        try:
+            verify_step(directory)
+        except run_files.RunFileError as e:
+            raise CheckpointReadError(str(e)) from e
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-        out = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        try:
+            out = manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        except Exception as e:  # noqa: BLE001 - orbax raises many types for the same problems
+            first = " ".join(str(e).split())[:300] or type(e).__name__
+            raise CheckpointReadError(
+                f"cannot restore checkpoint {directory} ({type(e).__name__}: {first}): it does not "
+                f"fit this model or is damaged; {READ_FIX}") from e
         return out.state, dict(out.meta)
 
     def restore_latest(self, target: dict) -> tuple[dict, dict]:

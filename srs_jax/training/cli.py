@@ -1,45 +1,188 @@
-"""Command-line plumbing of experiments/*.py: absl flag errors and user-facing errors print one line."""
+"""Command-line plumbing of experiments/*.py: every failure is one line on stderr.
+
+* ``run_main(main, doc=...)`` runs an absl ``main(argv)``. Any exception becomes one line
+  ``error: <what is wrong and what to do>`` on stderr and a non-zero exit status (2: a bad flag or
+  config; 1: anything else; 130: Ctrl-C). ``--debug`` or ``SRS_JAX_DEBUG=1`` re-raises instead, with
+  the traceback. ``--help`` prints the command's docstring and flags and exits 0.
+* ``define_config_file(...)``: ``config_flags.DEFINE_config_file`` whose bad overrides (applied
+  when the flag is defined, e.g. ``--config.train.epoch=3`` without ``--config``) exit with one line.
+
+After an error the process ends with ``os._exit``: background threads of Orbax and TensorStore
+(whose event loop is already closed) would otherwise print pages of tracebacks at interpreter exit.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import sys
 
-from absl import flags
+from absl import app, flags, logging
+from ml_collections import config_flags
 
-# What a bad flag, config override or config file raises (absl, ml_collections, the config module).
-_FLAG_ERRORS = (flags.Error, AttributeError, KeyError, OSError, ValueError, TypeError, SyntaxError,
-                ImportError)
+DEBUG_ENV = "SRS_JAX_DEBUG"
+CONFIG_DOCS = ("config fields are documented in configs/base.py (data: srs_jax/data/config.py); "
+               "run folders in docs/run_folders.md")
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+_HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull", "-?")
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-    text = " ".join(text.replace("\\n", " ").replace("\\'", "'").split())
-    if isinstance(e, (KeyError, AttributeError)):
+class UsageError(ValueError):
+    """A bad flag or config value (exit status 2)."""
+
+
+def debug_enabled() -> bool:
+    """Tracebacks wanted: ``--debug`` was given or ``SRS_JAX_DEBUG`` is set to a true value."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _strip_debug(argv: list[str]) -> list[str]:
+    if "--debug" in argv:
+        os.environ[DEBUG_ENV] = "1"
+    return [a for a in argv if a != "--debug"]
+
+
+def one_line(error: BaseException | str) -> str:
+    """The message of ``error`` folded to one line (an embedded traceback reduced to its last
+    exception), without the noise of KeyError / AttributeError quoting."""
+    if isinstance(error, BaseException):
+        if isinstance(error, KeyError) and error.args:
+            text = str(error.args[0])
+        elif isinstance(error, json.JSONDecodeError):
+            text = f"not valid JSON ({error.msg}, line {error.lineno} column {error.colno})"
+        elif isinstance(error, OSError) and error.filename and error.strerror:
+            text = f"{error.filename}: {error.strerror}"
+        else:
+            text = str(error)
+        if not text.strip():
+            text = type(error).__name__
+    else:
+        text = error
+    text = text.replace("\\n", "\n").replace("\\'", "'")
+    if "Traceback (most recent call last)" in text:
+        # ml_collections folds the config module's traceback into its message: keep the cause.
+        head = text.split("Traceback (most recent call last)")[0].rstrip(": \n")
+        causes = re.findall(r"^(?:\w+\.)*\w*(?:Error|Exception): (.+)$", text, re.M)
+        text = f"{head}: {causes[-1]}" if causes else head
+    text = " ".join(text.split())
+    return text.strip("'\" ") if text.startswith(("'", '"')) else text
+
+
+def _config_flag_message(error: BaseException) -> str:
+    text = one_line(error)
+    if isinstance(error, (KeyError, AttributeError)):
         text = text.strip("'\"").replace("' Did you mean", ": did you mean")
         text = f"unknown config field {text}"
-    return text
+    return f"{text} ({CONFIG_DOCS})"
+
+
+def print_error(message: str) -> None:
+    """``error: message`` as one line on stderr."""
+    sys.stdout.flush()
+    print(f"error: {' '.join(message.split())}", file=sys.stderr, flush=True)
+
+
+def exit_now(status: int) -> None:
+    """Ends the process at once (no interpreter shutdown: see the module docstring)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def fail(message: str, status: int = EXIT_ERROR) -> None:
+    """Prints ``error: message`` and exits with ``status``."""
+    print_error(message)
+    exit_now(status)
+
+
+def define_config_file(name: str, default: str | None, help_string: str, **kwargs):
+    """``config_flags.DEFINE_config_file``; an override that does not apply to the default config
+    (checked when the flag is defined) exits with one line instead of a traceback."""
+    try:
+        return config_flags.DEFINE_config_file(name, default, help_string, **kwargs)
+    except Exception as e:  # noqa: BLE001 - any failure here is a bad command line
+        if debug_enabled():
+            raise
+        fail(f"--{name}: {_config_flag_message(e)}", EXIT_USAGE)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl ``flags_parser`` for ``app.run``: a bad flag, override or config file exits with one line."""
+    """absl ``flags_parser``: a bad flag, override or config file exits with one line."""
     try:
         rest = flags.FLAGS(argv)
-        if "config" in flags.FLAGS:
-            flags.FLAGS["config"].value.to_dict()  # a broken config file fails here, not later
+        for name in ("config", "grid"):
+            if name in flags.FLAGS and flags.FLAGS[name].value is not None:
+                flags.FLAGS[name].value.to_dict()  # a broken config file fails here, not later
         return rest
-    except _FLAG_ERRORS as e:
-        sys.exit(f"error: {_one_line(e)} (config fields are documented in configs/base.py)")
+    except Exception as e:  # noqa: BLE001 - every parse failure is the command line's
+        if debug_enabled():
+            raise
+        fail(_config_flag_message(e), EXIT_USAGE)
+    return []
 
 
-def run_main(main) -> None:
-    """Runs ``main(argv)``; user-facing errors (bad input, NaN loss, failed writes) print one line."""
-    from absl import app, logging
+def _print_help(doc: str | None, module_name: str) -> None:
+    if doc:
+        print(doc.strip() + "\n")
+    text = flags.FLAGS.module_help(module_name) or flags.FLAGS.main_module_help()
+    print(text)
+    print("\n  --debug: show the traceback of an error (or set SRS_JAX_DEBUG=1).")
+    print(f"\nConfig overrides: --config.<section>.<field>=<value>; {CONFIG_DOCS}.")
 
-    def wrapped(argv):
+
+def run_main(main, *, doc: str | None = None, on_interrupt=None,
+             module_name: str = "__main__") -> None:
+    """Runs absl ``main(argv)`` with the error handling of the module docstring.
+
+    ``on_interrupt()``: returns the text printed after ``error: interrupted`` on Ctrl-C (e.g.
+    which checkpoint ``--resume`` continues from)."""
+    argv = _strip_debug(sys.argv)
+    if any(a in _HELP_FLAGS for a in argv[1:]):
+        _print_help(doc, module_name)
+        exit_now(0)
+    sys.argv = argv
+
+    def wrapped(args):
         logging.set_verbosity(logging.WARNING)
         try:
-            return main(argv)
-        except (ValueError, FileNotFoundError, FloatingPointError, KeyError, RuntimeError) as e:
-            sys.exit(f"error: {type(e).__name__}: {_one_line(e)}")
+            return main(args)
+        except KeyboardInterrupt:
+            if debug_enabled():
+                raise
+            hint = ""
+            try:
+                hint = on_interrupt() if on_interrupt is not None else ""
+            except Exception:  # noqa: BLE001 - the hint is best effort
+                hint = ""
+            fail(f"interrupted{': ' + hint if hint else ''}", EXIT_INTERRUPTED)
+        except SystemExit:
+            raise
+        except BaseException as e:  # noqa: BLE001 - the one place errors reach the user
+            if debug_enabled():
+                raise
+            status = EXIT_USAGE if isinstance(e, (UsageError, flags.Error)) else EXIT_ERROR
+            fail(describe(e), status)
 
-    app.run(wrapped, flags_parser=parse_flags)
+    try:
+        app.run(wrapped, argv=argv, flags_parser=parse_flags)
+    except KeyboardInterrupt:  # during start-up (imports), before main runs
+        if debug_enabled():
+            raise
+        fail("interrupted before anything was written", EXIT_INTERRUPTED)
+
+
+# Exceptions whose message is written for the user (one line naming the problem and the fix).
+_USER_ERRORS = (ValueError, OSError, FloatingPointError, KeyError, LookupError)
+
+
+def describe(error: BaseException) -> str:
+    """The one-line text of ``error`` after ``error:``; an unexpected exception type is named and
+    points at ``--debug``."""
+    text = one_line(error)
+    if isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in text:
+        return (f"out of memory ({text[:200]}): lower config.train.batch_size or "
+                "config.model.max_len")
+    if isinstance(error, _USER_ERRORS) or type(error).__module__.startswith("srs_jax"):
+        return text
+    return f"{type(error).__name__}: {text} (unexpected; rerun with --debug for the traceback)"
