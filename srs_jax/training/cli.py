@@ -107,6 +107,16 @@ def define_config_file(name: str, default: str | None, help_string: str, **kwarg
         fail(f"--{name}: {_config_flag_message(e)}", EXIT_USAGE)
 
 
+def define_config_dict(name: str, default, help_string: str, **kwargs):
+    """``config_flags.DEFINE_config_dict`` with the one-line failure of ``define_config_file``."""
+    try:
+        return config_flags.DEFINE_config_dict(name, default, help_string, **kwargs)
+    except Exception as e:  # noqa: BLE001 - any failure here is a bad command line
+        if debug_enabled():
+            raise
+        fail(f"--{name}: {_config_flag_message(e)}", EXIT_USAGE)
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl ``flags_parser``: a bad flag, override or config file exits with one line."""
     try:

@@ -28,6 +28,7 @@ from srs_jax.training import profiling
 from srs_jax.training import progress as progress_lib
 from srs_jax.training import run_files
 from srs_jax.training import steps as steps_lib
+from srs_jax.training import workdir as workdir_lib
 from srs_jax.training.prefetch import Prefetcher
 
 
@@ -231,6 +232,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume:
         raise ValueError(f"{workdir} already holds a run: pass --resume to continue it, or choose "
                          "another --workdir")
     dataset = data_lib.prepare_dataset(config.data)  # bad data settings fail before any file is written
+    workdir_lib.check_against_data(config, dataset.n_items)  # [run-folder integration]
     os.makedirs(workdir, exist_ok=True)
     run_files.save_config(workdir, config)
     ckpts = ckpt_lib.RunCheckpoints(workdir)

@@ -58,6 +58,9 @@ def write_text(path: str, text: str) -> None:
     write_bytes_atomic(path, text.encode())
 
 
+write_text_atomic = write_text  # the name other commands import (experiments/benchmark_loop.py)
+
+
 def write_json(path: str, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
 

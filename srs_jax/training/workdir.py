@@ -227,6 +227,27 @@ def format_changes(changes: dict) -> str:
     return ", ".join(f"{k} {_short(a)} -> {_short(b)}" for k, (a, b) in changes.items())
 
 
+# ---------------------------------------------------------------------------- config vs data
+
+SAMPLED_LOSSES = ("ce_neg", "cce_neg", "bce_plus", "gbce")
+
+
+def check_against_data(config, n_items: int) -> None:
+    """Settings that only the prepared catalog can check, before training starts: ``ValueError``
+    naming the field when ``loss.num_negatives`` (sampled losses) is not below the catalog size or
+    an ``eval.ks`` cutoff exceeds it. Reads ``config`` by attribute only (ConfigDict or spec)."""
+    loss_type, nn = str(config.loss.type), int(config.loss.num_negatives or 0)
+    if loss_type in SAMPLED_LOSSES and nn >= n_items:
+        raise ValueError(f"config.loss.num_negatives={nn} is not below the catalog size ({n_items} "
+                         f"items) of config.data.name={config.data.name!r}: use at most "
+                         f"{max(n_items - 1, 1)}")
+    too_big = [int(k) for k in config.eval.ks if int(k) > n_items]
+    if too_big:
+        keep = [int(k) for k in config.eval.ks if int(k) <= n_items]
+        raise ValueError(f"config.eval.ks has cutoffs {too_big} above the catalog size ({n_items} "
+                         f"items): drop them, e.g. --config.eval.ks={','.join(map(str, keep or [1]))}")
+
+
 # ---------------------------------------------------------------------------- the whole
 
 @dataclasses.dataclass
