@@ -46,6 +46,9 @@ def main(argv):
 
     run_files.load_config_dict(workdir)  # a missing or corrupted config.json: one line, first
     with workdir_lib.RunLock(workdir, shared=True):
+        if not workdir_lib.checkpoint_step_dirs(workdir, _WHICH.value):
+            raise FileNotFoundError(f"{workdir} holds no {_WHICH.value} checkpoint yet: train it "
+                                    "first (python -m experiments.train ... --resume)")
         workdir_lib.verify_checkpoints(workdir)
         from srs_jax.training import evaluation, steps
         from srs_jax.training.saved_run import load_run

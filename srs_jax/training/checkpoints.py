@@ -77,10 +77,13 @@ class RunCheckpoints:
             run_files.write_checksums(step_directory(manager.directory, step))
         except Exception as e:  # orbax wraps OSError in several exception types
             where = manager.directory
+            reason = _root_cause(e)
+            previous = manager.latest_step()
+            kept = (f"the previous checkpoint ({previous}) is still valid" if previous is not None
+                    and previous != int(step) else "no earlier checkpoint exists in this slot")
             raise CheckpointWriteError(
-                f"could not write checkpoint {step} under {where} ({type(e).__name__}: "
-                f"{str(e).splitlines()[0] if str(e) else ''}); the previous checkpoint is still "
-                f"valid: free space or fix permissions, then rerun with --resume") from e
+                f"could not write checkpoint {step} under {where} ({reason}); {kept}: free disk "
+                f"space or fix permissions, then rerun with --resume") from e
 
     def save_latest(self, step: int, tree: dict, meta: dict) -> None:
         self._save(self._latest, step, tree, meta)
@@ -126,6 +129,16 @@ class RunCheckpoints:
     def close(self) -> None:
         self._latest.close()
         self._best.close()
+
+
+def _root_cause(error: BaseException) -> str:
+    """``Type: message`` of the innermost cause (Orbax wraps the OSError of a full disk)."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror}" + (f": {error.filename}" if error.filename else "")
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
 
 
 def checkpoint_tree(state, opt_state) -> dict[str, Any]:
