@@ -34,6 +34,8 @@ class UsageError(ValueError):
 
 def debug_enabled() -> bool:
     """Tracebacks wanted: ``--debug`` was given or ``SRS_JAX_DEBUG`` is set to a true value."""
+    if "--debug" in sys.argv:
+        return True
     return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
