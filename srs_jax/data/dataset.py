@@ -44,5 +44,10 @@ def prepare_dataset(data_config) -> PreparedDataset:
     dataset = splits.split_dataset(interactions, data_config)
     log.info("prepared %s in %.1fs", data_config.name, time.perf_counter() - start)
     if cache_dir is not None:
-        cache.save(dataset, cache_dir)
+        try:
+            cache.save(dataset, cache_dir)
+        except OSError as e:  # a full disk: the prepared data is still good, only not cached
+            log.warning("could not cache the prepared dataset in %s (%s): continuing without "
+                        "the cache; free disk space or set config.data.cache_dir", cache_dir,
+                        e.strerror or e)
     return dataset

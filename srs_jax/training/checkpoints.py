@@ -18,6 +18,7 @@ of another model shape, a foreign folder) is a ``CheckpointReadError`` too, one 
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import jax
@@ -138,6 +139,9 @@ def _root_cause(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         return f"{error.strerror}" + (f": {error.filename}" if error.filename else "")
     text = " ".join(str(error).split())
+    code = re.search(r"os_error_code='?(\d+)", text)  # TensorStore's report of a failed write
+    if code:
+        return os.strerror(int(code.group(1)))
     return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
 
 

@@ -2,20 +2,26 @@
 
 * ``run_main(main, doc=...)`` runs an absl ``main(argv)``. Any exception becomes one line
   ``error: <what is wrong and what to do>`` on stderr and a non-zero exit status (2: a bad flag or
-  config; 1: anything else; 130: Ctrl-C). ``--debug`` or ``SRS_JAX_DEBUG=1`` re-raises instead, with
+  config; 1: anything else; 130: Ctrl-C, which exits at once with ``on_interrupt()``'s hint). ``--debug`` or ``SRS_JAX_DEBUG=1`` re-raises instead, with
   the traceback. ``--help`` prints the command's docstring and flags and exits 0.
 * ``define_config_file(...)``: ``config_flags.DEFINE_config_file`` whose bad overrides (applied
   when the flag is defined, e.g. ``--config.train.epoch=3`` without ``--config``) exit with one line.
 
 After an error the process ends with ``os._exit``: background threads of Orbax and TensorStore
 (whose event loop is already closed) would otherwise print pages of tracebacks at interpreter exit.
+Without ``--debug``, the tracebacks those threads print while a failed save or restore unwinds, and
+Orbax's own error log records, are filtered out of stderr (``QuietStderr``, ``quiet_library_logs``):
+the failure reaches the user as the command's one ``error:`` line.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import logging as py_logging
 import os
 import re
+import signal
 import sys
 
 from absl import app, flags, logging
@@ -143,6 +149,73 @@ def _print_help(doc: str | None, module_name: str) -> None:
     print(f"\nConfig overrides: --config.<section>.<field>=<value>; {CONFIG_DOCS}.")
 
 
+def _quiet_excepthook(exc_type, exc, tb):
+    """Drops Orbax's shutdown noise: TensorStore callbacks that reach an already closed event loop
+    after a failed save or restore report ``RuntimeError: Event loop is closed`` through
+    ``sys.excepthook``; the failure itself is reported as one line."""
+    if issubclass(exc_type, RuntimeError) and "Event loop is closed" in str(exc) and not debug_enabled():
+        return
+    sys.__excepthook__(exc_type, exc, tb)
+
+
+_TRACEBACK_LINE = re.compile(
+    r"Traceback \(most recent call last\)|^\s+File \"|^\s{4}|^\s*[~^]+\s*$|"
+    r"^(\w+\.)*\w*(Error|Exception|Exit|Interrupt)(: |$)|^During handling of the above|"
+    r"^The above exception was the direct cause|Event loop is closed")
+
+
+class QuietStderr(io.TextIOBase):
+    """A text stream in front of stderr that drops traceback lines (whole lines; a partial line
+    is passed on at ``flush``, so progress bars still draw)."""
+
+    def __init__(self, stream):
+        self._stream, self._pending = stream, ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        while "\n" in self._pending:
+            line, self._pending = self._pending.split("\n", 1)
+            if not _TRACEBACK_LINE.search(line):
+                self._stream.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending and not _TRACEBACK_LINE.search(self._pending):
+            self._stream.write(self._pending)
+            self._pending = ""
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    @property
+    def encoding(self):
+        return getattr(self._stream, "encoding", "utf-8")
+
+
+class _LibraryRecords(py_logging.Filter):
+    """Drops log records of Orbax / TensorStore below CRITICAL (their errors come back to the
+    caller as exceptions, which the command reports)."""
+
+    def filter(self, record: py_logging.LogRecord) -> bool:
+        path = record.pathname or ""
+        return record.levelno >= py_logging.CRITICAL or not ("orbax" in path or "tensorstore" in path)
+
+
+def quiet_library_logs() -> None:
+    """Installs ``_LibraryRecords`` on absl's and the root logger's handlers."""
+    handlers = list(py_logging.getLogger().handlers) + [logging.get_absl_handler()]
+    for handler in handlers:
+        if not any(isinstance(f, _LibraryRecords) for f in handler.filters):
+            handler.addFilter(_LibraryRecords())
+
+
 def run_main(main, *, doc: str | None = None, on_interrupt=None,
              module_name: str = "__main__") -> None:
     """Runs absl ``main(argv)`` with the error handling of the module docstring.
@@ -154,9 +227,28 @@ def run_main(main, *, doc: str | None = None, on_interrupt=None,
         _print_help(doc, module_name)
         exit_now(0)
     sys.argv = argv
+    sys.excepthook = _quiet_excepthook
+    if not debug_enabled():
+        def interrupted(signum, frame):
+            # Exits at once: a KeyboardInterrupt raised inside a garbage-collection callback or a
+            # worker is swallowed, and every file of a run folder is written atomically, so
+            # stopping anywhere leaves the previous checkpoint and run files whole.
+            hint = ""
+            try:
+                hint = on_interrupt() if on_interrupt is not None else ""
+            except Exception:  # noqa: BLE001 - the hint is best effort
+                hint = ""
+            fail(f"interrupted{': ' + hint if hint else ''}", EXIT_INTERRUPTED)
+
+        signal.signal(signal.SIGINT, interrupted)
+
+    if not debug_enabled() and not isinstance(sys.stderr, QuietStderr):
+        sys.stderr = QuietStderr(sys.stderr)
 
     def wrapped(args):
         logging.set_verbosity(logging.WARNING)
+        if not debug_enabled():
+            quiet_library_logs()
         try:
             return main(args)
         except KeyboardInterrupt:
