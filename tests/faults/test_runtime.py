@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import stat
 import subprocess
@@ -107,16 +106,20 @@ def test_nonfinite_loss_before_any_checkpoint(tiny, tmp_path):
     assert "is kept" not in line
 
 
+_LIMITED = ("import os, resource, sys; limit = int(sys.argv[1]); "
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)); "
+            "os.execv(sys.executable, [sys.executable, '-m'] + sys.argv[2:])")
+
+
 def test_disk_full_while_checkpointing(tiny, tmp_path, good_run_session):
-    limit = 16 * 1024  # bytes per file: config.json fits, the checkpoint's state does not
-
-    def small_files():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    p = run("experiments.train", *tiny, "--workdir", tmp_path / "run", preexec_fn=small_files)
+    """Every file may hold 16 KiB (RLIMIT_FSIZE, as a full disk for the checkpoint's state):
+    config.json fits, the checkpoint does not."""
+    p = subprocess.run([sys.executable, "-c", _LIMITED, str(16 * 1024), "experiments.train", *tiny,
+                        "--workdir", str(tmp_path / "run")], cwd=harness.ROOT, env=harness.env(),
+                       capture_output=True, text=True, timeout=300)
     line = error_line(p, "could not write checkpoint", "File too large", "free disk space")
     assert "Event loop is closed" not in p.stderr
-    assert "no earlier checkpoint" in line
+    assert "no earlier checkpoint" in line and "OCDBT" not in line
 
 
 @needs_data_check
