@@ -13,6 +13,7 @@ its latest checkpoint and refuses a config that changes what the checkpoint mean
 from __future__ import annotations
 
 import os
+import sys
 
 from absl import flags
 
@@ -43,7 +44,7 @@ def main(argv):
         _OPEN.append(run)
         if run.changes:
             print(f"[srs_jax] --resume with changed settings (recorded in resumes.jsonl): "
-                  f"{workdir_lib.format_changes(run.changes)}", flush=True)
+                  f"{workdir_lib.format_changes(run.changes)}", file=sys.stderr, flush=True)
         from srs_jax.training.loop import train  # JAX loads only after the cheap checks
 
         try:

@@ -80,7 +80,7 @@ class RunCheckpoints:
             where = manager.directory
             reason = _root_cause(e)
             previous = manager.latest_step()
-            kept = (f"the previous checkpoint ({previous}) is still valid" if previous is not None
+            kept = (f"the previous checkpoint is still valid (step {previous})" if previous is not None
                     and previous != int(step) else "no earlier checkpoint exists in this slot")
             raise CheckpointWriteError(
                 f"could not write checkpoint {step} under {where} ({reason}); {kept}: free disk "

@@ -104,8 +104,8 @@ class RunLock:
             os.close(fd)
             folder = os.path.dirname(self.path)
             raise WorkdirError(
-                f"{folder} is in use by another training process (it holds {self.path}): wait for "
-                "it to end, or choose another --workdir") from None
+                f"{folder} is in use by another process (a training{'' if self.shared else ' or an evaluation'} "
+                f"holds {self.path}): wait for it to end, or choose another --workdir") from None
         self._fd = fd
         return self
 

@@ -130,9 +130,9 @@ def test_second_training_on_a_locked_folder(good_run, tiny):
     with open(os.path.join(good_run, ".lock"), "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running training holds it
         p = run("experiments.train", *tiny, "--workdir", good_run, "--resume")
-        error_line(p, "in use by another training", good_run)
+        error_line(p, "in use by another process", good_run)
         p = run("experiments.evaluate", "--workdir", good_run)
-        error_line(p, "in use by another training")
+        error_line(p, "in use by another process")
     assert_intact(good_run, before)
 
 
@@ -165,7 +165,7 @@ def test_a_failed_fresh_command_leaves_no_empty_folder(tmp_path):
     from srs_jax.training import workdir as workdir_lib
 
     path = tmp_path / "new"
-    folder = workdir_lib.open_run(str(path), {"a": 1} and _Cfg(), resume=False)
+    folder = workdir_lib.open_run(str(path), _Cfg(), resume=False)
     folder.close()
     assert not path.exists()
 

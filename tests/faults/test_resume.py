@@ -120,7 +120,7 @@ def test_resume_with_allowed_changes_is_recorded(good_run, tiny):
                 "--config.eval.popularity_baseline=False")
     assert p.returncode == 0, p.stderr[-3000:]
     assert "Traceback" not in p.stderr
-    assert "train.max_epochs 1 -> 2" in p.stdout
+    assert "train.max_epochs 1 -> 2" in p.stderr
     rows = [json.loads(x) for x in open(os.path.join(good_run, "resumes.jsonl"))]
     assert len(rows) == 1 and rows[0]["changed"]["train.max_epochs"] == [1, 2]
     assert rows[0]["changed"]["eval.popularity_baseline"] == [True, False]
