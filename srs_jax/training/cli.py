@@ -2,7 +2,8 @@
 
 * ``run_main(main, doc=...)`` runs an absl ``main(argv)``. Any exception becomes one line
   ``error: <what is wrong and what to do>`` on stderr and a non-zero exit status (2: a bad flag or
-  config; 1: anything else; 130: Ctrl-C, which exits at once with ``on_interrupt()``'s hint). ``--debug`` or ``SRS_JAX_DEBUG=1`` re-raises instead, with
+  config; 1: anything else; 130: Ctrl-C and 143: SIGTERM, which exit at once with
+  ``on_interrupt()``'s hint). ``--debug`` or ``SRS_JAX_DEBUG=1`` re-raises instead, with
   the traceback. ``--help`` prints the command's docstring and flags and exits 0.
 * ``define_config_file(...)``: ``config_flags.DEFINE_config_file`` whose bad overrides (applied
   when the flag is defined, e.g. ``--config.train.epoch=3`` without ``--config``) exit with one line.
@@ -30,7 +31,7 @@ from ml_collections import config_flags
 DEBUG_ENV = "SRS_JAX_DEBUG"
 CONFIG_DOCS = ("config fields are documented in configs/base.py (data: srs_jax/data/config.py); "
                "run folders in docs/run_folders.md")
-EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
 _HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull", "-?")
 
 
@@ -241,6 +242,16 @@ def run_main(main, *, doc: str | None = None, on_interrupt=None,
             fail(f"interrupted{': ' + hint if hint else ''}", EXIT_INTERRUPTED)
 
         signal.signal(signal.SIGINT, interrupted)
+
+        def terminated(signum, frame):  # a batch scheduler's stop: as Ctrl-C, status 143
+            hint = ""
+            try:
+                hint = on_interrupt() if on_interrupt is not None else ""
+            except Exception:  # noqa: BLE001 - the hint is best effort
+                hint = ""
+            fail(f"terminated (SIGTERM){': ' + hint if hint else ''}", EXIT_TERMINATED)
+
+        signal.signal(signal.SIGTERM, terminated)
 
     if not debug_enabled() and not isinstance(sys.stderr, QuietStderr):
         sys.stderr = QuietStderr(sys.stderr)

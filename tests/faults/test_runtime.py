@@ -99,6 +99,33 @@ def test_ctrl_c_before_training_starts(tiny, tmp_path):
                status=130)
 
 
+def test_sigterm_is_one_line_and_status_143(good_run, tiny):
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.train", *tiny, "--workdir", good_run,
+                             "--resume", "--config.train.max_epochs=500"], cwd=harness.ROOT,
+                            env=harness.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if line.startswith("[srs_jax] synthetic"):
+            break
+    proc.send_signal(signal.SIGTERM)
+    out, rest = proc.communicate(timeout=120)
+    p = subprocess.CompletedProcess(proc.args, proc.returncode, out, "".join(lines) + rest)
+    error_line(p, "terminated", "--resume", status=143)
+
+
+def test_evaluate_with_a_checkpoint_of_another_model_shape(good_run):
+    """config.json edited by hand (valid JSON, another width): the restore fails in one line."""
+    path = os.path.join(good_run, "config.json")
+    config = json.load(open(path))
+    config["model"]["hidden"] = 32
+    with open(path, "w") as f:
+        json.dump(config, f)
+    p = run("experiments.evaluate", "--workdir", good_run)
+    error_line(p, "cannot restore checkpoint", "does not fit this model")
+    assert "Event loop is closed" not in p.stderr
+
+
 def test_nonfinite_loss_before_any_checkpoint(tiny, tmp_path):
     p = run("experiments.train", *tiny, "--workdir", tmp_path / "run", "--config.train.lr=1e30",
             "--config.train.log_every=1")
