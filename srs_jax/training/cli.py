@@ -144,19 +144,16 @@ def parse_flags(argv: list[str]) -> list[str]:
 def _print_help(doc: str | None, module_name: str) -> None:
     if doc:
         print(doc.strip() + "\n")
-    text = flags.FLAGS.module_help(module_name) or flags.FLAGS.main_module_help()
-    print(text)
-    print("\n  --debug: show the traceback of an error (or set SRS_JAX_DEBUG=1).")
-    print(f"\nConfig overrides: --config.<section>.<field>=<value>; {CONFIG_DOCS}.")
-
-
-def _quiet_excepthook(exc_type, exc, tb):
-    """Drops Orbax's shutdown noise: TensorStore callbacks that reach an already closed event loop
-    after a failed save or restore report ``RuntimeError: Event loop is closed`` through
-    ``sys.excepthook``; the failure itself is reported as one line."""
-    if issubclass(exc_type, RuntimeError) and "Event loop is closed" in str(exc) and not debug_enabled():
-        return
-    sys.__excepthook__(exc_type, exc, tb)
+    print(flags.FLAGS.module_help(module_name) or flags.FLAGS.main_module_help())
+    # Config flags are registered by this module (define_config_file / define_config_dict).
+    own = flags.FLAGS.get_flags_for_module(__name__)
+    for flag in own:
+        print(f"  --{flag.name}: {flag.help}")
+    print("  --debug: show the traceback of an error (or set SRS_JAX_DEBUG=1).")
+    if own:
+        print(f"\nConfig overrides: --config.<section>.<field>=<value>; {CONFIG_DOCS}.")
+    else:
+        print(f"\nRun folders: docs/run_folders.md; {CONFIG_DOCS.split(';')[0]}.")
 
 
 _TRACEBACK_LINE = re.compile(
