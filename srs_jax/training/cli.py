@@ -156,6 +156,15 @@ def _print_help(doc: str | None, module_name: str) -> None:
         print(f"\nRun folders: docs/run_folders.md; {CONFIG_DOCS.split(';')[0]}.")
 
 
+def _quiet_excepthook(exc_type, exc, tb):
+    """Drops Orbax's shutdown noise: TensorStore callbacks that reach an already closed event loop
+    after a failed save or restore report ``RuntimeError: Event loop is closed`` through
+    ``sys.excepthook``; the failure itself is reported as one line."""
+    if issubclass(exc_type, RuntimeError) and "Event loop is closed" in str(exc) and not debug_enabled():
+        return
+    sys.__excepthook__(exc_type, exc, tb)
+
+
 _TRACEBACK_LINE = re.compile(
     r"Traceback \(most recent call last\)|^\s+File \"|^\s{4}|^\s*[~^]+\s*$|"
     r"^(\w+\.)*\w*(Error|Exception|Exit|Interrupt)(: |$)|^During handling of the above|"
