@@ -52,7 +52,18 @@ def error_line(p: subprocess.CompletedProcess, *needles: str, status: int | None
     line = errors[0]
     for needle in needles:
         assert re.search(needle, line), f"{needle!r} not in {line!r}"
+    record(line)
     return line
+
+
+def record(line: str) -> None:
+    """Appends ``<test id>\t<line>`` to ``$SRS_JAX_FAULT_LINES`` when set (the table of what each
+    fault prints)."""
+    path = os.environ.get("SRS_JAX_FAULT_LINES")
+    if path:
+        test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
+        with open(path, "a") as f:
+            f.write(f"{test}\t{line}\n")
 
 
 def snapshot(folder: str) -> dict[str, bytes]:

@@ -13,6 +13,7 @@ import pytest
 from srs_jax.data import cache, dataset_config, prepare_dataset
 from srs_jax.data.sources import DataFileError
 from srs_jax.training import cli
+from tests.faults import harness
 
 
 def _config(path, fmt="csv", tmp=None, **over):
@@ -36,6 +37,7 @@ def _one_line(error: BaseException, *needles: str) -> str:
     assert "\n" not in line and "Traceback" not in line
     for needle in needles:
         assert needle in line, (needle, line)
+    harness.record("error: " + line)
     return line
 
 
@@ -190,6 +192,7 @@ def test_corrupted_cache_is_named_and_rebuilt(tmp_path, rng, caplog, how):
     with caplog.at_level("WARNING"):
         again = prepare_dataset(cfg)
     assert str(target) in caplog.text or str(path) in caplog.text
+    harness.record("warning: " + caplog.records[-1].getMessage())
     if how == "flip":
         assert "checksum mismatch" in caplog.text
     assert np.array_equal(again.train.items, ds.train.items)
