@@ -47,10 +47,15 @@ def raw_path(cfg) -> Path:
     if not path.is_file() and other.is_file():
         return other
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{cfg.name}: raw file {path.resolve()} not found: download it from {cfg.source_url} "
-            f"and place it there, or set config.data.path")
+        raise FileNotFoundError(f"{cfg.name}: raw file {path.resolve()} not found: {_fetch_hint(cfg)}")
     return path
+
+
+def _fetch_hint(cfg) -> str:
+    url = str(cfg.source_url or "")
+    if "http" in url or "archive" in url:
+        return f"download it from {url} and place it there, or set config.data.path"
+    return "set config.data.path to the file (and config.data.format / columns to match it)"
 
 
 class DataFileError(ValueError):
@@ -75,8 +80,7 @@ def check_file(cfg, path: Path) -> None:
         raise DataFileError(f"{cfg.name}: cannot read {path}: {e.strerror}") from e
     fmt = f"config.data.format={cfg.format!r}"
     if not head:
-        raise DataFileError(f"{cfg.name}: {path} is empty: download it again ({cfg.source_url}) "
-                            "or fix config.data.path")
+        raise DataFileError(f"{cfg.name}: {path} is empty: {_fetch_hint(cfg)}")
     if cfg.format == "parquet":
         if not head.startswith(_PARQUET_MAGIC):
             kind = "gzip-compressed" if head.startswith(_GZIP_MAGIC) else "not a parquet file"
@@ -106,6 +110,10 @@ def check_file(cfg, path: Path) -> None:
         raise DataFileError(f"{cfg.name}: {path} is not UTF-8 text (binary content?) but {fmt} "
                             "reads text: set config.data.format to the file's format (e.g. "
                             "'parquet') or fix config.data.path")
+    whole = len(head) < (1 << 16) and not path.suffix == ".gz"
+    if cfg.format == "csv" and whole and len([ln for ln in head.splitlines() if ln.strip()]) < 2:
+        raise DataFileError(f"{cfg.name}: {path} has a header line but no data rows: "
+                            f"{_fetch_hint(cfg)}")
 
 
 def _utf8_prefix_ok(data: bytes) -> bool:

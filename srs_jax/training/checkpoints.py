@@ -114,7 +114,7 @@ class RunCheckpoints:
             out = manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
         except Exception as e:  # noqa: BLE001 - orbax raises many types for the same problems
-            first = " ".join(str(e).split())[:300] or type(e).__name__
+            first = " ".join(str(e).split()).split(". ")[0][:240] or type(e).__name__
             raise CheckpointReadError(
                 f"cannot restore checkpoint {directory} ({type(e).__name__}: {first}): it does not "
                 f"fit this model or is damaged; {READ_FIX}") from e

@@ -29,8 +29,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 DEBUG_ENV = "SRS_JAX_DEBUG"
-CONFIG_DOCS = ("config fields are documented in configs/base.py (data: srs_jax/data/config.py); "
-               "run folders in docs/run_folders.md")
+CONFIG_DOCS = "config fields: configs/base.py; data fields: srs_jax/data/config.py"
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
 _HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull", "-?")
 
@@ -78,8 +77,25 @@ def one_line(error: BaseException | str) -> str:
     return text.strip("'\" ") if text.startswith(("'", '"')) else text
 
 
+def _config_argument() -> str:
+    """The value of ``--config`` on the command line ('' when absent)."""
+    argv = sys.argv[1:]
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return ""
+
+
 def _config_flag_message(error: BaseException) -> str:
     text = one_line(error)
+    missing = re.search(r"No such file or directory: '([^']+)'", text)
+    if "Failed loading config file" in text and missing:
+        return f"config file {missing.group(1)} not found: pass a file such as configs/synthetic_cce.py"
+    if "has no attribute 'get_config" in text:
+        return (f"config file {_config_argument() or '(--config)'} defines no get_config(): it must "
+                "return an ml_collections.ConfigDict (see configs/base.py)")
     if isinstance(error, (KeyError, AttributeError)):
         text = text.strip("'\"").replace("' Did you mean", ": did you mean")
         text = f"unknown config field {text}"
@@ -151,9 +167,10 @@ def _print_help(doc: str | None, module_name: str) -> None:
         print(f"  --{flag.name}: {flag.help}")
     print("  --debug: show the traceback of an error (or set SRS_JAX_DEBUG=1).")
     if own:
-        print(f"\nConfig overrides: --config.<section>.<field>=<value>; {CONFIG_DOCS}.")
+        print(f"\nConfig overrides: --config.<section>.<field>=<value>; {CONFIG_DOCS}; "
+              "run folders: docs/run_folders.md.")
     else:
-        print(f"\nRun folders: docs/run_folders.md; {CONFIG_DOCS.split(';')[0]}.")
+        print(f"\nRun folders: docs/run_folders.md; {CONFIG_DOCS}.")
 
 
 def _quiet_excepthook(exc_type, exc, tb):

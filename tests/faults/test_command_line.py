@@ -44,7 +44,7 @@ def test_config_argument_that_get_config_rejects(tmp_path):
 
 def test_missing_config_file(tmp_path):
     error_line(run("experiments.train", "--config", "configs/nope.py", "--workdir", tmp_path / "x"),
-               "nope.py", status=2)
+               "config file configs/nope.py not found", status=2)
 
 
 def test_config_file_with_a_syntax_error(tmp_path):
@@ -57,8 +57,8 @@ def test_config_file_with_a_syntax_error(tmp_path):
 def test_config_file_without_get_config(tmp_path):
     bad = tmp_path / "empty_config.py"
     bad.write_text("x = 1\n")
-    error_line(run("experiments.train", "--config", bad, "--workdir", tmp_path / "x"), "get_config",
-               status=2)
+    error_line(run("experiments.train", "--config", bad, "--workdir", tmp_path / "x"),
+               "empty_config.py defines no get_config", status=2)
 
 
 def test_unknown_flag(tmp_path):

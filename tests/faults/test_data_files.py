@@ -53,7 +53,8 @@ def rng():
 
 
 def test_missing_file(tmp_path):
-    _fails(_config(tmp_path / "nope.csv"), "nope.csv", "not found", "config.data.path")
+    line = _fails(_config(tmp_path / "nope.csv"), "nope.csv", "not found", "config.data.path")
+    assert "download" not in line  # a generic file has nowhere to download from
 
 
 def test_empty_csv(tmp_path):
@@ -68,7 +69,7 @@ def test_blank_csv(tmp_path):
 
 def test_header_only_csv(tmp_path):
     (tmp_path / "a.csv").write_text("user,item,time\n")
-    _fails(_config(tmp_path / "a.csv"), "no rows")
+    _fails(_config(tmp_path / "a.csv"), "a.csv", "no data rows")
 
 
 def test_parquet_read_as_csv(tmp_path, rng):
