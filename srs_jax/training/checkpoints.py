@@ -9,7 +9,7 @@ Orbax writes every checkpoint to a temporary directory and renames it when compl
 the previous one only after that, so a failed write (full disk, ...) leaves the previous
 checkpoint restorable. Writes are synchronous: a failure surfaces here, as ``CheckpointWriteError``.
 
-After a write, ``<step>/checksums.json`` records the size and SHA-256 of each of its files
+After a write, ``<step>/checksums.json`` records the size and CRC-32 of each of its files
 (``run_files.write_checksums``); a restore verifies them first and refuses a truncated or altered
 checkpoint with ``CheckpointReadError`` naming the file. Any other restore failure (a checkpoint
 of another model shape, a foreign folder) is a ``CheckpointReadError`` too, one line.

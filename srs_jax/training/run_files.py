@@ -5,16 +5,16 @@ killed run never leaves a half-written file; files get the usual permissions (06
 default umask). Reading a missing or corrupted file raises one line naming the file.
 
 ``write_checksums(folder)`` / ``verify_checksums(folder)`` keep ``checksums.json`` (size and
-SHA-256 of every file below ``folder``) next to a checkpoint's files; a truncated or altered file
+CRC-32 of every file below ``folder``; docs/decisions/030-checksums.md) next to a checkpoint's files; a truncated or altered file
 fails the check with its name.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
+import zlib
 
 import ml_collections
 
@@ -147,11 +147,12 @@ def load_results(workdir: str) -> dict:
 # ---------------------------------------------------------------------------- checksums
 
 def file_digest(path: str) -> str:
-    h = hashlib.sha256()
+    """CRC-32 of a file as 8 hex digits, read in 16 MiB blocks."""
+    crc = 0
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        for block in iter(lambda: f.read(1 << 24), b""):
+            crc = zlib.crc32(block, crc)
+    return f"{crc:08x}"
 
 
 def _files_below(folder: str) -> list[str]:
@@ -166,9 +167,9 @@ def _files_below(folder: str) -> list[str]:
 
 
 def write_checksums(folder: str) -> None:
-    """Writes ``<folder>/checksums.json``: size and SHA-256 of every other file below ``folder``."""
+    """Writes ``<folder>/checksums.json``: size and CRC-32 of every other file below ``folder``."""
     files = {rel: {"size": os.path.getsize(os.path.join(folder, rel)),
-                   "sha256": file_digest(os.path.join(folder, rel))}
+                   "crc32": file_digest(os.path.join(folder, rel))}
              for rel in _files_below(folder)}
     write_json(os.path.join(folder, CHECKSUMS_FILE), {"version": 1, "files": files})
 
@@ -196,5 +197,5 @@ def verify_checksums(folder: str, *, what: str, fix: str) -> None:
         if size != entry.get("size"):
             raise ChecksumError(f"{what}: {path} is truncated or altered ({size} bytes, "
                                 f"{entry.get('size')} written): {fix}")
-        if file_digest(path) != entry.get("sha256"):
+        if file_digest(path) != entry.get("crc32"):
             raise ChecksumError(f"{what}: {path} is corrupted (checksum mismatch): {fix}")
