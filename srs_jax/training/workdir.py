@@ -78,7 +78,8 @@ def describe_os_error(error: OSError, what: str) -> str:
                 "another --workdir), then rerun with --resume")
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"{where}: {error.strerror}: choose a --workdir you can write, or fix its permissions"
-    return f"{where}: {error.strerror} while writing {what}"
+    return (f"{where}: {error.strerror} while writing {what}: choose a --workdir on a writable "
+            "file system")
 
 
 # ---------------------------------------------------------------------------- lock

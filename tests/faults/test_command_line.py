@@ -113,6 +113,14 @@ def test_workdir_not_writable(tiny, tmp_path):
     error_line(run("experiments.train", *tiny, "--workdir", ro / "run"), "not writable|cannot be created")
 
 
+@pytest.mark.parametrize("root", ["/sys", "/proc"])
+def test_workdir_on_a_file_system_that_refuses_folders(tiny, root):
+    if not os.path.isdir(root):
+        pytest.skip(f"no {root} here")
+    error_line(run("experiments.train", *tiny, "--workdir", f"{root}/srs_jax_fault_run"),
+               f"{root}/srs_jax_fault_run", "--workdir")
+
+
 def test_no_workdir_at_all(tmp_path):
     p = run("experiments.train", "--config", "configs/base.py", "--config.workdir=")
     error_line(p, "--workdir")
