@@ -17,7 +17,7 @@ from tests.faults import harness
 from tests.faults.harness import error_line, run
 
 needs_progress = pytest.mark.skipif(
-    not harness.loop_calls("progress_lib.Progress"),
+    not harness.loop_calls("Progress("),
     reason="needs loop integration: loop.py must draw its epoch bar with srs_jax.training.progress.Progress")
 needs_data_check = pytest.mark.skipif(
     not harness.loop_calls("check_against_data"),
