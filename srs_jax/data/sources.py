@@ -103,8 +103,7 @@ def check_file(cfg, path: Path) -> None:
         raise DataFileError(f"{cfg.name}: {path} is named *.gz but is not gzip-compressed: rename "
                             "it without .gz")
     if not head.strip():
-        raise DataFileError(f"{cfg.name}: {path} holds no data: download it again or fix "
-                            "config.data.path")
+        raise DataFileError(f"{cfg.name}: {path} holds no data: {_fetch_hint(cfg)}")
     text_ok = b"\x00" not in head and _utf8_prefix_ok(head)
     if not text_ok:
         raise DataFileError(f"{cfg.name}: {path} is not UTF-8 text (binary content?) but {fmt} "

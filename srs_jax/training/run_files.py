@@ -81,11 +81,11 @@ def read_json(path: str, *, what: str = "file", fix: str = "") -> dict | list:
         with open(path, "rb") as f:
             data = f.read()
         if not data.strip():
-            raise RunFileError(f"{path} is empty ({what} is corrupted): {fix}")
+            raise RunFileError(f"{path} ({what}) is empty: {fix}")
         return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         reason = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8 text"
-        raise RunFileError(f"{path} is not valid JSON ({reason}; {what} is corrupted): {fix}") from e
+        raise RunFileError(f"{path} ({what}) is not valid JSON ({reason}): {fix}") from e
     except OSError as e:
         raise RunFileError(f"cannot read {path}: {e.strerror}") from e
 
@@ -102,8 +102,8 @@ def read_jsonl(path: str, *, what: str = "log") -> list[dict]:
             try:
                 rows.append(json.loads(line.decode("utf-8")))
             except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise RunFileError(f"{path} line {n} is not valid JSON ({what} is corrupted): "
-                                   "delete the line or restore the file from a copy") from e
+                raise RunFileError(f"{path} ({what}) line {n} is not valid JSON: delete the line or "
+                                   "restore the file from a copy") from e
     return rows
 
 
