@@ -88,6 +88,25 @@ def test_ctrl_c_says_which_checkpoint_to_resume_from(good_run, tiny):
     workdir_lib.verify_checkpoints(good_run)  # still a good checkpoint to resume from
 
 
+def test_two_trainings_on_one_folder(tiny, tmp_path):
+    """The second of two concurrent trainings stops in one line; the first finishes untouched."""
+    workdir = str(tmp_path / "run")
+    first = subprocess.Popen([sys.executable, "-m", "experiments.train", *tiny, "--workdir", workdir],
+                             cwd=harness.ROOT, env=harness.env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in first.stderr:  # the lock is taken before this line is printed
+        lines.append(line)
+        if line.startswith("[srs_jax] synthetic"):
+            break
+    second = run("experiments.train", *tiny, "--workdir", workdir)
+    out, rest = first.communicate(timeout=300)
+    assert first.returncode == 0, "".join(lines) + rest
+    error_line(second, "in use by another process", workdir)
+    results = json.load(open(os.path.join(workdir, "results.json")))
+    assert results["epochs_run"] == 1 and not os.path.exists(os.path.join(workdir, "resumes.jsonl"))
+
+
 def test_ctrl_c_before_training_starts(tiny, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "experiments.train", *tiny, "--workdir",
                              tmp_path / "run"], cwd=harness.ROOT, env=harness.env(),
