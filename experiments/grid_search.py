@@ -14,15 +14,13 @@ from __future__ import annotations
 import os
 
 from absl import flags
-from ml_collections import config_flags
-
 from srs_jax.training import cli as _cli
 from srs_jax.experiments import grid as grid_lib
 
-_CONFIG = config_flags.DEFINE_config_file(
+_CONFIG = _cli.define_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "synthetic_cce.py"),
     "Base run config (configs/*.py); override fields with --config.<field>=<value>.")
-_GRID = config_flags.DEFINE_config_dict(
+_GRID = _cli.define_config_dict(
     "grid", grid_lib.default_grid(), "Grid lists: --grid.batch_size=16,32 --grid.max_len=... "
     "--grid.num_negatives=... --grid.launches=1.")
 _OUT = flags.DEFINE_string("out", None, "Output folder: grid.csv and runs/<point>/ "
@@ -42,13 +40,13 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Internal: a point's run directo
 
 def main(argv):
     if len(argv) > 1:
-        raise ValueError(f"unexpected arguments {argv[1:]}: use --config, --grid.*, --out")
+        raise _cli.UsageError(f"unexpected arguments {argv[1:]}: use --config, --grid.*, --out")
     if _WORKER.value:
         raise SystemExit(grid_lib.run_worker(_POINT_CONFIG.value, _WORKDIR.value, _TRAIN_FN.value))
     workdir = _CONFIG.value.get("workdir")
     out = _OUT.value or (f"{workdir.rstrip('/')}_grid" if workdir else None)
     if not out:
-        raise ValueError("no output folder: pass --out DIR")
+        raise _cli.UsageError("no output folder: pass --out DIR")
     summary = grid_lib.run_grid(_CONFIG.value, _GRID.value, out, csv_path=_CSV.value,
                                 train_fn=_TRAIN_FN.value, isolate=_ISOLATE.value,
                                 retry_failed=_RETRY.value)
@@ -57,4 +55,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    _cli.run_main(main)
+    _cli.run_main(main, doc=__doc__)

@@ -4,7 +4,8 @@
 
 The config file defines ``get_config()`` returning an ``ml_collections.ConfigDict`` with a
 ``data`` field (``srs_jax.data.dataset_config(...)``). ``--config.data.<key>=<value>`` overrides
-any field; an unknown key fails at start-up. The last output line is a JSON object with
+any field; an unknown key fails at start-up. Errors (a missing, empty or unreadable raw file, a
+bad value) print one line starting ``error:`` (--debug: traceback). The last output line is a JSON object with
 ``n_users, n_items, n_interactions`` (after filtering) and ``n_train_users, n_val_users,
 n_test_users`` (scored users of each split).
 """
@@ -16,11 +17,12 @@ import sys
 import time
 
 import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file with get_config().",
-                                          lock_config=True)
+from srs_jax.data import prepare_dataset
+from srs_jax.training import cli as _cli
+
+_CONFIG = _cli.define_config_file("config", None, "Config file with get_config() (configs/*.py).",
+                                  lock_config=True)
 
 SUMMARY_KEYS = ("n_users", "n_items", "n_interactions", "n_train_users", "n_val_users",
                 "n_test_users")
@@ -52,23 +54,15 @@ def summary_lines(ds, seconds: float) -> list[str]:
     return lines
 
 
-_STARTED = []  # set once flags are parsed: later errors are not override errors
-
-
 def main(argv) -> None:
-    _STARTED.append(True)
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from srs_jax.data import prepare_dataset  # after flag parsing: fast --help
-
+        raise _cli.UsageError(f"unexpected arguments: {argv[1:]}")
     config = _CONFIG.value
     if config is None or "data" not in config:
-        raise app.UsageError("--config must name a config file whose get_config() has a .data field")
+        raise _cli.UsageError("--config must name a config file whose get_config() has a .data "
+                              "field, e.g. --config configs/synthetic_cce.py")
     start = time.perf_counter()
-    try:
-        ds = prepare_dataset(config.data)
-    except (FileNotFoundError, ValueError) as err:  # bad input: the message says what to change
-        sys.exit(f"error: {err}")
+    ds = prepare_dataset(config.data)
     for line in summary_lines(ds, time.perf_counter() - start):
         print(line)
     print(json.dumps({k: int(ds.stats[k]) for k in SUMMARY_KEYS}))
@@ -76,10 +70,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    flags.mark_flag_as_required("config")
-    try:
-        app.run(main)
-    except (AttributeError, KeyError, TypeError) as err:  # a misspelled or mistyped override
-        if _STARTED:
-            raise
-        sys.exit(f"error: bad --config override: {err!s}".replace("\\n", " "))
+    _cli.run_main(main, doc=__doc__)

@@ -1,30 +1,69 @@
-"""Trains a model: ``python -m experiments.train --config configs/zvuk_cce.py [--config.a.b=v ...]
-[--workdir DIR] [--resume]``. Without ``--config`` it trains the synthetic CPU demo
-(``configs/synthetic_cce.py``)."""
+"""Trains a model.
+
+    python -m experiments.train --config configs/synthetic_cce.py --workdir runs/demo \\
+        [--config.train.max_epochs=2 ...] [--resume] [--debug]
+
+Without ``--config`` it trains the synthetic CPU demo (configs/synthetic_cce.py). The run folder
+(--workdir, default config.workdir) is locked while the run writes it; ``--resume`` continues from
+its latest checkpoint and refuses a config that changes what the checkpoint means
+(docs/run_folders.md lists the fields that may change). Errors print one line starting
+``error:``; ``--debug`` (or SRS_JAX_DEBUG=1) shows the traceback.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 
 from absl import flags
-from ml_collections import config_flags
 
 from srs_jax.training import cli as _cli
+from srs_jax.training import workdir as workdir_lib
 
-_CONFIG = config_flags.DEFINE_config_file(
+_CONFIG = _cli.define_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "synthetic_cce.py"),
-    "Config file (configs/*.py); override fields with --config.<field>=<value>.")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: config.workdir).")
+    "Config file (configs/*.py[:arg]); override fields with --config.<field>=<value>.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (default: config.workdir).")
 _RESUME = flags.DEFINE_bool("resume", False, "Continue the run in --workdir from its latest checkpoint.")
+
+_OPEN: list = []  # the open run folder (for the Ctrl-C message)
+
+
+def _interrupted() -> str:
+    if not _OPEN:
+        return "nothing was written"
+    return workdir_lib.resume_hint(_OPEN[0].path)
 
 
 def main(argv):
     if len(argv) > 1:
-        raise ValueError(f"unexpected arguments {argv[1:]}: use --config, --workdir, --resume")
-    from srs_jax.training.loop import train
+        raise _cli.UsageError(f"unexpected arguments {argv[1:]}: use --config, --workdir, --resume")
+    config = _CONFIG.value
+    workdir = _WORKDIR.value or config.get("workdir") or ""
+    with workdir_lib.open_run(workdir, config, _RESUME.value) as run:
+        _OPEN.append(run)
+        if run.changes:
+            print(f"[srs_jax] --resume with changed settings (recorded in resumes.jsonl): "
+                  f"{workdir_lib.format_changes(run.changes)}", file=sys.stderr, flush=True)
+        from srs_jax.training.loop import train  # JAX loads only after the cheap checks
 
-    train(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value)
+        try:
+            train(config, run.path, resume=_RESUME.value)
+        except FloatingPointError as e:
+            raise FloatingPointError(_nonfinite_message(str(e), run.path)) from e
+        run.record_in_results()
+
+
+def _nonfinite_message(text: str, workdir: str) -> str:
+    """The loop's non-finite-loss message, with the checkpoint part true to the folder."""
+    head = text.split("; the last good checkpoint")[0].split(": stopped")[0]
+    ck = workdir_lib.latest_checkpoint(workdir)
+    if ck is None:
+        return (f"{head}: stopped before any checkpoint was written; lower config.train.lr or set "
+                "config.train.grad_clip and train again")
+    return (f"{head}: stopped; {workdir_lib.resume_hint(workdir)} after lowering config.train.lr "
+            "or setting config.train.grad_clip")
 
 
 if __name__ == "__main__":
-    _cli.run_main(main)
+    _cli.run_main(main, doc=__doc__, on_interrupt=_interrupted)

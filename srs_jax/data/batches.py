@@ -13,7 +13,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from srs_jax.data.dataset import Sequences
+from srs_jax.data.containers import Sequences
 
 _CHUNK_ELEMENTS = 1 << 24  # rows x width gathered at once (int64 index: 128 MiB)
 

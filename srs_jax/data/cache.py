@@ -6,6 +6,9 @@ Layout: ``<cache_dir>/<name>-<fingerprint>/`` holding one ``.npy`` per array (no
 every preprocessing field of the data config and ``CACHE_VERSION``. A directory is built under a
 temporary name and renamed into place, so a crash mid-write leaves no directory under the final
 name; a final directory that fails to load (e.g. edited by hand) is rebuilt.
+
+``meta.json`` records the size and CRC-32 of every array file; ``load`` verifies them, so a file
+altered in place (even without changing its size) is reported by name and the cache rebuilt.
 """
 
 from __future__ import annotations
@@ -16,16 +19,18 @@ import logging
 import os
 import shutil
 import uuid
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from srs_jax.data.dataset import EvalSplit, PreparedDataset, Sequences
+from srs_jax.data import sources, synthetic
+from srs_jax.data.containers import EvalSplit, PreparedDataset, Sequences
 
 log = logging.getLogger(__name__)
 
 # Bump whenever filtering, splitting or encoding change the prepared data: old caches then miss.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 # Fields that do not change the prepared data.
 _NOT_HASHED = ("cache_dir", "use_cache", "source_url", "path", "synthetic")
 
@@ -34,13 +39,9 @@ def fingerprint(cfg) -> str:
     """Hex digest identifying the prepared data of ``cfg`` (module docstring)."""
     settings = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_HASHED}
     if cfg.format == "synthetic":
-        from srs_jax.data.synthetic import GENERATOR_VERSION
-
-        source = {"synthetic": cfg.synthetic.to_dict(), "generator": GENERATOR_VERSION}
+        source = {"synthetic": cfg.synthetic.to_dict(), "generator": synthetic.GENERATOR_VERSION}
     else:
-        from srs_jax.data.sources import raw_path
-
-        path = raw_path(cfg).resolve()  # the file actually read (it may be the .gz variant)
+        path = sources.raw_path(cfg).resolve()  # the file actually read (it may be the .gz variant)
         st = path.stat()
         source = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
     blob = json.dumps({"version": CACHE_VERSION, "source": source, "settings": settings},
@@ -101,8 +102,10 @@ def save(ds: PreparedDataset, path: Path) -> None:
         arrays = _to_arrays(ds)
         for name, array in arrays.items():
             np.save(tmp / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+        checksums = {name: file_checksum(tmp / f"{name}.npy") for name in arrays}
         meta = dict(version=CACHE_VERSION, fingerprint=path.name, n_items=int(ds.n_items),
-                    n_users=int(ds.n_users), stats=ds.stats, arrays=sorted(arrays))
+                    n_users=int(ds.n_users), stats=ds.stats, arrays=sorted(arrays),
+                    checksums=checksums)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         if path.exists():  # a broken or concurrent copy: replace it, never leave it half-moved
             trash = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
@@ -127,9 +130,25 @@ def load(path: Path) -> PreparedDataset | None:
         meta = json.loads(meta_file.read_text())
         if meta.get("version") != CACHE_VERSION or meta.get("fingerprint") != path.name:
             return None
+        for name in meta["arrays"]:
+            file = path / f"{name}.npy"
+            if file_checksum(file) != meta["checksums"][name]:
+                log.warning("cache file %s is corrupted (checksum mismatch): rebuilding the "
+                            "prepared dataset", file)
+                return None
         arrays = {name: np.load(path / f"{name}.npy", allow_pickle=False)
                   for name in meta["arrays"]}
         return _from_arrays(arrays, meta)
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, TypeError) as err:
         log.warning("ignoring unreadable cache %s (%s); rebuilding", path, err)
         return None
+
+
+def file_checksum(path: Path) -> dict:
+    """``{"size", "crc32"}`` of a file, read in 16 MiB blocks."""
+    crc, size = 0, 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            crc = zlib.crc32(block, crc)
+            size += len(block)
+    return {"size": size, "crc32": crc}

@@ -1,4 +1,5 @@
-"""Prepared-dataset containers (docs/architecture.md) and ``prepare_dataset``.
+"""``prepare_dataset``: raw file (or synthetic generator) -> filtered, split, encoded, cached
+``PreparedDataset`` (containers in ``srs_jax.data.containers``, re-exported here).
 
 Item ids are encoded ``1..V`` (``0`` is padding, never an item); user ids are encoded
 ``0..U-1`` (index into ``user_raw_ids``).
@@ -6,91 +7,22 @@ Item ids are encoded ``1..V`` (``0`` is padding, never an item); user ids are en
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 
-import numpy as np
+import polars as pl
+
+from srs_jax.data import cache, preprocess, sources, splits
+from srs_jax.data.config import validate_config
+from srs_jax.data.containers import EvalSplit, PreparedDataset, Sequences
+
+__all__ = ["EvalSplit", "PreparedDataset", "Sequences", "prepare_dataset"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
-class Sequences:
-    """Per-user item sequences in CSR layout, each row in time order.
-
-    offsets: int64[U+1] (row r is ``items[offsets[r]:offsets[r+1]]``); items: int32[total]
-    (encoded 1..V); users: int64[U] (encoded user index of each row, increasing).
-    """
-
-    offsets: np.ndarray
-    items: np.ndarray
-    users: np.ndarray
-
-    def __post_init__(self):
-        if len(self.offsets) != len(self.users) + 1 or self.offsets[-1] != len(self.items):
-            raise ValueError(f"inconsistent Sequences: {len(self.offsets)} offsets, "
-                             f"{len(self.users)} users, {len(self.items)} items")
-
-    def __len__(self) -> int:
-        return len(self.users)
-
-    def lengths(self) -> np.ndarray:
-        """int64[U]: number of items of each row."""
-        return np.diff(self.offsets)
-
-    def row(self, r: int) -> np.ndarray:
-        """int32[n]: the items of row ``r``."""
-        return self.items[self.offsets[r]:self.offsets[r + 1]]
-
-    @staticmethod
-    def empty() -> "Sequences":
-        return Sequences(np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64))
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalSplit:
-    """Evaluation users: ``inputs`` (history fed to the model), ``targets`` int32[U] (1..V),
-    ``users`` int64[U] (== ``inputs.users``)."""
-
-    inputs: Sequences
-    targets: np.ndarray
-    users: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.users)
-
-
-@dataclasses.dataclass(frozen=True)
-class PreparedDataset:
-    """A split, encoded dataset (see docs/architecture.md and docs/data.md).
-
-    n_items: V (the catalog: items encoded 1..V). n_users: number of users after filtering.
-    item_raw_ids: [V+1] raw id of each encoded item, [0] a placeholder (-1 or "").
-    user_raw_ids: [n_users] raw id of each encoded user. train: training sequences.
-    val / test: evaluation users. test_period: histories (minus the held-out last item) of all
-    test-period users, the reference set of Coverage/Surprisal. item_counts: int64[V+1]
-    training frequency ([0] = 0). stats: counts of the preparation (see ``splits``).
-    """
-
-    n_items: int
-    n_users: int
-    item_raw_ids: np.ndarray
-    user_raw_ids: np.ndarray
-    train: Sequences
-    val: EvalSplit
-    test: EvalSplit
-    test_period: Sequences
-    item_counts: np.ndarray
-    stats: dict
-
-
 def prepare_dataset(data_config) -> PreparedDataset:
     """Reads, filters, splits and encodes ``data_config``; loads/stores it in the cache."""
-    # Local imports: these modules import the containers above.
-    from srs_jax.data import cache, preprocess, sources, splits
-    from srs_jax.data.config import validate_config
-
     validate_config(data_config)
     if data_config.format != "synthetic":
         sources.raw_path(data_config)  # missing file: fail before anything else
@@ -104,9 +36,18 @@ def prepare_dataset(data_config) -> PreparedDataset:
                      time.perf_counter() - start)
             return dataset
     start = time.perf_counter()
-    interactions = preprocess.load_interactions(sources.read_source(data_config), data_config)
+    lazy = sources.read_source(data_config)
+    try:
+        interactions = preprocess.load_interactions(lazy, data_config)
+    except pl.exceptions.PolarsError as e:  # a value the config's columns / formats cannot parse
+        raise sources.DataFileError(sources.parse_error_message(data_config, e)) from e
     dataset = splits.split_dataset(interactions, data_config)
     log.info("prepared %s in %.1fs", data_config.name, time.perf_counter() - start)
     if cache_dir is not None:
-        cache.save(dataset, cache_dir)
+        try:
+            cache.save(dataset, cache_dir)
+        except OSError as e:  # a full disk: the prepared data is still good, only not cached
+            log.warning("could not cache the prepared dataset in %s (%s): continuing without "
+                        "the cache; free disk space or set config.data.cache_dir", cache_dir,
+                        e.strerror or e)
     return dataset

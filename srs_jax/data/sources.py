@@ -7,14 +7,27 @@
 
 Rows with a null user, item or time are dropped. The rating/event filters of the config
 (``min_rating``, ``event_value``) are applied here, after ``row`` is assigned.
+
+Before polars reads a file, ``check_file`` compares its first bytes with the configured format (an
+empty file, a parquet file read as text, a binary file read as CSV, a text file read as parquet,
+a ``.gz`` name on an uncompressed file); each mismatch is a ``DataFileError`` naming the file and the
+config field to fix. Errors polars raises later on values (a time string that does not parse, ...)
+are turned into one such line too (``parse_error_message``).
 """
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from pathlib import Path
 
-import numpy as np
 import polars as pl
+
+from srs_jax.data import synthetic
+from srs_jax.data.frames import frame_from_arrays
+
+__all__ = ["FORMATS", "DataFileError", "check_file", "frame_from_arrays", "parse_error_message",
+           "raw_path", "read_source"]
 
 FORMATS = ("csv", "parquet", "snap_gowalla", "user_item", "user_items", "synthetic")
 
@@ -34,10 +47,91 @@ def raw_path(cfg) -> Path:
     if not path.is_file() and other.is_file():
         return other
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{cfg.name}: raw file {path.resolve()} not found: download it from {cfg.source_url} "
-            f"and place it there, or set config.data.path")
+        raise FileNotFoundError(f"{cfg.name}: raw file {path.resolve()} not found: {_fetch_hint(cfg)}")
     return path
+
+
+def _fetch_hint(cfg) -> str:
+    url = str(cfg.source_url or "")
+    if "http" in url or "archive" in url:
+        return f"download it from {url} and place it there, or set config.data.path"
+    return "set config.data.path to the file (and config.data.format / columns to match it)"
+
+
+class DataFileError(ValueError):
+    """A raw data file cannot be read with the data config (the message names file and field)."""
+
+
+_PARQUET_MAGIC = b"PAR1"
+_GZIP_MAGIC = b"\x1f\x8b"
+_TEXT_FORMATS = ("csv", "snap_gowalla", "user_item", "user_items")
+
+
+def _head_bytes(path: Path, n: int = 1 << 16) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
+def check_file(cfg, path: Path) -> None:
+    """Raises ``DataFileError`` when ``path`` cannot be a ``cfg.format`` file (module docstring)."""
+    try:
+        head = _head_bytes(path)
+    except OSError as e:
+        raise DataFileError(f"{cfg.name}: cannot read {path}: {e.strerror}") from e
+    fmt = f"config.data.format={cfg.format!r}"
+    if not head:
+        raise DataFileError(f"{cfg.name}: {path} is empty: {_fetch_hint(cfg)}")
+    if cfg.format == "parquet":
+        if not head.startswith(_PARQUET_MAGIC):
+            kind = "gzip-compressed" if head.startswith(_GZIP_MAGIC) else "not a parquet file"
+            raise DataFileError(f"{cfg.name}: {path} is {kind} but {fmt}: set config.data.format "
+                                "to the file's format (e.g. 'csv') or fix config.data.path")
+        return
+    if head.startswith(_PARQUET_MAGIC):
+        raise DataFileError(f"{cfg.name}: {path} is a parquet file but {fmt}: set "
+                            "config.data.format='parquet'")
+    if head.startswith(_GZIP_MAGIC):
+        if path.suffix != ".gz":
+            raise DataFileError(f"{cfg.name}: {path} is gzip-compressed but not named *.gz: rename "
+                                "it to end in .gz")
+        try:
+            head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 1 << 16)
+        except zlib.error as e:
+            raise DataFileError(f"{cfg.name}: {path} is a damaged gzip file ({e}): download it "
+                                "again") from e
+    elif path.suffix == ".gz":
+        raise DataFileError(f"{cfg.name}: {path} is named *.gz but is not gzip-compressed: rename "
+                            "it without .gz")
+    if not head.strip():
+        raise DataFileError(f"{cfg.name}: {path} holds no data: {_fetch_hint(cfg)}")
+    text_ok = b"\x00" not in head and _utf8_prefix_ok(head)
+    if not text_ok:
+        raise DataFileError(f"{cfg.name}: {path} is not UTF-8 text (binary content?) but {fmt} "
+                            "reads text: set config.data.format to the file's format (e.g. "
+                            "'parquet') or fix config.data.path")
+    whole = len(head) < (1 << 16) and not path.suffix == ".gz"
+    if cfg.format == "csv" and whole and len([ln for ln in head.splitlines() if ln.strip()]) < 2:
+        raise DataFileError(f"{cfg.name}: {path} has a header line but no data rows: "
+                            f"{_fetch_hint(cfg)}")
+
+
+def _utf8_prefix_ok(data: bytes) -> bool:
+    """Whether ``data`` is UTF-8 up to a character cut at its end."""
+    for cut in range(4):
+        try:
+            data[: len(data) - cut].decode("utf-8")
+            return True
+        except UnicodeDecodeError:
+            continue
+    return False
+
+
+def parse_error_message(cfg, error: BaseException) -> str:
+    """One line for a polars error while reading ``cfg``'s raw file."""
+    first = " ".join(str(error).split("\n\n")[0].split())[:240]
+    where = cfg.path if cfg.path else cfg.format
+    return (f"{cfg.name}: cannot read {where} as {cfg.format} ({type(error).__name__}: {first}): "
+            "check config.data.format, separator, columns.* and time_format against the file")
 
 
 def read_source(cfg) -> pl.LazyFrame:
@@ -45,10 +139,16 @@ def read_source(cfg) -> pl.LazyFrame:
     if cfg.format not in FORMATS:
         raise ValueError(f"config.data.format={cfg.format!r} is unknown: use one of {list(FORMATS)}")
     if cfg.format == "synthetic":
-        from srs_jax.data import synthetic  # local: only this source needs the generator
-
         return synthetic.generate_frame(cfg.synthetic).lazy()
     path = raw_path(cfg)
+    check_file(cfg, path)
+    try:
+        return _read(cfg, path)
+    except pl.exceptions.PolarsError as e:
+        raise DataFileError(parse_error_message(cfg, e)) from e
+
+
+def _read(cfg, path: Path) -> pl.LazyFrame:
     if cfg.format == "user_item":
         return _read_user_item(path)
     if cfg.format == "user_items":
@@ -85,8 +185,10 @@ def _standardise(lf: pl.LazyFrame, cfg, columns: dict, path: Path, time_format) 
     missing = {k: v for k, v in wanted.items() if v is None or v not in schema}
     if missing:
         keys = ", ".join(f"config.data.columns.{k}={v!r}" for k, v in missing.items())
-        raise ValueError(f"{cfg.name}: {path} has columns {list(schema.names())}; expected {keys} "
-                         f"(set these keys to the file's column names)")
+        names = [n if len(n) <= 40 else n[:37] + "..." for n in schema.names()[:20]]
+        more = f" and {len(schema.names()) - 20} more" if len(schema.names()) > 20 else ""
+        raise DataFileError(f"{cfg.name}: {path} has columns {names}{more}; expected {keys} "
+                            f"(set these keys to the file's column names)")
     for key in ("user", "item"):
         dtype = schema[wanted[key]]
         if not (dtype.is_integer() or _is_text(dtype)):
@@ -134,8 +236,6 @@ def _id_dtype(tokens: list[str]):
 
 
 def _head_tokens(path: Path, n_lines: int = 1000) -> list[str]:
-    import gzip
-
     opener = gzip.open if path.suffix == ".gz" else open
     tokens: list[str] = []
     with opener(path, "rt") as f:
@@ -177,11 +277,3 @@ def _read_user_items(path: Path) -> pl.LazyFrame:
     lf = lf.with_row_index("row")
     return lf.select("user", pl.col("item").cast(dtype), pl.col("row").cast(pl.Int64).alias("time"),
                      "row")
-
-
-def frame_from_arrays(user: np.ndarray, item: np.ndarray, time: np.ndarray) -> pl.DataFrame:
-    """A source frame from numpy arrays (rows already in their original order)."""
-    return pl.DataFrame({
-        "user": user, "item": item, "time": time.astype(np.int64, copy=False),
-        "row": np.arange(len(user), dtype=np.uint32),
-    })

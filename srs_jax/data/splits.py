@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from srs_jax.data.dataset import EvalSplit, PreparedDataset, Sequences
+from srs_jax.data.containers import EvalSplit, PreparedDataset, Sequences
 from srs_jax.data.preprocess import Interactions
 
 

@@ -136,7 +136,7 @@ def write_rows(csv_path: str, rows: list[dict]) -> None:
     writer = csv.DictWriter(buf, fieldnames=_header(rows), restval="", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    run_files.write_text_atomic(csv_path, buf.getvalue())
+    run_files.write_text(csv_path, buf.getvalue())
 
 
 def append_row(csv_path: str, row: dict) -> None:
@@ -266,7 +266,7 @@ def run_point_isolated(config, workdir: str, train_fn_path: str,
     if os.path.exists(status_path):
         os.remove(status_path)  # a retried point: its old failure is not this attempt's
     config_json = os.path.join(workdir, "grid_point_config.json")
-    run_files.write_text_atomic(config_json, config.to_json_best_effort(indent=2) + "\n")
+    run_files.write_text(config_json, config.to_json_best_effort(indent=2) + "\n")
     cmd = [sys.executable, "-m", worker_module, "--worker", f"--point_config={config_json}",
            f"--workdir={workdir}", f"--train_fn={train_fn_path}"]
     # Stream the child's log (training progress) and keep its tail to classify a hard crash.

@@ -1,5 +1,6 @@
 """PNG plots of table rows (``srs_jax.experiments.tables``): memory / step time against catalog
-size per loss, and quality against memory. matplotlib is optional (the ``report`` extra) and
+size (one line per loss, batch size and sequence length), quality against memory, and the training
+curves of run folders (loss and validation metric per epoch; one run is enough). matplotlib is optional (the ``report`` extra) and
 imported only here, with the Agg backend (no display needed)."""
 
 from __future__ import annotations
@@ -37,38 +38,83 @@ def _save(fig, path: str) -> str:
     return path
 
 
+def _series_key(r: dict) -> tuple:
+    return (str(r["loss"]), r.get("batch_size"), r.get("max_len"))
+
+
+def _series_label(key: tuple) -> str:
+    loss, bs, sl = key
+    return loss + (f", BS {bs}" if bs else "") + (f", SL {sl}" if sl else "")
+
+
 def versus_catalog(rows: list[dict], value: Callable[[dict], float | None], ylabel: str,
                    title: str, path: str) -> str | None:
-    """One line per loss of ``value(row)`` against ``n_items`` (log-log); failed points (OOM) are
-    drawn as crosses on the top edge. Returns the path, or None when no row has a value."""
+    """One line per (loss, batch size, sequence length) of ``value(row)`` against ``n_items``
+    (log-log; a single run is a single marker); failed points (OOM) are drawn as crosses on the
+    top edge. Returns the path, or None when no row has a value."""
     plt = pyplot()
-    by_loss: dict[str, list[dict]] = {}
+    series: dict[tuple, list[dict]] = {}
     for r in rows:
         if r.get("n_items"):
-            by_loss.setdefault(str(r["loss"]), []).append(r)
-    ok = [value(r) for rs in by_loss.values() for r in rs if r.get("status") == "ok"]
+            series.setdefault(_series_key(r), []).append(r)
+    ok = [value(r) for rs in series.values() for r in rs if r.get("status") == "ok"]
     ok = [v for v in ok if v]
     if not ok:
         return None
     top = max(ok) * 2.0
+    losses = list(dict.fromkeys(k[0] for k in series))
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for i, (loss, rs) in enumerate(by_loss.items()):
-        color, marker = _style(loss, i)
+    for j, (key, rs) in enumerate(sorted(series.items(), key=lambda kv: str(kv[0]))):
+        color, marker = _style(key[0], losses.index(key[0]))
+        label = _series_label(key)
+        style = ["-", "--", ":", "-."][j % 4]
         rs = sorted(rs, key=lambda r: r["n_items"])
         pts = [(r["n_items"], value(r)) for r in rs if r.get("status") == "ok" and value(r)]
         if pts:
-            ax.plot(*zip(*pts), color=color, marker=marker, label=loss)
+            ax.plot(*zip(*pts), color=color, marker=marker, linestyle=style, label=label)
         oom = [r["n_items"] for r in rs if r.get("status") == "oom"]
         if oom:
             ax.scatter(oom, [top] * len(oom), color=color, marker="x", s=70,
-                       label=f"{loss}: out of memory")
+                       label=f"{label}: out of memory")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("catalog size (items)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
+
+
+def training_curves(curves: list[tuple[str, list[dict]]], path: str,
+                    metric: str = "ndcg@10") -> str | None:
+    """Training loss and validation ``metric`` per epoch, one line per run (``curves``: label and
+    the rows of its ``metrics.jsonl``). None when no run has an epoch."""
+    curves = [(label, rows) for label, rows in curves if rows]
+    if not curves:
+        return None
+    plt = pyplot()
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 4))
+    for i, (label, rows) in enumerate(curves):
+        epochs = [r.get("epoch") for r in rows]
+        color = f"C{i % 10}"
+        loss = [(e, r.get("train_loss")) for e, r in zip(epochs, rows) if r.get("train_loss") is not None]
+        val = [(e, r.get("val", {}).get(metric)) for e, r in zip(epochs, rows)
+               if r.get("val", {}).get(metric) is not None]
+        if loss:
+            ax_loss.plot(*zip(*loss), color=color, marker="o", label=label)
+        if val:
+            ax_val.plot(*zip(*val), color=color, marker="o", label=label)
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("training loss")
+    ax_val.set_xlabel("epoch")
+    ax_val.set_ylabel(f"validation {metric}")
+    for ax in (ax_loss, ax_val):
+        ax.grid(True, alpha=0.3)
+    ax_val.legend(fontsize=7)
+    fig.suptitle("training curves")
     out = _save(fig, path)
     plt.close(fig)
     return out

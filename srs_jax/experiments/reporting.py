@@ -2,8 +2,9 @@
 
 Written (each atomically): ``runs.md`` / ``runs.csv`` (one row per run or grid point),
 ``catalog.md`` / ``catalog.csv`` (one row per (loss, catalog size)), ``report.md`` (all tables and
-the plots), and PNGs: ``memory_vs_catalog.png``, ``step_time_vs_catalog.png``,
-``quality_vs_memory.png``. A plot with no data (e.g. peak memory of CPU runs, which report none)
+the plots), and PNGs: ``memory_vs_catalog.png``, ``step_time_vs_catalog.png`` (one line per loss,
+batch size and sequence length; any set of runs with a catalog size), ``quality_vs_memory.png``
+and ``training_curves.png`` (from the runs' ``metrics.jsonl``; one run is enough). A plot with no data (e.g. peak memory of CPU runs, which report none)
 is left out and the reason is listed in ``report.md``.
 """
 
@@ -20,6 +21,7 @@ class Inputs:
     run_rows: list[dict]
     catalog_rows: list[dict]
     catalog_meta: list[dict]
+    curves: list = dataclasses.field(default_factory=list)  # (label, metrics.jsonl rows) per run
 
 
 def collect(paths: list[str]) -> Inputs:
@@ -28,7 +30,7 @@ def collect(paths: list[str]) -> Inputs:
 
     if not paths:
         raise ValueError("nothing to report: pass run folders, grid CSVs or catalog-scale JSONs")
-    runs, cat, meta = [], [], []
+    runs, cat, meta, curves = [], [], [], []
     for p in paths:
         if os.path.isdir(p):
             dirs = tables.find_run_dirs(p)
@@ -36,6 +38,7 @@ def collect(paths: list[str]) -> Inputs:
                 raise FileNotFoundError(f"{p} holds no finished run (no results.json in it or its "
                                         "subfolders): pass run folders of experiments.train")
             runs += [tables.run_row(d) for d in dirs]
+            curves += [(tables.run_label(d), tables.run_history(d)) for d in dirs]
         elif p.endswith(".csv"):
             runs += tables.grid_rows(_existing(p))
         elif p.endswith(".json"):
@@ -48,7 +51,7 @@ def collect(paths: list[str]) -> Inputs:
     # A grid point's run folder given as well (e.g. the grid's --out): keep the CSV row only.
     in_grid = {r["workdir"] for r in runs if r.get("workdir")}
     runs = [r for r in runs if r.get("workdir") or r["source"] not in in_grid]
-    return Inputs(tables.sort_runs(runs), cat, meta)
+    return Inputs(tables.sort_runs(runs), cat, meta, curves)
 
 
 def _existing(path: str) -> str:
@@ -58,14 +61,10 @@ def _existing(path: str) -> str:
 
 
 def _catalog_source(inputs: Inputs) -> list[dict]:
-    """Rows for the against-catalog plots: the catalog study, else runs of >= 2 catalog sizes."""
+    """Rows for the against-catalog plots: the catalog study, else every run with a catalog size."""
     if inputs.catalog_rows:
         return inputs.catalog_rows
-    sizes: dict[str, set] = {}
-    for r in inputs.run_rows:
-        if r.get("n_items"):
-            sizes.setdefault(str(r["loss"]), set()).add(r["n_items"])
-    return inputs.run_rows if any(len(s) > 1 for s in sizes.values()) else []
+    return [r for r in inputs.run_rows if r.get("n_items")]
 
 
 def _meta_lines(meta: dict) -> str:
@@ -85,7 +84,7 @@ def write_report(inputs: Inputs, out_dir: str, *, plots: bool = True) -> dict[st
 
     def put(name: str, text: str) -> None:
         path = os.path.join(out_dir, name)
-        run_files.write_text_atomic(path, text)
+        run_files.write_text(path, text)
         written[name] = path
 
     if inputs.run_rows:
@@ -124,12 +123,16 @@ def write_report(inputs: Inputs, out_dir: str, *, plots: bool = True) -> dict[st
                 cat_rows, lambda r: r.get("step_ms"), "step time, ms", "step time vs catalog size",
                 os.path.join(out_dir, name))))
         else:
-            notes.append("memory / step time vs catalog size: no catalog-scale JSON and no loss "
-                         "with runs on two catalog sizes")
+            notes.append("memory / step time vs catalog size: no catalog-scale JSON and no run "
+                         "with a catalog size")
         if inputs.run_rows:
             name = "quality_vs_memory.png"
             images.append((name, plots_lib.quality_vs_memory(inputs.run_rows,
                                                              os.path.join(out_dir, name))))
+        if inputs.curves:
+            name = "training_curves.png"
+            images.append((name, plots_lib.training_curves(inputs.curves,
+                                                           os.path.join(out_dir, name))))
         for name, path in images:
             if path:
                 written[name] = path

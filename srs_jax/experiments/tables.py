@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 from typing import Iterable, NamedTuple
+
+from srs_jax.training import run_files
 
 GIB = 2.0**30
 SAMPLED_LOSSES = ("ce_neg", "cce_neg", "bce_plus", "gbce")
@@ -84,10 +85,8 @@ def run_row(workdir: str) -> dict:
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path} not found: pass run folders written by "
                                     "experiments.train (finished runs have results.json)")
-    with open(paths["config.json"]) as f:
-        config = json.load(f)
-    with open(paths["results.json"]) as f:
-        results = json.load(f)
+    config = run_files.read_json(paths["config.json"], what="the run's config")
+    results = run_files.read_json(paths["results.json"], what="the run's results")
     test = results.get("test", {})
     loss = config["loss"]["type"]
     steps_per_s = _num(results.get("steps_per_s"))
@@ -107,6 +106,16 @@ def run_row(workdir: str) -> dict:
         "tokens_per_s": _num(results.get("tokens_per_s")), "status": "ok",
         "device": results.get("device"), "source": os.path.abspath(workdir),
     }
+
+
+def run_label(workdir: str) -> str:
+    """A short name of a run folder for plot legends (its folder name)."""
+    return os.path.basename(os.path.normpath(workdir))
+
+
+def run_history(workdir: str) -> list[dict]:
+    """The per-epoch rows of ``<workdir>/metrics.jsonl`` ([] when absent)."""
+    return run_files.read_jsonl(os.path.join(workdir, run_files.METRICS_FILE), what="metrics log")
 
 
 def grid_rows(csv_path: str) -> list[dict]:

@@ -8,19 +8,45 @@ Layout under ``<workdir>/checkpoints``::
 Orbax writes every checkpoint to a temporary directory and renames it when complete, and removes
 the previous one only after that, so a failed write (full disk, ...) leaves the previous
 checkpoint restorable. Writes are synchronous: a failure surfaces here, as ``CheckpointWriteError``.
+
+After a write, ``<step>/checksums.json`` records the size and CRC-32 of each of its files
+(``run_files.write_checksums``); a restore verifies them first and refuses a truncated or altered
+checkpoint with ``CheckpointReadError`` naming the file. Any other restore failure (a checkpoint
+of another model shape, a foreign folder) is a ``CheckpointReadError`` too, one line.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from srs_jax.training import run_files
+
 
 class CheckpointWriteError(RuntimeError):
     """A checkpoint could not be written; the previous one is still valid."""
+
+
+class CheckpointReadError(ValueError):
+    """A checkpoint is corrupted, truncated or does not fit the model (message names the file)."""
+
+
+READ_FIX = ("the checkpoint cannot be used: restore the run folder from a copy, or start a new run "
+            "in another --workdir")
+
+
+def step_directory(manager_directory: str, step: int) -> str:
+    return os.path.join(str(manager_directory), str(int(step)))
+
+
+def verify_step(directory: str) -> None:
+    """Checks a checkpoint step folder against its ``checksums.json`` (if it has one)."""
+    if run_files.has_checksums(directory):
+        run_files.verify_checksums(directory, what=f"checkpoint {directory}", fix=READ_FIX)
 
 
 def _manager(directory: str) -> ocp.CheckpointManager:
@@ -49,12 +75,16 @@ class RunCheckpoints:
             manager.save(int(step), args=ocp.args.Composite(
                 state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True)
             manager.wait_until_finished()
+            run_files.write_checksums(step_directory(manager.directory, step))
         except Exception as e:  # orbax wraps OSError in several exception types
             where = manager.directory
+            reason = _root_cause(e)
+            previous = manager.latest_step()
+            kept = (f"the previous checkpoint is still valid (step {previous})" if previous is not None
+                    and previous != int(step) else "no earlier checkpoint exists in this slot")
             raise CheckpointWriteError(
-                f"could not write checkpoint {step} under {where} ({type(e).__name__}: "
-                f"{str(e).splitlines()[0] if str(e) else ''}); the previous checkpoint is still "
-                f"valid: free space or fix permissions, then rerun with --resume") from e
+                f"could not write checkpoint {step} under {where} ({reason}); {kept}: free disk "
+                f"space or fix permissions, then rerun with --resume") from e
 
     def save_latest(self, step: int, tree: dict, meta: dict) -> None:
         self._save(self._latest, step, tree, meta)
@@ -74,9 +104,20 @@ class RunCheckpoints:
         if step is None:
             raise FileNotFoundError(
                 f"no checkpoint in {manager.directory}: train first (python -m experiments.train)")
+        directory = step_directory(manager.directory, step)
+        try:
+            verify_step(directory)
+        except run_files.RunFileError as e:
+            raise CheckpointReadError(str(e)) from e
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-        out = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        try:
+            out = manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        except Exception as e:  # noqa: BLE001 - orbax raises many types for the same problems
+            first = " ".join(str(e).split()).split(". ")[0][:240] or type(e).__name__
+            raise CheckpointReadError(
+                f"cannot restore checkpoint {directory} ({type(e).__name__}: {first}): it does not "
+                f"fit this model or is damaged; {READ_FIX}") from e
         return out.state, dict(out.meta)
 
     def restore_latest(self, target: dict) -> tuple[dict, dict]:
@@ -89,6 +130,19 @@ class RunCheckpoints:
     def close(self) -> None:
         self._latest.close()
         self._best.close()
+
+
+def _root_cause(error: BaseException) -> str:
+    """``Type: message`` of the innermost cause (Orbax wraps the OSError of a full disk)."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.strerror}" + (f": {error.filename}" if error.filename else "")
+    text = " ".join(str(error).split())
+    code = re.search(r"os_error_code='?(\d+)", text)  # TensorStore's report of a failed write
+    if code:
+        return os.strerror(int(code.group(1)))
+    return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
 
 
 def checkpoint_tree(state, opt_state) -> dict[str, Any]:

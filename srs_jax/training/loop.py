@@ -16,7 +16,6 @@ import jax
 import ml_collections
 import numpy as np
 from flax import nnx
-from tqdm import tqdm
 
 from srs_jax import data as data_lib
 from srs_jax import models as models_lib
@@ -26,8 +25,10 @@ from srs_jax.training import config_checks
 from srs_jax.training import evaluation
 from srs_jax.training import flat_state
 from srs_jax.training import profiling
+from srs_jax.training import progress as progress_lib
 from srs_jax.training import run_files
 from srs_jax.training import steps as steps_lib
+from srs_jax.training import workdir as workdir_lib
 from srs_jax.training.prefetch import Prefetcher
 
 
@@ -143,8 +144,8 @@ def _train_epoch(config, epoch, windows, train_step, graphdef, state, opt_state,
     step0 = int(meta["global_step"])  # global step of this call's first batch
     last_saved = step0
     t0 = time.perf_counter()
-    bar = tqdm(total=n_steps, initial=start, desc=f"epoch {epoch + 1}/{tc.max_epochs}", unit="step",
-               mininterval=2.0, leave=False, disable=None)
+    # [run-folder integration] a tqdm bar on a terminal, periodic progress lines elsewhere.
+    bar = progress_lib.Progress(total=n_steps, initial=start, desc=f"epoch {epoch + 1}/{tc.max_epochs}")
 
     def drain(batch_metrics, first_step):
         nonlocal tokens
@@ -231,6 +232,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume:
         raise ValueError(f"{workdir} already holds a run: pass --resume to continue it, or choose "
                          "another --workdir")
     dataset = data_lib.prepare_dataset(config.data)  # bad data settings fail before any file is written
+    workdir_lib.check_against_data(config, dataset.n_items)  # [run-folder integration]
     os.makedirs(workdir, exist_ok=True)
     run_files.save_config(workdir, config)
     ckpts = ckpt_lib.RunCheckpoints(workdir)

@@ -135,6 +135,35 @@ def test_catalog_plot_from_runs_of_several_catalog_sizes(tmp_path):
     assert {"memory_vs_catalog.png", "step_time_vs_catalog.png", "quality_vs_memory.png"} <= set(written)
 
 
+def test_one_run_fills_the_training_curves_and_catalog_plots(tmp_path):
+    """A single run folder is enough for every plot but the catalog study's."""
+    rng = np.random.default_rng(5)
+    make_runs(str(tmp_path / "runs"), rng, 1)
+    inputs = reporting.collect([str(tmp_path / "runs")])
+    assert len(inputs.curves) == 1 and len(inputs.curves[0][1]) == 3
+    written = reporting.write_report(inputs, str(tmp_path / "o"))
+    for name in ("training_curves.png", "step_time_vs_catalog.png", "quality_vs_memory.png"):
+        with open(written[name], "rb") as f:
+            assert f.read(8) == PNG_MAGIC, name
+    assert "training_curves" in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_catalog_lines_split_by_batch_and_length(tmp_path, monkeypatch):
+    """Runs of different batch size or sequence length are separate lines of one loss."""
+    from srs_jax.experiments import plots
+
+    rows = [{"loss": "cce", "batch_size": bs, "max_len": sl, "n_items": n, "status": "ok",
+             "step_ms": 1.0 + n / 1e3}
+            for bs, sl in ((64, 32), (128, 32), (64, 200)) for n in (100, 1000, 5000)]
+    drawn = []
+    plt = plots.pyplot()
+    real = plt.Axes.plot
+    monkeypatch.setattr(plt.Axes, "plot", lambda self, *a, **k: drawn.append(k["label"]) or
+                        real(self, *a, **k))
+    assert plots.versus_catalog(rows, lambda r: r["step_ms"], "ms", "t", str(tmp_path / "p.png"))
+    assert sorted(drawn) == ["cce, BS 128, SL 32", "cce, BS 64, SL 200", "cce, BS 64, SL 32"]
+
+
 def test_bad_inputs_are_one_line_errors(tmp_path):
     with pytest.raises(ValueError, match="nothing to report"):
         reporting.collect([])
@@ -172,4 +201,6 @@ def test_cli(tmp_path):
     assert (tmp_path / "o" / "memory_vs_catalog.png").exists()
     p = subprocess.run([sys.executable, "-m", "experiments.report", str(tmp_path / "nope")],
                        cwd=ROOT, capture_output=True, text=True, timeout=200)
-    assert p.returncode != 0 and p.stderr.strip().splitlines()[-1].startswith("error: FileNotFoundError")
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines() == [p.stderr.strip()] and p.stderr.startswith("error: ")
+    assert "nope" in p.stderr
