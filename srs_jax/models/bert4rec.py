@@ -41,30 +41,19 @@ Evaluation (``eval_inputs``): drop the oldest position of the last-``L`` history
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from srs_jax.config.specs import ModelSpec
+from srs_jax.models.layers import compute_dtype as _dtype_of, gather
+
 MASK_TOKEN = -1  # input id meaning "[mask]" (mapped to table row V + 1 by the model)
 LN_EPS = 1e-12  # BERT's LayerNorm epsilon; LayerNorm runs in float32
 INIT_STD = 0.02  # BERT's truncated-normal initialiser range
-DEFAULT_MASK_PROB = 0.2  # when config.model has no mask_prob (e.g. configs/base.py + model.name override)
-DEFAULT_LAST_ITEM_MASK_PROB = 0.1  # the authors' generator: 1 "mask last" copy per 10 cloze copies
-
 _trunc_normal = nnx.initializers.truncated_normal(stddev=INIT_STD)
-
-
-def _cfg(cfg: Any, name: str, default: Any = None, *, required: bool = True) -> Any:
-    """Reads ``cfg.<name>`` from an ml_collections ConfigDict, dict or dataclass."""
-    if isinstance(cfg, dict):
-        value = cfg.get(name, default)
-    else:
-        value = getattr(cfg, name, default)
-    if value is None and required:
-        raise ValueError(f"config.model.{name} is missing: set it (see configs/base.py and srs_jax/models/bert4rec.py)")
-    return value
 
 
 def _layer_norm(features: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
@@ -141,6 +130,7 @@ class Bert4Rec(nnx.Module):
         max_len: int,
         compute_dtype: Any = jnp.float32,
         head_transform: bool = True,
+        lookup: Callable = gather,
         rngs: nnx.Rngs,
     ):
         if n_items < 1:
@@ -155,6 +145,7 @@ class Bert4Rec(nnx.Module):
         self.mask_id = n_items + 1
         self.max_len = max_len
         self.dtype = jnp.dtype(compute_dtype)
+        self.lookup = lookup  # (table [R, H], ids int[B, T]) -> [B, T, H]
         # Rows: 0 padding (zeroed), 1..V items, V+1 [mask].
         self.item_table = nnx.Embed(
             n_items + 2, hidden, dtype=self.dtype, param_dtype=jnp.float32, embedding_init=_trunc_normal, rngs=rngs
@@ -181,13 +172,7 @@ class Bert4Rec(nnx.Module):
             raise ValueError(f"input length {t} exceeds model.max_len={self.max_len}: cut inputs to the last max_len items")
         ids = jnp.where(input_ids == MASK_TOKEN, self.mask_id, input_ids).astype(jnp.int32)
         key_valid = ids != 0
-        table = self.item_table.embedding[...]
-        # Mesh with a vocab-sharded table: maybe the shard_map lookup (config.mesh.lookup); None
-        # everywhere else. Late import: no import cycle.
-        from srs_jax.distributed.lookup import lookup_hook
-
-        emb = lookup_hook(table, ids)
-        emb = jnp.take(table, ids, axis=0) if emb is None else emb
+        emb = self.lookup(self.item_table.embedding[...], ids)
         x = emb + self.positions[...][self.max_len - t :][None]
         x = self.embed_norm(x).astype(self.dtype)
         x = self.embed_dropout(x, deterministic=deterministic)
@@ -202,47 +187,17 @@ class Bert4Rec(nnx.Module):
         return self.item_table.embedding[...][1 : self.n_items + 1].astype(self.dtype)
 
 
-def _compute_dtype(name: Any):
-    if name == "auto":  # the trainer resolves it first; direct users get the same rule
-        return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
-    try:
-        dtype = jnp.dtype(name)
-    except TypeError:
-        dtype = None
-    if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
-        raise ValueError(f"model.compute_dtype={name!r} is not supported: use 'float32', 'bfloat16' or 'auto'")
-    return dtype
+def build(spec: ModelSpec, n_items: int, *, rngs: nnx.Rngs, lookup: Callable = gather) -> Bert4Rec:
+    """Builds BERT4Rec from a ``ModelSpec`` (hidden, num_blocks, num_heads, dropout, max_len,
+    compute_dtype, head_transform; mask_prob / last_item_mask_prob are used by
+    ``training_inputs``) for items ``1..n_items``."""
+    return Bert4Rec(n_items, hidden=spec.hidden, num_blocks=spec.num_blocks, num_heads=spec.num_heads,
+                    dropout=spec.dropout, max_len=spec.max_len,
+                    compute_dtype=_dtype_of(spec.compute_dtype), head_transform=spec.head_transform,
+                    lookup=lookup, rngs=rngs)
 
 
-def build(model_config, n_items: int, *, rngs: nnx.Rngs) -> Bert4Rec:
-    """Builds BERT4Rec from ``config.model`` (hidden, num_blocks, num_heads, dropout, max_len,
-    compute_dtype, optional head_transform; mask_prob / last_item_mask_prob are checked here and
-    used by ``training_inputs``) for items ``1..n_items``."""
-    _check_masking(model_config)
-    return Bert4Rec(
-        n_items,
-        hidden=int(_cfg(model_config, "hidden")),
-        num_blocks=int(_cfg(model_config, "num_blocks")),
-        num_heads=int(_cfg(model_config, "num_heads")),
-        dropout=float(_cfg(model_config, "dropout")),
-        max_len=int(_cfg(model_config, "max_len")),
-        compute_dtype=_compute_dtype(_cfg(model_config, "compute_dtype", "float32", required=False)),
-        head_transform=bool(_cfg(model_config, "head_transform", True, required=False)),
-        rngs=rngs,
-    )
-
-
-def _check_masking(model_config) -> tuple[float, float]:
-    mask_prob = float(_cfg(model_config, "mask_prob", DEFAULT_MASK_PROB, required=False))
-    last_prob = float(_cfg(model_config, "last_item_mask_prob", DEFAULT_LAST_ITEM_MASK_PROB, required=False))
-    if not 0.0 < mask_prob <= 1.0:
-        raise ValueError(f"model.mask_prob={mask_prob} must be in (0, 1]")
-    if not 0.0 <= last_prob <= 1.0:
-        raise ValueError(f"model.last_item_mask_prob={last_prob} must be in [0, 1]")
-    return mask_prob, last_prob
-
-
-def training_inputs(batch: dict, key: jax.Array, model_config) -> tuple[jax.Array, jax.Array]:
+def training_inputs(batch: dict, key: jax.Array, spec: ModelSpec) -> tuple[jax.Array, jax.Array]:
     """Cloze masking of ``batch["targets"]`` (int32[B, L], last L items, left-padded with 0).
 
     Returns ``(input_ids int32[B, L], target_ids int32[B, L])``: masked positions hold
@@ -251,7 +206,7 @@ def training_inputs(batch: dict, key: jax.Array, model_config) -> tuple[jax.Arra
     """
     if "targets" not in batch:
         raise ValueError("BERT4Rec training batches need 'targets' (from srs_jax.data.batches.training_windows)")
-    mask_prob, last_prob = _check_masking(model_config)
+    mask_prob, last_prob = spec.mask_prob, spec.last_item_mask_prob
     seq = jnp.asarray(batch["targets"]).astype(jnp.int32)
     b, length = seq.shape
     real = seq > 0
@@ -274,9 +229,10 @@ def training_inputs(batch: dict, key: jax.Array, model_config) -> tuple[jax.Arra
     return input_ids, target_ids
 
 
-def eval_inputs(history: jax.Array, model_config) -> jax.Array:
+def eval_inputs(history: jax.Array, spec: ModelSpec) -> jax.Array:
     """history int32[B, L] (last L items, left-padded) -> int32[B, L]: the oldest position
     dropped and ``[mask]`` appended; the next-item scores are read at position ``L - 1``."""
+    del spec
     history = jnp.asarray(history).astype(jnp.int32)
     if history.ndim != 2 or history.shape[1] < 1:
         raise ValueError(f"history must be int[B, L] with L >= 1, got shape {history.shape}")

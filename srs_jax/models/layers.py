@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from srs_jax.config.load import resolve_compute_dtype
+
 # PyTorch xavier_normal_: untruncated normal, variance 2 / (fan_in + fan_out). For an embedding
 # table [rows, H] this gives std sqrt(2 / (rows + H)), as torch does for its [rows, H] weight.
 xavier_normal = jax.nn.initializers.variance_scaling(1.0, "fan_avg", "normal")
@@ -21,16 +23,19 @@ COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def compute_dtype(name: str):
-    """Maps a config string ('float32' | 'bfloat16' | 'auto') to a JAX dtype.
-
-    'auto' (normally resolved by the trainer first) is bfloat16 on accelerators, float32 on CPU.
-    """
-    if name == "auto":
-        name = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+    """Maps ``ModelSpec.compute_dtype`` ('float32' | 'bfloat16'; 'auto' as ``load_specs``
+    resolves it) to a JAX dtype."""
+    name = resolve_compute_dtype(name)
     if name not in COMPUTE_DTYPES:
         raise ValueError(f"model.compute_dtype={name!r} is not supported: use one of "
                          f"{sorted(COMPUTE_DTYPES) + ['auto']}")
     return COMPUTE_DTYPES[name]
+
+
+def gather(table: jax.Array, ids: jax.Array) -> jax.Array:
+    """The default embedding lookup of the models: ``table[ids]`` (XLA partitions it when the
+    table is sharded over a mesh)."""
+    return table[ids]
 
 
 def uniform_fan_in_bias(fan_in: int):
