@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from srs_jax.config.specs import LossSpec
 from srs_jax.losses.common import check_shapes
 
 
@@ -26,7 +27,11 @@ class Loss:
     reads_table: bool = False
     keeps_classifier_dtype: bool = False
 
-    def __init__(self, n_items: int):
+    def __init__(self, spec: LossSpec, n_items: int, item_counts=None):
+        """Every loss is built from its spec, the catalog size and (popularity sampling) the
+        training counts ``int[V + 1]`` by encoded id or ``[V]`` by label."""
+        del item_counts
+        self.spec = spec
         if n_items < 1:
             raise ValueError(f"n_items={n_items}: the catalog must hold at least one item")
         self.n_items = int(n_items)

@@ -47,7 +47,7 @@ class CutCrossEntropy(Loss):
 
     def __init__(self, spec: LossSpec, n_items: int, item_counts=None, *, mesh=None):
         del item_counts
-        super().__init__(n_items)
+        super().__init__(spec, n_items)
         self.impl = spec.impl
         self.vocab_parallel = _vocab_parallel(mesh, n_items)
         # Vocabulary-parallel: the whole sharded table, cast per shard inside the kernels.
@@ -79,13 +79,13 @@ class SampledCutCrossEntropy(Loss):
     keeps_classifier_dtype = True
 
     def __init__(self, spec: LossSpec, n_items: int, item_counts=None, *, mesh=None):
-        super().__init__(n_items)
+        super().__init__(spec, n_items)
         self.num_negatives, self.sharing, self.impl = int(spec.num_negatives), spec.sharing, spec.impl
         self.vocab_parallel = _vocab_parallel(mesh, n_items)
         self.reads_table = self.vocab_parallel is not None
         self.table = None
         if spec.sampler == "popularity":
-            counts = np.asarray(samplers.label_counts(item_counts, self.n_items))
+            counts = samplers.host_label_counts(item_counts, self.n_items)
             self.table = pallas_kernels.popularity_table(counts)
         settings = {k: getattr(spec, k) for k in _DEFAULT_KERNEL_SETTINGS}
         if self.reads_table and (spec.sharing != "row" or settings != _DEFAULT_KERNEL_SETTINGS):

@@ -89,13 +89,13 @@ class _NegativeSampling(Loss):
     """Negatives drawn in plain JAX from the step key (``samplers``), as the spec says."""
 
     def __init__(self, spec: LossSpec, n_items: int, item_counts=None):
-        super().__init__(n_items)
+        super().__init__(spec, n_items)
         self.num_negatives = 1 if spec.type == "bce" else int(spec.num_negatives)
         self.sampler, self.sharing = spec.sampler, spec.sharing
         # Label counts [V] (host array, a constant of the step), popularity sampler only.
         self.counts = None
         if spec.sampler == "popularity":
-            self.counts = np.asarray(samplers.label_counts(item_counts, self.n_items))
+            self.counts = samplers.host_label_counts(item_counts, self.n_items)
 
     def negative_ids(self, key, n_rows: int, labels=None, where=None) -> jax.Array:
         """The negative labels drawn from ``key``: ``int32[n_rows, n]``, or ``[1, n]`` for
@@ -139,7 +139,7 @@ class GBCE(Loss):
 
     def __init__(self, spec: LossSpec, n_items: int, item_counts=None):
         del item_counts
-        super().__init__(n_items)
+        super().__init__(spec, n_items)
         check_catalog(n_items)
         self.num_negatives = int(spec.num_negatives)
         if self.num_negatives > n_items - 1:

@@ -35,7 +35,7 @@ class ScalableCE(Loss):
 
     def __init__(self, spec: LossSpec, n_items: int, item_counts=None):
         del item_counts
-        super().__init__(n_items)
+        super().__init__(spec, n_items)
         self.n_buckets, self.mix_x = int(spec.sce_n_buckets), bool(spec.sce_mix_x)
         self.bucket_size_x, self.bucket_size_y = int(spec.sce_bucket_size_x), int(spec.sce_bucket_size_y)
         self.item_chunk = int(spec.sce_item_chunk)
