@@ -122,7 +122,8 @@ def make_train_step(model_spec: ModelSpec, loss: Loss, optimizer, *, mesh: Mesh 
     and optimiser state donated). The returned function takes ``(graphdef, state, opt_state,
     batch, key)``.
 
-    One device (``mesh=None``): the jitted step itself (``flat_train_step`` wraps it).
+    One device (``mesh=None``): the jitted step itself (``flat_train_step`` wraps it). Both
+    kinds have ``.lower(...)`` with the step's arguments.
     A mesh: ``state`` / ``opt_state`` as placed by ``srs_jax.parallel.place_state`` (their
     shardings are kept across steps); the step splits each host batch over ``data``
     (``parallel.shard_batch``) and XLA partitions the rest. Build ``loss`` with the same mesh.
@@ -143,6 +144,9 @@ def make_train_step(model_spec: ModelSpec, loss: Loss, optimizer, *, mesh: Mesh 
     def sharded_step(graphdef, state, opt_state, batch, key):
         return jitted(graphdef, state, opt_state, parallel.shard_batch(batch, mesh), key)
 
+    # Like a jitted function's: compile for given arguments (memory analysis, timing).
+    sharded_step.lower = lambda graphdef, state, opt_state, batch, key: jitted.lower(  # noqa: E731
+        graphdef, state, opt_state, parallel.shard_batch(batch, mesh), key)
     return sharded_step
 
 
