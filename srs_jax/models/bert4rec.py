@@ -48,68 +48,18 @@ import jax.numpy as jnp
 from flax import nnx
 
 from srs_jax.config.specs import ModelSpec
-from srs_jax.models.layers import compute_dtype as _dtype_of, gather
+from srs_jax.models.layers import (
+    BERT_LN_EPS,
+    PostLNBlock,
+    bert_dense,
+    bert_layer_norm,
+    compute_dtype,
+    gather,
+    trunc_normal,
+)
 
 MASK_TOKEN = -1  # input id meaning "[mask]" (mapped to table row V + 1 by the model)
-LN_EPS = 1e-12  # BERT's LayerNorm epsilon; LayerNorm runs in float32
-INIT_STD = 0.02  # BERT's truncated-normal initialiser range
-_trunc_normal = nnx.initializers.truncated_normal(stddev=INIT_STD)
-
-
-def _layer_norm(features: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
-    return nnx.LayerNorm(features, epsilon=LN_EPS, dtype=jnp.float32, param_dtype=jnp.float32, rngs=rngs)
-
-
-def _linear(n_in: int, n_out: int, dtype, rngs: nnx.Rngs) -> nnx.Linear:
-    return nnx.Linear(n_in, n_out, dtype=dtype, param_dtype=jnp.float32, kernel_init=_trunc_normal, rngs=rngs)
-
-
-class SelfAttention(nnx.Module):
-    """Bidirectional multi-head self-attention that never attends to padded keys."""
-
-    def __init__(self, hidden: int, num_heads: int, dropout: float, dtype, *, rngs: nnx.Rngs):
-        self.num_heads = num_heads
-        self.dtype = dtype
-        self.qkv = _linear(hidden, 3 * hidden, dtype, rngs)
-        self.out = _linear(hidden, hidden, dtype, rngs)
-        self.prob_dropout = nnx.Dropout(dropout, rngs=rngs)
-
-    def __call__(self, x: jax.Array, key_valid: jax.Array, *, deterministic: bool) -> jax.Array:
-        """x: [B, T, H] (compute dtype); key_valid: bool[B, T]. Returns [B, T, H]."""
-        b, t, h = x.shape
-        head_dim = h // self.num_heads
-        qkv = self.qkv(x).reshape(b, t, 3, self.num_heads, head_dim)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        # Scores and softmax in float32; a finite floor (not -inf) keeps all-padding rows finite.
-        scores = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)
-        scores = scores * (head_dim**-0.5)
-        scores = jnp.where(key_valid[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1)
-        probs = self.prob_dropout(probs, deterministic=deterministic)
-        ctx = jnp.einsum("bnqk,bknd->bqnd", probs.astype(self.dtype), v)
-        return self.out(ctx.reshape(b, t, h))
-
-
-class Block(nnx.Module):
-    """Post-LN transformer block of the paper: ``LN(x + Drop(MHA(x)))``, ``LN(a + Drop(FFN(a)))``."""
-
-    def __init__(self, hidden: int, num_heads: int, dropout: float, dtype, *, rngs: nnx.Rngs):
-        self.dtype = dtype
-        self.attention = SelfAttention(hidden, num_heads, dropout, dtype, rngs=rngs)
-        self.attention_dropout = nnx.Dropout(dropout, rngs=rngs)
-        self.attention_norm = _layer_norm(hidden, rngs)
-        self.ffn_in = _linear(hidden, 4 * hidden, dtype, rngs)
-        self.ffn_out = _linear(4 * hidden, hidden, dtype, rngs)
-        self.ffn_dropout = nnx.Dropout(dropout, rngs=rngs)
-        self.ffn_norm = _layer_norm(hidden, rngs)
-
-    def __call__(self, x: jax.Array, key_valid: jax.Array, *, deterministic: bool) -> jax.Array:
-        a = self.attention(x, key_valid, deterministic=deterministic)
-        a = self.attention_dropout(a, deterministic=deterministic)
-        x = self.attention_norm(x.astype(jnp.float32) + a.astype(jnp.float32)).astype(self.dtype)
-        f = self.ffn_out(jax.nn.gelu(self.ffn_in(x), approximate=False))
-        f = self.ffn_dropout(f, deterministic=deterministic)
-        return self.ffn_norm(x.astype(jnp.float32) + f.astype(jnp.float32)).astype(self.dtype)
+LN_EPS = BERT_LN_EPS
 
 
 class Bert4Rec(nnx.Module):
@@ -148,16 +98,17 @@ class Bert4Rec(nnx.Module):
         self.lookup = lookup  # (table [R, H], ids int[B, T]) -> [B, T, H]
         # Rows: 0 padding (zeroed), 1..V items, V+1 [mask].
         self.item_table = nnx.Embed(
-            n_items + 2, hidden, dtype=self.dtype, param_dtype=jnp.float32, embedding_init=_trunc_normal, rngs=rngs
+            n_items + 2, hidden, dtype=self.dtype, param_dtype=jnp.float32, embedding_init=trunc_normal, rngs=rngs
         )
         self.item_table.embedding[...] = self.item_table.embedding[...].at[0].set(0.0)
-        self.positions = nnx.Param(_trunc_normal(rngs.params(), (max_len, hidden), jnp.float32))
-        self.embed_norm = _layer_norm(hidden, rngs)
+        self.positions = nnx.Param(trunc_normal(rngs.params(), (max_len, hidden), jnp.float32))
+        self.embed_norm = bert_layer_norm(hidden, rngs)
         self.embed_dropout = nnx.Dropout(dropout, rngs=rngs)
-        self.blocks = nnx.List([Block(hidden, num_heads, dropout, self.dtype, rngs=rngs) for _ in range(num_blocks)])
+        self.blocks = nnx.List([PostLNBlock(hidden, num_heads, dropout, self.dtype, rngs=rngs)
+                                for _ in range(num_blocks)])
         if head_transform:
-            self.head_dense = _linear(hidden, hidden, self.dtype, rngs)
-            self.head_norm = _layer_norm(hidden, rngs)
+            self.head_dense = bert_dense(hidden, hidden, self.dtype, rngs)
+            self.head_norm = bert_layer_norm(hidden, rngs)
         else:
             self.head_dense = nnx.data(None)
             self.head_norm = nnx.data(None)
@@ -193,7 +144,7 @@ def build(spec: ModelSpec, n_items: int, *, rngs: nnx.Rngs, lookup: Callable = g
     ``training_inputs``) for items ``1..n_items``."""
     return Bert4Rec(n_items, hidden=spec.hidden, num_blocks=spec.num_blocks, num_heads=spec.num_heads,
                     dropout=spec.dropout, max_len=spec.max_len,
-                    compute_dtype=_dtype_of(spec.compute_dtype), head_transform=spec.head_transform,
+                    compute_dtype=compute_dtype(spec.compute_dtype), head_transform=spec.head_transform,
                     lookup=lookup, rngs=rngs)
 
 

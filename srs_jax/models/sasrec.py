@@ -28,35 +28,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from srs_jax.config.specs import ModelSpec
-from srs_jax.models.layers import (
-    LayerNorm,
-    MultiHeadAttention,
-    PointWiseFeedForward,
-    causal_mask,
-    compute_dtype,
-    gather,
-    xavier_normal,
-)
+from srs_jax.models.layers import LayerNorm, PreLNBlock, causal_mask, compute_dtype, gather, xavier_normal
 
 LAYER_NORM_EPS = 1e-8
-
-
-class SASRecBlock(nnx.Module):
-    """One SASRec block: pre-LN attention with residual from the normalised query, then LN + FFN."""
-
-    def __init__(self, hidden: int, num_heads: int, *, dropout: float, dtype, rngs: nnx.Rngs):
-        self.attn_norm = LayerNorm(hidden, eps=LAYER_NORM_EPS, dtype=dtype)
-        self.attn = MultiHeadAttention(hidden, num_heads, dropout=dropout, dtype=dtype, rngs=rngs)
-        self.ffn_norm = LayerNorm(hidden, eps=LAYER_NORM_EPS, dtype=dtype)
-        self.ffn = PointWiseFeedForward(hidden, dropout=dropout, dtype=dtype, rngs=rngs)
-
-    def __call__(self, h, keep, mask, *, deterministic: bool):
-        """h [B, L, H], keep [B, L, 1] (1 = real item), mask bool[1, 1, L, L]."""
-        q = self.attn_norm(h)
-        h = q + self.attn(q, h, mask, deterministic=deterministic)
-        u = self.ffn_norm(h)
-        h = u + self.ffn(u, deterministic=deterministic)
-        return h * keep
 
 
 class SASRec(nnx.Module):
@@ -80,8 +54,8 @@ class SASRec(nnx.Module):
         self.item_table = nnx.Embed(n_items + 1, hidden, embedding_init=xavier_normal, rngs=rngs)
         self.positions = nnx.Param(xavier_normal(rngs.params(), (max_len, hidden), jnp.float32))
         self.emb_dropout = nnx.Dropout(dropout, rngs=rngs)
-        self.blocks = nnx.List([SASRecBlock(hidden, num_heads, dropout=dropout, dtype=dtype, rngs=rngs)
-                                for _ in range(num_blocks)])
+        self.blocks = nnx.List([PreLNBlock(hidden, num_heads, dropout=dropout, eps=LAYER_NORM_EPS,
+                                           dtype=dtype, rngs=rngs) for _ in range(num_blocks)])
         self.final_norm = LayerNorm(hidden, eps=LAYER_NORM_EPS, dtype=dtype)
 
     def __call__(self, input_ids: jax.Array, *, deterministic: bool) -> jax.Array:
