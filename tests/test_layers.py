@@ -6,7 +6,6 @@ own layer (without cycles) and of lower layers, never of higher ones:
 
 import ast
 import os
-import sys
 
 import pytest
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import pallas_kernels
 from srs_jax.config.specs import LossSpec

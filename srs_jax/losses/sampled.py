@@ -24,8 +24,6 @@ import math
 import jax
 import jax.numpy as jnp
 
-import numpy as np
-
 from srs_jax.config.specs import LossSpec
 from srs_jax.losses import samplers
 from srs_jax.losses.base import Loss

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import pallas_kernels
-from loss_refs import compute as compute_loss
+from loss_refs import compute as loss_of
 from srs_jax.losses import kernel_seed, sampled
 
 pk = pytest.importorskip("pallas_kernels.cce_neg")
@@ -33,9 +33,9 @@ def value_and_grads(fn, hidden, classifier):
 def test_cce_equals_ce(seed, dtype):
     _, hidden, classifier, labels, where, _ = problem(seed, dtype)
     key = jax.random.key(seed)
-    got = value_and_grads(lambda h, c: compute_loss({"type": "cce", "impl": "xla"}, h, c, labels, where, key=key),
+    got = value_and_grads(lambda h, c: loss_of({"type": "cce", "impl": "xla"}, h, c, labels, where, key=key),
                           hidden, classifier)
-    want = value_and_grads(lambda h, c: compute_loss({"type": "ce"}, h, c, labels, where, key=key),
+    want = value_and_grads(lambda h, c: loss_of({"type": "ce"}, h, c, labels, where, key=key),
                            hidden, classifier)
     tol = 1e-5 if dtype == jnp.float32 else 2e-2
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
@@ -51,7 +51,7 @@ def test_cce_neg_equals_ce_neg_on_the_kernel_ids(seed, sampler, sharing):
     num_neg = int(rng.integers(2, 40))
     key = jax.random.key(seed)
     cfg = {"type": "cce_neg", "num_negatives": num_neg, "sampler": sampler, "sharing": sharing, "impl": "xla"}
-    kernel = value_and_grads(lambda h, c: compute_loss(cfg, h, c, labels, where, key=key, item_counts=counts),
+    kernel = value_and_grads(lambda h, c: loss_of(cfg, h, c, labels, where, key=key, item_counts=counts),
                              hidden, classifier)
     # The ids the kernels draw for this seed, fed to the plain-JAX CE- estimator.
     ids = pk.sampled_negative_ids(kernel_seed(key), n_rows, num_neg, n_items, sampler=sampler,
@@ -63,7 +63,7 @@ def test_cce_neg_equals_ce_neg_on_the_kernel_ids(seed, sampler, sharing):
     for g, w in zip(kernel[1:], plain[1:]):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
     # A different key gives different negatives (and so a different loss).
-    other = compute_loss(cfg, hidden, classifier, labels, where, key=jax.random.key(seed + 100), item_counts=counts)
+    other = loss_of(cfg, hidden, classifier, labels, where, key=jax.random.key(seed + 100), item_counts=counts)
     assert float(other) != kernel[0]
 
 
@@ -75,7 +75,7 @@ def test_cce_neg_permutation_row_sampling_equals_ce_neg_on_its_ids(seed):
     num_neg = int(rng.integers(2, 40))
     key = jax.random.key(seed)
     cfg = {"type": "cce_neg", "num_negatives": num_neg, "row_sampling": "permutation", "impl": "xla"}
-    kernel = value_and_grads(lambda h, c: compute_loss(cfg, h, c, labels, where, key=key), hidden, classifier)
+    kernel = value_and_grads(lambda h, c: loss_of(cfg, h, c, labels, where, key=key), hidden, classifier)
     ids = pk.sampled_negative_ids(kernel_seed(key), n_rows, num_neg, n_items, row_sampling="permutation")
     hashed = pk.sampled_negative_ids(kernel_seed(key), n_rows, num_neg, n_items)
     assert not np.array_equal(ids, hashed)
@@ -95,12 +95,12 @@ def test_cce_neg_dc_accum_reaches_the_kernels():
     _, hidden, classifier, labels, where, _ = problem(8)
     for accum in ("float32", "bfloat16"):
         cfg = {"type": "cce_neg", "num_negatives": 5, "impl": "pallas", "dc_accum": accum}
-        grad = jax.grad(lambda c: compute_loss(cfg, hidden, c, labels, where, key=jax.random.key(0)))
+        grad = jax.grad(lambda c: loss_of(cfg, hidden, c, labels, where, key=jax.random.key(0)))
         jaxpr = str(jax.make_jaxpr(grad)(classifier))
         assert "value_and_grad_row" in jaxpr and "cce_neg_bwd_row" not in jaxpr
         assert f"{jnp.dtype(accum).name}[{classifier.shape[0]},16]" in jaxpr.replace(" ", "")
     cfg = {"type": "cce_neg", "num_negatives": 5, "impl": "pallas", "row_sampling": "permutation"}
-    grad = jax.grad(lambda c: compute_loss(cfg, hidden, c, labels, where, key=jax.random.key(0)))
+    grad = jax.grad(lambda c: loss_of(cfg, hidden, c, labels, where, key=jax.random.key(0)))
     jaxpr = str(jax.make_jaxpr(grad)(classifier))
     assert "value_and_grad_row" not in jaxpr and "cce_neg_bwd_perm_dc" in jaxpr
 
@@ -113,7 +113,7 @@ def test_the_classifier_dtype_is_kept_for_cce_neg_only():
     key = jax.random.key(5)
     for loss_type in ("cce_neg", "ce_neg", "ce"):
         cfg = {"type": loss_type, "num_negatives": 7, "impl": "xla"}
-        gc = jax.jit(jax.grad(lambda c: compute_loss(cfg, hidden, c, labels, where, key=key)))(
+        gc = jax.jit(jax.grad(lambda c: loss_of(cfg, hidden, c, labels, where, key=key)))(
             classifier)
         assert gc.dtype == jnp.float32
         if loss_type == "cce_neg":
@@ -122,6 +122,6 @@ def test_the_classifier_dtype_is_kept_for_cce_neg_only():
                 where=where, impl="xla")))(classifier)
             assert np.any(np.asarray(gc) != np.asarray(gc.astype(jnp.bfloat16), np.float32))
         else:
-            want = jax.jit(jax.grad(lambda c: compute_loss(
+            want = jax.jit(jax.grad(lambda c: loss_of(
                 cfg, hidden, c.astype(jnp.bfloat16), labels, where, key=key)))(classifier)
         np.testing.assert_array_equal(gc, want)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import loss_refs as ref
-from loss_refs import compute as compute_loss
+from loss_refs import compute as loss_of
 from srs_jax.config import ConfigError, LossSpec
 from srs_jax.losses import build_loss
 from srs_jax.losses import LOSSES
@@ -34,7 +34,7 @@ def random_problem(seed, *, dtype=jnp.float32):
 
 
 def jax_value_and_grads(cfg, p, key, item_counts=None):
-    f = lambda hd, cl: compute_loss(cfg, hd, cl, p["labels"], p["where"], key=key, item_counts=item_counts)
+    f = lambda hd, cl: loss_of(cfg, hd, cl, p["labels"], p["where"], key=key, item_counts=item_counts)
     value, (gh, gc) = jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(p["hidden"], p["classifier"])
     return float(value), np.asarray(gh.astype(jnp.float32), np.float64), np.asarray(gc, np.float64)
 
@@ -133,7 +133,7 @@ def test_sce_with_whole_buckets_equals_full_ce():
     p = random_problem(15)
     n, v = p["h64"].shape[0], p["c64"].shape[0]
     key = jax.random.key(0)
-    run = lambda cfg: jax.jit(lambda: compute_loss(cfg, p["hidden"], p["classifier"], p["labels"], p["where"],
+    run = lambda cfg: jax.jit(lambda: loss_of(cfg, p["hidden"], p["classifier"], p["labels"], p["where"],
                                                    key=key))()
     full = run({"type": "ce"})
     for nb in (1, 3):
@@ -146,7 +146,7 @@ def test_masked_rows_do_not_change_the_loss_and_all_masked_is_zero(name):
     p = random_problem(16)
     cfg = {"type": name, "num_negatives": 4, "sce_n_buckets": 3, "sce_bucket_size_x": 6, "sce_bucket_size_y": 4}
     key = jax.random.key(1)
-    loss = jax.jit(lambda hd, lb, wh: compute_loss(cfg, hd, p["classifier"], lb, wh, key=key))
+    loss = jax.jit(lambda hd, lb, wh: loss_of(cfg, hd, p["classifier"], lb, wh, key=key))
     base = loss(p["hidden"], p["labels"], p["where"])
     hidden2 = jnp.where(p["where"][:, None], p["hidden"], -3e3)
     labels2 = jnp.where(p["where"], p["labels"], 10**6)
@@ -166,7 +166,7 @@ def test_popularity_counts_bound_at_build_time_match_device_counts_and_dtype():
     cfg = {"type": "ce_neg", "num_negatives": 5, "sampler": "popularity"}
     outs = []
     for cn in (counts, jnp.asarray(counts), counts[1:]):  # [V + 1] by encoded id, or [V] by label
-        f = jax.jit(lambda hd, cl, k, cn=cn: compute_loss(cfg, hd, cl, p["labels"], p["where"], key=k,
+        f = jax.jit(lambda hd, cl, k, cn=cn: loss_of(cfg, hd, cl, p["labels"], p["where"], key=k,
                                                           item_counts=cn))
         out = f(p["hidden"], p["classifier"], jax.random.key(2))
         assert out.dtype == jnp.float32 and out.shape == () and np.isfinite(float(out))
@@ -179,22 +179,22 @@ def test_config_errors():
     args = (p["hidden"], p["classifier"], p["labels"], p["where"])
     key = jax.random.key(0)
     with pytest.raises(ConfigError, match="loss.type"):
-        compute_loss({"type": "softmax"}, *args, key=key)
+        loss_of({"type": "softmax"}, *args, key=key)
     with pytest.raises(ValueError, match="num_negatives"):
-        compute_loss({"type": "ce_neg"}, *args, key=key)
+        loss_of({"type": "ce_neg"}, *args, key=key)
     with pytest.raises(ValueError, match="sampler"):
-        compute_loss({"type": "ce_neg", "num_negatives": 3, "sampler": "zipf"}, *args, key=key)
+        loss_of({"type": "ce_neg", "num_negatives": 3, "sampler": "zipf"}, *args, key=key)
     with pytest.raises(ValueError, match="item_counts"):
-        compute_loss({"type": "ce_neg", "num_negatives": 3, "sampler": "popularity"}, *args, key=key)
+        loss_of({"type": "ce_neg", "num_negatives": 3, "sampler": "popularity"}, *args, key=key)
     with pytest.raises(ValueError, match="shape"):
-        compute_loss({"type": "ce_neg", "num_negatives": 3, "sampler": "popularity"}, *args, key=key,
+        loss_of({"type": "ce_neg", "num_negatives": 3, "sampler": "popularity"}, *args, key=key,
                      item_counts=np.ones(3))
     with pytest.raises(ValueError, match="sharing"):
-        compute_loss({"type": "bce_plus", "num_negatives": 3, "sharing": "block"}, *args, key=key)
+        loss_of({"type": "bce_plus", "num_negatives": 3, "sharing": "block"}, *args, key=key)
     with pytest.raises(ValueError, match="gbce_t"):
-        compute_loss({"type": "gbce", "num_negatives": 3, "gbce_t": 1.5}, *args, key=key)
+        loss_of({"type": "gbce", "num_negatives": 3, "gbce_t": 1.5}, *args, key=key)
     with pytest.raises(ValueError, match=r"\[N, H\]"):
-        compute_loss({"type": "ce"}, p["hidden"][None], *args[1:], key=key)
+        loss_of({"type": "ce"}, p["hidden"][None], *args[1:], key=key)
     with pytest.raises(ValueError, match="built for"):  # a classifier of another catalog
         build_loss(LossSpec(type="ce"), n_items=3)(*args, key=key)
     with pytest.raises(ValueError, match="num_negatives"):  # gbce: more negatives than V - 1
