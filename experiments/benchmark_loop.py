@@ -63,8 +63,7 @@ def main(argv):
     graphdef, state = build_state(config.model, dataset.n_items, seed=config.seed)
     optimizer = steps.make_optimizer(config.train, 10 * n)
     opt_state = optimizer.init(state.params)
-    counts = np.asarray(dataset.item_counts) if config.loss.sampler == "popularity" else None
-    loss = build_loss(config.loss, n_items=dataset.n_items, item_counts=counts)
+    loss = build_loss(config.loss, n_items=dataset.n_items, item_counts=dataset.item_counts)
     train_step = steps.make_train_step(config.model, loss, optimizer)
 
     @functools.partial(jax.jit, static_argnums=0, donate_argnums=(1, 2))

@@ -30,7 +30,7 @@ partitioned by XLA and need ``vocab == 1``.
 
 from __future__ import annotations
 
-from srs_jax.config.names import KERNEL_LOSSES
+from srs_jax.config.names import KERNEL_LOSSES, LOSS_TYPES
 from srs_jax.config.specs import LossSpec
 from srs_jax.losses.base import Loss
 from srs_jax.losses.cut import CutCrossEntropy, SampledCutCrossEntropy, kernel_seed
@@ -49,6 +49,7 @@ LOSSES: dict[str, type] = {
     "cce": CutCrossEntropy,
     "cce_neg": SampledCutCrossEntropy,
 }
+assert tuple(LOSSES) == LOSS_TYPES  # the names are defined once, in srs_jax.config.names
 
 
 def build_loss(spec: LossSpec, *, n_items: int, item_counts=None, mesh=None) -> Loss:
@@ -57,9 +58,6 @@ def build_loss(spec: LossSpec, *, n_items: int, item_counts=None, mesh=None) -> 
     ``mesh`` (a ``jax.sharding.Mesh`` with axes ``data`` and ``vocab``) makes cce / cce_neg
     vocabulary-parallel; other losses accept a mesh only when its ``vocab`` axis is 1.
     """
-    if spec.sampler == "popularity" and spec.sampled and item_counts is None:
-        raise ValueError("loss.sampler='popularity' needs the training item counts "
-                         "(PreparedDataset.item_counts)")
     cls = LOSSES[spec.type]
     if spec.type in KERNEL_LOSSES:
         return cls(spec, n_items, item_counts, mesh=mesh)

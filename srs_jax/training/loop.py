@@ -261,9 +261,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume:
             _log(f"[srs_jax] resumed after epoch {meta['epoch']} + {meta.get('step_in_epoch') or 0} "
                  f"steps (global step {meta['global_step']})")
 
-    item_counts = np.asarray(dataset.item_counts) if config.loss.sampler == "popularity" else None
-    loss = losses_lib.build_loss(config.loss, n_items=dataset.n_items, item_counts=item_counts,
-                                 mesh=mesh)
+    loss = losses_lib.build_loss(config.loss, n_items=dataset.n_items,
+                                 item_counts=np.asarray(dataset.item_counts), mesh=mesh)
     train_step = steps_lib.make_train_step(config.model, loss, optimizer, mesh=mesh, state=state,
                                            opt_state=opt_state)
     encode_fn = steps_lib.make_encode_step(config.model)
