@@ -16,8 +16,8 @@ frozen dataclass per section); ``srs_jax.config.load_specs`` checks a config onc
 * ``loss``: ``type`` (ce, ce_neg, bce, bce_plus, gbce, sce, cce, cce_neg), ``num_negatives``,
   ``sampler`` ('uniform' | 'popularity'), ``sharing`` ('row' | 'batch' for the plain-JAX sampled
   losses, 'row' | 'block' for cce_neg), ``impl`` ('auto' | 'pallas' | 'interpret' | 'xla' |
-  'naive'), ``dc_accum`` / ``row_sampling`` (cce_neg kernels, docs/perf_sampled.md), ``gbce_t``,
-  ``sce_*`` (SCE buckets; ``sce_item_chunk`` catalog rows scored at a time).
+  'naive'), ``gbce_t``, ``sce_*`` (SCE buckets; ``sce_item_chunk`` catalog rows scored at a
+  time).
 * ``train``: ``batch_size``, ``lr``, ``b1``, ``b2``, ``eps``, ``max_epochs``, ``patience``
   (epochs without a strict val improvement), ``warmup_steps``, ``schedule`` ('constant' |
   'cosine'), ``grad_clip`` (0 = off), ``eval_batch_size``, ``prefetch`` (blocks of 16 batches

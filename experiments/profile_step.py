@@ -5,7 +5,7 @@ warm-up call) splits a step into its kernels (the Pallas kernels, XLA's memsets,
 reductions), which the wall-clock benchmark (``benchmark_sampled``) cannot. Same inputs as the
 benchmark (N = 131072, n = 511, V = 10^6, bf16 by default). ``--kwargs`` is JSON for
 ``pallas_kernels.sampled_linear_cross_entropy`` (e.g. ``'{"sharing": "block"}'``), ``--config``
-JSON for its ``SampledConfig`` (e.g. ``'{"dc_accum": "bfloat16"}'``).
+JSON for its ``SampledConfig`` (e.g. ``'{"row_block": 16}'``).
 
   ncu --metrics gpu__time_duration.sum --print-summary per-kernel \\
     python -m experiments.profile_step --d 128 --grad --kwargs '{"sharing": "block"}'

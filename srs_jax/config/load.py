@@ -8,10 +8,14 @@ from srs_jax.config import names
 from srs_jax.config.defaults import dataset_defaults
 from srs_jax.config.specs import RunSpec, as_dict, fail
 
-# Keys of earlier versions that are read and dropped (key -> values accepted). ``mesh.lookup``
-# chose a hand-written shard_map input lookup that measured equal to XLA's gather
-# (docs/decisions/020-shard-map-lookup-removed.md); every run now uses XLA's.
-RETIRED = {("mesh", "lookup"): ("auto", "xla")}
+# Keys of earlier versions that are read and dropped when they hold the value every run now
+# behaves as (key -> values accepted); any other value stops with a one-line error.
+# ``mesh.lookup``: a hand-written shard_map input lookup that measured equal to XLA's gather
+# (docs/decisions/020-shard-map-lookup-removed.md). ``loss.dc_accum`` / ``loss.row_sampling``:
+# CCE- kernel variants the kernels no longer have (float32 dC, independent row draws;
+# docs/decisions/01*.md).
+RETIRED = {("mesh", "lookup"): ("auto", "xla"), ("loss", "dc_accum"): ("float32",),
+           ("loss", "row_sampling"): ("independent",)}
 
 
 def _drop_retired(values: dict) -> dict:
@@ -19,8 +23,8 @@ def _drop_retired(values: dict) -> dict:
         sub = values.get(section)
         if isinstance(sub, dict) and key in sub:
             if sub[key] not in accepted:
-                fail(f"{section}.{key}", sub[key], "this option was removed (XLA's lookup is as "
-                     "fast): delete it")
+                fail(f"{section}.{key}", sub[key], f"this option was removed (every run now "
+                     f"uses {accepted[-1]!r}): delete it")
             values[section] = {k: v for k, v in sub.items() if k != key}
     return values
 

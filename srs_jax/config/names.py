@@ -13,9 +13,7 @@ SAMPLERS = ("uniform", "popularity")
 SHARINGS = ("row", "batch", "block")  # 'block': cce_neg only; 'batch': plain-JAX losses only
 KERNEL_SHARINGS = ("row", "block")
 PLAIN_SHARINGS = ("row", "batch")
-IMPLS = ("auto", "pallas", "interpret", "xla", "naive")  # 'naive': cce only
-DC_ACCUMS = ("float32", "bfloat16")
-ROW_SAMPLINGS = ("independent", "permutation")
+IMPLS = ("auto", "pallas", "interpret", "xla", "naive")  # 'naive': cce only (plain autodiff)
 
 SCHEDULES = ("constant", "cosine")
 METRICS = ("ndcg", "hitrate", "mrr", "recall", "precision", "map")

@@ -274,8 +274,6 @@ class LossSpec(_Spec):
     sampler: str = "uniform"
     sharing: str = "row"
     impl: str = "auto"
-    dc_accum: str = "float32"
-    row_sampling: str = "independent"
     gbce_t: float = 0.75
     sce_n_buckets: int = 443
     sce_bucket_size_x: int = 443
@@ -294,13 +292,12 @@ class LossSpec(_Spec):
         _choice("loss", "sampler", self.sampler, names.SAMPLERS)
         _choice("loss", "sharing", self.sharing, names.SHARINGS)
         _choice("loss", "impl", self.impl, names.IMPLS)
-        _choice("loss", "dc_accum", self.dc_accum, names.DC_ACCUMS)
-        _choice("loss", "row_sampling", self.row_sampling, names.ROW_SAMPLINGS)
         if self.type == "cce_neg":
             _choice("loss", "sharing", self.sharing, names.KERNEL_SHARINGS)
             if self.impl == "naive":
                 fail("loss.impl", self.impl, "cce_neg has no 'naive' version: use 'auto', 'pallas', "
                      "'interpret' or 'xla'")
+
         elif self.type in ("ce_neg", "bce", "bce_plus"):
             _choice("loss", "sharing", self.sharing, names.PLAIN_SHARINGS)
         if self.type == "gbce" and (self.sampler != "uniform" or self.sharing != "row"):

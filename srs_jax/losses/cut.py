@@ -24,10 +24,6 @@ from srs_jax.losses import samplers
 from srs_jax.losses.base import Loss
 from srs_jax.losses.common import masked_mean, safe_labels
 
-# cce_neg kernel settings whose defaults need no SampledConfig.
-_DEFAULT_KERNEL_SETTINGS = {"dc_accum": "float32", "row_sampling": "independent"}
-
-
 def kernel_seed(key: jax.Array) -> jax.Array:
     """The uint32 seed of the in-kernel sampler, derived from a JAX key."""
     return jax.random.bits(key, (), jnp.uint32)
@@ -86,13 +82,9 @@ class SampledCutCrossEntropy(Loss):
         if spec.sampler == "popularity":
             counts = samplers.host_label_counts(item_counts, self.n_items)
             self.table = pallas_kernels.popularity_table(counts)
-        settings = {k: getattr(spec, k) for k in _DEFAULT_KERNEL_SETTINGS}
-        if self.reads_table and (spec.sharing != "row" or settings != _DEFAULT_KERNEL_SETTINGS):
-            raise ValueError("vocabulary-parallel cce_neg supports only loss.sharing='row', "
-                             "dc_accum='float32' and row_sampling='independent': set them back")
-        # Only non-default kernel settings need a config; None lets the kernels choose the rest.
-        self.config = (None if settings == _DEFAULT_KERNEL_SETTINGS
-                       else pallas_kernels.SampledConfig(**settings))
+        if self.reads_table and spec.sharing != "row":
+            raise ValueError("vocabulary-parallel cce_neg draws negatives per row: set "
+                             "config.loss.sharing='row'")
 
     def compute(self, hidden, classifier, labels, where, key):
         # reduction="mean" (the mean over ``where`` rows): a scalar loss lets row sharing run the
@@ -100,5 +92,4 @@ class SampledCutCrossEntropy(Loss):
         return pallas_kernels.sampled_linear_cross_entropy(
             hidden, classifier, safe_labels(labels, where), num_negatives=self.num_negatives,
             seed=kernel_seed(key), sampler=self.table, sharing=self.sharing, where=where,
-            reduction="mean", impl=self.impl, config=self.config,
-            vocab_parallel=self.vocab_parallel)
+            reduction="mean", impl=self.impl, vocab_parallel=self.vocab_parallel)

@@ -166,8 +166,10 @@ def check_cce_neg_loss_and_grads():
                     vocab_parallel=pallas_kernels.VocabParallelOptions(mesh, col_start=1, num_classes=v))
 
             loss, (de, dtab) = jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(e, tab)
-            ids, act = vp.shard_negative_ids(n, rows, mesh=mesh, num_negatives=neg, seed=seed,
-                                             sampler_tables=st, col_start=1, num_classes=v)
+            ids, act = vp.shard_negative_ids(
+                n, rows, options=pallas_kernels.VocabParallelOptions(mesh, col_start=1, num_classes=v),
+                num_negatives=neg, seed=seed,
+                sampler=None if counts is None else pallas_kernels.popularity_table(counts))
             ids = np.asarray(ids).transpose(1, 0, 2).reshape(n, -1)
             act = np.asarray(act).transpose(1, 0, 2).reshape(n, -1)
             if counts is not None:
@@ -227,8 +229,10 @@ def check_cce_neg_pallas():
             return jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(e, tab)
 
         (loss, (de, dtab)), (loss_x, (de_x, dtab_x)) = grads("interpret"), grads("xla")
-        ids, act = vp.shard_negative_ids(n, rows, mesh=mesh, num_negatives=neg, seed=seed,
-                                         sampler_tables=st, col_start=1, num_classes=v)
+        ids, act = vp.shard_negative_ids(
+            n, rows, options=pallas_kernels.VocabParallelOptions(mesh, col_start=1, num_classes=v),
+            num_negatives=neg, seed=seed,
+            sampler=None if counts is None else pallas_kernels.popularity_table(counts))
         ids = np.asarray(ids).transpose(1, 0, 2).reshape(n, -1)
         act = np.asarray(act).transpose(1, 0, 2).reshape(n, -1)
         corr = vp.log_sampling_weight_reference(st, rows, vocab)

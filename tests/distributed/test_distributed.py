@@ -170,8 +170,7 @@ def test_vocab_parallel_input_errors():
         vp.vocab_parallel_cross_entropy(e, jnp.zeros((10, 8)), t, mesh=bad_mesh)
 
 
-@pytest.mark.parametrize("field, value", [("sharing", "block"), ("row_sampling", "permutation"),
-                                          ("dc_accum", "bfloat16")])
+@pytest.mark.parametrize("field, value", [("sharing", "block")])
 def test_mesh_loss_refuses_cce_neg_options_the_shard_kernels_lack(field, value):
     mesh = dist.make_mesh(MeshSpec(data=1, vocab=1), devices=jax.devices()[:1])
     with pytest.raises(ValueError, match=f"{field}=") as err:
