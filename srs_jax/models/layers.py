@@ -77,8 +77,9 @@ class LayerNorm(nnx.Module):
 
 
 def dot_product_attention(q, k, v, mask, *, dropout: nnx.Dropout, deterministic: bool, dtype,
-                          divide: bool = True) -> jax.Array:
-    """Multi-head attention of ``q, k, v [B, heads, L, head_dim]`` -> ``[B, heads, Lq, head_dim]``.
+                          divide: bool = True, heads_first: bool = True) -> jax.Array:
+    """Multi-head attention of ``q, k, v [B, heads, L, head_dim]`` -> ``[B, heads, Lq, head_dim]``
+    (``heads_first=False``: ``[B, L, heads, head_dim]`` in and out, without transposes).
 
     Scores and softmax in float32; ``mask`` (bool, broadcast to ``[B, heads, Lq, Lk]``, True = may
     attend) puts a finite floor (not -inf) on masked keys, so all-masked rows stay finite; dropout
@@ -87,13 +88,15 @@ def dot_product_attention(q, k, v, mask, *, dropout: nnx.Dropout, deterministic:
     two differ in the last bit, and each model keeps its reference's.
     """
     head_dim = q.shape[-1]
-    scores = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
+    qk, pv = (("bhqd,bhkd->bhqk", "bhqk,bhkd->bhqd") if heads_first
+              else ("bqhd,bkhd->bhqk", "bhqk,bkhd->bqhd"))
+    scores = jnp.einsum(qk, q, k, preferred_element_type=jnp.float32)
     scores = scores / math.sqrt(head_dim) if divide else scores * (head_dim**-0.5)
     if mask is not None:
         scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1)
     probs = dropout(probs, deterministic=deterministic).astype(dtype)
-    return jnp.einsum("bhqk,bhkd->bhqd", probs, v)
+    return jnp.einsum(pv, probs, v)
 
 
 class MultiHeadAttention(nnx.Module):
@@ -211,10 +214,10 @@ class SelfAttention(nnx.Module):
         """x: [B, T, H] (compute dtype); key_valid: bool[B, T]. Returns [B, T, H]."""
         b, t, h = x.shape
         qkv = self.qkv(x).reshape(b, t, 3, self.num_heads, h // self.num_heads)
-        q, k, v = (qkv[:, :, i].swapaxes(1, 2) for i in range(3))  # [B, heads, T, head_dim]
-        ctx = dot_product_attention(q, k, v, key_valid[:, None, None, :], dropout=self.prob_dropout,
-                                    deterministic=deterministic, dtype=self.dtype, divide=False)
-        return self.out(ctx.swapaxes(1, 2).reshape(b, t, h))
+        ctx = dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], key_valid[:, None, None, :],
+                                    dropout=self.prob_dropout, deterministic=deterministic,
+                                    dtype=self.dtype, divide=False, heads_first=False)
+        return self.out(ctx.reshape(b, t, h))
 
 
 class PostLNBlock(nnx.Module):
