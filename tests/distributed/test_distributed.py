@@ -153,21 +153,24 @@ def test_padded_like_training_matches_place_state_padding():
 
 def test_vocab_parallel_input_errors():
     mesh = dist.make_mesh(MeshSpec(data=1, vocab=1), devices=jax.devices()[:1])
+    options = lambda **kw: pallas_kernels.VocabParallelOptions(mesh, **kw)  # noqa: E731
     e = jnp.zeros((4, 8))
     t = jnp.zeros((4,), jnp.int32)
     with pytest.raises(ValueError, match="D=|table \\[R, D\\]"):
-        vp.vocab_parallel_cross_entropy(e, jnp.zeros((10, 6)), t, mesh=mesh)
+        pallas_kernels.linear_cross_entropy(e, jnp.zeros((10, 6)), t, vocab_parallel=options())
     with pytest.raises(ValueError, match="must lie inside"):
-        vp.vocab_parallel_cross_entropy(e, jnp.zeros((10, 8)), t, mesh=mesh, col_start=1,
-                                        num_classes=10)
+        pallas_kernels.linear_cross_entropy(e, jnp.zeros((10, 8)), t,
+                                            vocab_parallel=options(col_start=1, num_classes=10))
     with pytest.raises(ValueError, match="impl="):
-        vp.vocab_parallel_cross_entropy(e, jnp.zeros((10, 8)), t, mesh=mesh, impl="naive")
+        pallas_kernels.linear_cross_entropy(e, jnp.zeros((10, 8)), t, impl="naive",
+                                            vocab_parallel=options())
     with pytest.raises(ValueError, match="num_negatives"):
-        vp.vocab_parallel_sampled_cross_entropy(e, jnp.zeros((10, 8)), t, mesh=mesh,
-                                                num_negatives=0, seed=1)
+        pallas_kernels.sampled_linear_cross_entropy(e, jnp.zeros((10, 8)), t, num_negatives=0,
+                                                    seed=1, vocab_parallel=options())
     bad_mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("x",))
     with pytest.raises(ValueError, match="axis 'data' is missing"):
-        vp.vocab_parallel_cross_entropy(e, jnp.zeros((10, 8)), t, mesh=bad_mesh)
+        pallas_kernels.linear_cross_entropy(
+            e, jnp.zeros((10, 8)), t, vocab_parallel=pallas_kernels.VocabParallelOptions(bad_mesh))
 
 
 @pytest.mark.parametrize("field, value", [("sharing", "block")])
