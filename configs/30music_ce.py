@@ -3,7 +3,7 @@
 Run: python -m experiments.train --config configs/30music_ce.py --workdir runs/30music_ce
 """
 
-from configs.benchmarks import benchmark_config
+from srs_jax.config.presets import benchmark_config
 
 
 def get_config():

@@ -3,8 +3,8 @@
 Run: DATA_DIR=../shared/data python -m experiments.train --config configs/amazon_games_bert4rec_ce.py --workdir runs/amazon_games_bert4rec_ce
 """
 
-from configs._bert4rec_settings import shared_config
+from srs_jax.config.presets import bert4rec_shared_config
 
 
 def get_config():
-    return shared_config("amazon_games", "ce")
+    return bert4rec_shared_config("amazon_games", "ce")

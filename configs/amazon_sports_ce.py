@@ -3,7 +3,7 @@
 Run: DATA_DIR=../shared/data python -m experiments.train --config configs/amazon_sports_ce.py --workdir runs/amazon_sports_ce
 """
 
-from configs.benchmarks import shared_config
+from srs_jax.config.presets import shared_config
 
 
 def get_config():

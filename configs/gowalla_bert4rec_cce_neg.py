@@ -3,8 +3,8 @@
 Run: python -m experiments.train --config configs/gowalla_bert4rec_cce_neg.py --workdir runs/gowalla_bert4rec_cce_neg
 """
 
-from configs._bert4rec_settings import benchmark_config
+from srs_jax.config.presets import bert4rec_benchmark_config
 
 
 def get_config():
-    return benchmark_config("gowalla", "cce_neg")
+    return bert4rec_benchmark_config("gowalla", "cce_neg")

@@ -3,7 +3,7 @@
 Run: python -m experiments.train --config configs/gowalla_cce.py --workdir runs/gowalla_cce
 """
 
-from configs.benchmarks import benchmark_config
+from srs_jax.config.presets import benchmark_config
 
 
 def get_config():

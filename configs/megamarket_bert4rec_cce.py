@@ -3,8 +3,8 @@
 Run: python -m experiments.train --config configs/megamarket_bert4rec_cce.py --workdir runs/megamarket_bert4rec_cce
 """
 
-from configs._bert4rec_settings import benchmark_config
+from srs_jax.config.presets import bert4rec_benchmark_config
 
 
 def get_config():
-    return benchmark_config("megamarket", "cce")
+    return bert4rec_benchmark_config("megamarket", "cce")

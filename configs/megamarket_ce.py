@@ -3,7 +3,7 @@
 Run: python -m experiments.train --config configs/megamarket_ce.py --workdir runs/megamarket_ce
 """
 
-from configs.benchmarks import benchmark_config
+from srs_jax.config.presets import benchmark_config
 
 
 def get_config():

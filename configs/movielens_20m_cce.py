@@ -3,7 +3,7 @@
 Run: python -m experiments.train --config configs/movielens_20m_cce.py --workdir runs/movielens_20m_cce
 """
 
-from configs.benchmarks import benchmark_config
+from srs_jax.config.presets import benchmark_config
 
 
 def get_config():

@@ -7,12 +7,11 @@ to its neighbours), so it trains longer and with lr 3e-3: on a 2-core CPU, 12 ep
 reached test NDCG@10 0.149 vs popularity 0.003 (docs/results_bert4rec.md has the command).
 """
 
-from configs import synthetic_cce
-from configs._bert4rec_settings import LAST_ITEM_MASK_PROB, MASK_PROB
+from srs_jax.config.presets import LAST_ITEM_MASK_PROB, MASK_PROB, synthetic_config
 
 
 def get_config():
-    c = synthetic_cce.get_config()
+    c = synthetic_config("cce")
     c.model.name = "bert4rec"
     c.model.mask_prob = MASK_PROB
     c.model.last_item_mask_prob = LAST_ITEM_MASK_PROB

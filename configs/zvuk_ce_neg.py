@@ -3,7 +3,7 @@
 Run: python -m experiments.train --config configs/zvuk_ce_neg.py --workdir runs/zvuk_ce_neg
 """
 
-from configs.benchmarks import benchmark_config
+from srs_jax.config.presets import benchmark_config
 
 
 def get_config():

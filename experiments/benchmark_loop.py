@@ -16,6 +16,7 @@ is ``ratio = loop / bare >= 0.95``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import time
@@ -41,26 +42,29 @@ _FLAT = flags.DEFINE_bool("flat", True, "Loop through steps.flat_train_step (the
 def main(argv):
     del argv
     from srs_jax import data as data_lib
+    from srs_jax.config import load_specs
     from srs_jax.data import batches as batches_lib
-    from srs_jax.training import config_checks, flat_state, loop, steps
+    from srs_jax.losses import build_loss
+    from srs_jax.training import flat_state, loop, steps
+    from srs_jax.training.state import build_state
 
-    config = config_checks.resolve_config(_CONFIG.value)
-    config_checks.validate_config(config)
-    config.train.log_every = min(int(config.train.log_every), max(_STEPS.value // 4, 1))
+    config = load_specs(_CONFIG.value)
+    config = dataclasses.replace(config, train=dataclasses.replace(
+        config.train, log_every=min(config.train.log_every, max(_STEPS.value // 4, 1))))
     dataset = data_lib.prepare_dataset(config.data)
-    inputs, targets = batches_lib.training_windows(dataset.train, int(config.model.max_len),
-                                                   stride=config.train.get("window_stride"))
+    inputs, targets = batches_lib.training_windows(dataset.train, config.model.max_len,
+                                                   stride=config.train.window_stride)
     bs, n = int(config.train.batch_size), int(_STEPS.value)
     if inputs.shape[0] < bs:
         raise ValueError(f"only {inputs.shape[0]} training windows for batch_size {bs}")
     # Exactly n full batches (repeat windows if the dataset is small), so both paths see n steps.
     rows = np.resize(np.arange(inputs.shape[0]), n * bs)
     windows = {"inputs": np.asarray(inputs[rows], np.int32), "targets": np.asarray(targets[rows], np.int32)}
-    graphdef, state = loop.build_state(config, dataset.n_items)
+    graphdef, state = build_state(config.model, dataset.n_items, seed=config.seed)
     optimizer = steps.make_optimizer(config.train, 10 * n)
     opt_state = optimizer.init(state.params)
-    counts = np.asarray(dataset.item_counts) if config.loss.sampler == "popularity" else None
-    train_step = steps.make_train_step(config.model, config.loss, optimizer, counts)
+    loss = build_loss(config.loss, n_items=dataset.n_items, item_counts=dataset.item_counts)
+    train_step = steps.make_train_step(config.model, loss, optimizer)
 
     @functools.partial(jax.jit, static_argnums=0, donate_argnums=(1, 2))
     def idle_step(graphdef_, state_, opt_state_, batch, key_):
@@ -111,9 +115,9 @@ def main(argv):
         nonlocal state, opt_state
         meta = {"global_step": 0, "epoch": 0}
         # warm=False: the first step (the flat step's compile in the first run) is timed apart.
-        state, opt_state, stats = loop._train_epoch(config, 0, windows, step_fn, graphdef, state,
-                                                    opt_state, meta, writer=None, warm=False,
-                                                    flat=_FLAT.value)
+        state, opt_state, stats = loop.train_epoch(config, 0, windows, step_fn, graphdef, state,
+                                                   opt_state, meta, writer=None, warm=False,
+                                                   flat=_FLAT.value)
         return stats["timed_steps"] / stats["train_seconds"]
 
     looped = functools.partial(epoch_rate, train_step)
@@ -148,7 +152,7 @@ def main(argv):
     line = json.dumps(result)
     print(line)
     if _OUT.value:
-        from srs_jax.training.run_files import write_text_atomic
+        from srs_jax.atomic_files import write_text_atomic
 
         write_text_atomic(_OUT.value, line + "\n")
 

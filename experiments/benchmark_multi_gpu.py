@@ -2,8 +2,9 @@
 
 One process measures one mesh over all devices it sees (restrict them with CUDA_VISIBLE_DEVICES;
 ``experiments/gpu_session_multi.sh`` runs 1, 2 and 4 GPUs and the 100M-item catalog). It builds
-SASRec directly sharded (``srs_jax.distributed.init_sharded_state``: no device holds the whole
-table), jits the trainer's ``train_step`` on the mesh (``make_sharded_train_step``) and times
+SASRec directly sharded (``srs_jax.training.state.init_sharded_state``: no device holds the whole
+table), builds the loss with the mesh and the trainer's step with ``make_train_step(mesh=...)``,
+and times
 ``--steps`` steps on one device-resident random batch after one compile step. Row fields:
 ``ms_per_step`` (median of the timed steps, each ``block_until_ready``), ``tokens_per_s``
 (target positions per second), ``compile_s``, ``peak_bytes`` per device (``memory_stats``; None on
@@ -11,8 +12,6 @@ CPU) and the losses of the first and last step (must be finite).
 
   python -m experiments.benchmark_multi_gpu --mode dp --out $OUT/dp_4.json           # Zvuk shape
   python -m experiments.benchmark_multi_gpu --mode vp --items 100000000 --batch 256 --out vp.json
-  # input lookup from the sharded table (config.mesh.lookup), 2 GPUs on vocab:
-  python -m experiments.benchmark_multi_gpu --mode vp --vocab 2 --lookup shard_map --out vp_sm.json
   # CPU smoke test (8 forced host devices, tiny sizes):
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m experiments.benchmark_multi_gpu \
       --mode vp --items 1000 --batch 16 --length 8 --hidden 16 --steps 2 --impl xla
@@ -29,9 +28,14 @@ import sys
 import time
 
 import jax
-import ml_collections
 import numpy as np
+
+from srs_jax import parallel
 from srs_jax.atomic_files import write_json_atomic
+from srs_jax.config import LossSpec, MeshSpec, ModelSpec, TrainSpec
+from srs_jax.losses import build_loss
+from srs_jax.training import steps as steps_lib
+from srs_jax.training.state import init_sharded_state
 
 
 def parse_args(argv=None):
@@ -51,8 +55,6 @@ def parse_args(argv=None):
     p.add_argument("--num-negatives", type=int, default=511)
     p.add_argument("--impl", default="auto")
     p.add_argument("--dtype", default="auto", help="compute dtype: auto (bf16 on GPU) | float32 | bfloat16")
-    p.add_argument("--lookup", default="auto", choices=("auto", "xla", "shard_map"),
-                   help="input lookup from the vocab-sharded table (config.mesh.lookup)")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--budget-s", type=float, default=90.0,
                    help="stop timing after this many seconds of timed steps (at least 2 steps)")
@@ -80,45 +82,40 @@ def _random_batch(rng, batch: int, length: int, n_items: int) -> dict:
 
 
 def run(args) -> dict:
-    from srs_jax import distributed as dist
-    from srs_jax.training import steps as steps_lib
-
     n_dev = len(jax.devices())
     vocab = args.vocab or (n_dev if args.mode == "vp" else 1)
-    mesh = dist.make_mesh({"data": n_dev // vocab, "vocab": vocab})
-    n_data = mesh.shape[dist.DATA]
+    mesh = parallel.make_mesh(MeshSpec(data=n_dev // vocab, vocab=vocab))
+    n_data = mesh.shape[parallel.DATA]
     batch = args.batch * (n_data if args.scaling == "weak" else 1)
     on_gpu = jax.default_backend() == "gpu"
     dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
-    model_config = ml_collections.ConfigDict(dict(
-        name="sasrec", hidden=args.hidden, num_blocks=args.blocks, num_heads=args.heads,
-        dropout=0.1, max_len=args.length, compute_dtype=dtype))
-    loss_config = ml_collections.ConfigDict(dict(
-        type=args.loss, impl=args.impl, num_negatives=args.num_negatives, sampler="uniform",
-        sharing="row"))
-    train_config = ml_collections.ConfigDict(dict(
-        lr=1e-3, b1=0.9, b2=0.98, eps=1e-8, warmup_steps=0, schedule="constant", grad_clip=0.0))
-    optimizer = steps_lib.make_optimizer(train_config, 1000)
+    model_spec = ModelSpec(name="sasrec", hidden=args.hidden, num_blocks=args.blocks,
+                           num_heads=args.heads, dropout=0.1, max_len=args.length,
+                           compute_dtype=dtype)
+    loss_spec = LossSpec(type=args.loss, impl=args.impl,
+                         num_negatives=args.num_negatives if args.loss == "cce_neg" else 0)
+    optimizer = steps_lib.make_optimizer(TrainSpec(lr=1e-3, b1=0.9, b2=0.98, eps=1e-8), 1000)
 
     t0 = time.perf_counter()
-    graphdef, state, opt_state = dist.init_sharded_state(model_config, args.items, mesh, optimizer,
-                                                         seed=args.seed)
+    graphdef, state, opt_state = init_sharded_state(model_spec, args.items, mesh, optimizer,
+                                                    seed=args.seed)
     jax.block_until_ready(state.params)
     init_s = time.perf_counter() - t0
-    step = dist.make_sharded_train_step(model_config, loss_config, optimizer, mesh, state,
-                                        opt_state, n_items=args.items, lookup=args.lookup)
+    loss = build_loss(loss_spec, n_items=args.items, mesh=mesh)
+    step = steps_lib.make_train_step(model_spec, loss, optimizer, mesh=mesh, state=state,
+                                     opt_state=opt_state)
     rng = np.random.default_rng(args.seed)
-    dev_batch = dist.shard_batch(_random_batch(rng, batch, args.length, args.items), mesh)
+    dev_batch = parallel.shard_batch(_random_batch(rng, batch, args.length, args.items), mesh)
     key = jax.random.key(args.seed)
     common = {"mode": args.mode, "devices": n_dev, "mesh": dict(mesh.shape),
               "device_kind": jax.devices()[0].device_kind, "items": args.items, "batch": batch,
               "length": args.length, "hidden": args.hidden, "blocks": args.blocks,
               "loss": args.loss, "impl": args.impl, "compute_dtype": dtype,
-              "table_rows": dist.table_rows(state), "lookup": step.plan.lookup}
+              "table_rows": parallel.table_rows(state.params)}
     if args.analyze:
         # Per-device bytes, also in units of one f32 item-table shard (rows / vocab x hidden x 4).
-        ma = step.jitted.lower(graphdef, state, opt_state, dev_batch, key).compile().memory_analysis()
-        shard = dist.table_rows(state) // vocab * args.hidden * 4
+        ma = step.lower(graphdef, state, opt_state, dev_batch, key).compile().memory_analysis()
+        shard = parallel.table_rows(state.params) // vocab * args.hidden * 4
         fields = ("argument", "output", "alias", "temp")
         mem = {f"{f}_bytes": int(getattr(ma, f"{f}_size_in_bytes")) for f in fields}
         mem.update({f"{f}_shards": round(mem[f"{f}_bytes"] / shard, 2) for f in fields})
@@ -146,8 +143,7 @@ def run(args) -> dict:
         "tokens_per_s": round(tokens / (ms / 1e3), 1), "compile_s": round(compile_s, 2),
         "init_s": round(init_s, 2), "peak_bytes": _peak_bytes(),
         "loss_first": losses[0], "loss_last": losses[-1],
-        "finite": bool(np.all(np.isfinite(losses))), "hook_traces": step.plan.calls,
-        "lookup_traces": step.plan.lookup_calls,
+        "finite": bool(np.all(np.isfinite(losses))),
     }
     return row
 

@@ -1,42 +1,9 @@
-"""Helpers shared by the losses: config access, masking, logits."""
+"""Helpers shared by the losses: masking, row logits, shape checks."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-
-# Defaults of the optional loss-config fields (documented in ``srs_jax.losses``).
-DEFAULTS = {
-    "num_negatives": None,
-    "sampler": "uniform",
-    "sharing": "row",
-    "impl": "auto",
-    "dc_accum": "float32",
-    "row_sampling": "independent",
-    "gbce_t": 0.75,
-    "sce_n_buckets": 443,
-    "sce_bucket_size_x": 443,
-    "sce_bucket_size_y": 512,
-    "sce_mix_x": True,
-    "sce_item_chunk": 65536,
-}
-
-
-def option(cfg, name: str):
-    """``cfg.name`` for a ConfigDict / dataclass / dict, else the documented default."""
-    if isinstance(cfg, dict):
-        value = cfg.get(name, DEFAULTS.get(name))
-    else:
-        value = getattr(cfg, name, DEFAULTS.get(name))
-    return DEFAULTS.get(name) if value is None else value
-
-
-def num_negatives(cfg) -> int:
-    n = option(cfg, "num_negatives")
-    if n is None or int(n) < 1:
-        raise ValueError(f"loss.num_negatives={n!r}: sampled losses need a positive number of negatives")
-    return int(n)
-
 
 def safe_labels(labels: jax.Array, where: jax.Array) -> jax.Array:
     """Labels of masked rows (may be -1 / garbage) replaced by 0 so gathers stay in range."""

@@ -9,14 +9,24 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from srs_jax.losses.base import Loss
 from srs_jax.losses.common import masked_mean, row_dot, safe_labels
 
 
-def ce(cfg, hidden, classifier, labels, where, *, key=None, item_counts=None):
+def full_softmax_loss(hidden, classifier, labels, where):
     """Full-softmax CE: hidden [N, H], classifier [V, H], labels int32[N], where bool[N] -> f32 scalar."""
-    del cfg, key, item_counts
     c = classifier.astype(hidden.dtype)
     logits = jnp.einsum("nh,vh->nv", hidden, c, preferred_element_type=jnp.float32)
     y = safe_labels(labels, where)
     pos = row_dot(hidden, c[y])
     return masked_mean(jax.nn.logsumexp(logits, axis=-1) - pos, where)
+
+
+class FullSoftmax(Loss):
+    """``ce``: the full softmax over the catalog (materialises the logits)."""
+
+    name = "ce"
+
+    def compute(self, hidden, classifier, labels, where, key):
+        del key
+        return full_softmax_loss(hidden, classifier, labels, where)

@@ -24,8 +24,10 @@ import math
 import jax
 import jax.numpy as jnp
 
+from srs_jax.config.specs import LossSpec
 from srs_jax.losses import samplers
-from srs_jax.losses.common import masked_mean, num_negatives, option, row_dot, safe_labels
+from srs_jax.losses.base import Loss
+from srs_jax.losses.common import masked_mean, row_dot, safe_labels
 
 
 def negative_logits(hidden, classifier, neg_ids):
@@ -35,22 +37,6 @@ def negative_logits(hidden, classifier, neg_ids):
         return jnp.einsum("nh,kh->nk", hidden, rows, preferred_element_type=jnp.float32)
     rows = classifier[neg_ids].astype(hidden.dtype)  # [N, n, H]: the CE- memory cost
     return jnp.einsum("nh,nkh->nk", hidden, rows, preferred_element_type=jnp.float32)
-
-
-def negative_ids(cfg, key, n_rows: int, n_items: int, *, kind=None, labels=None, where=None,
-                 item_counts=None):
-    """The negative labels loss ``kind`` (default ``cfg.type``) draws from ``key`` (tests, analysis).
-
-    Returns ``int32[n_rows, n]``, or ``[1, n]`` for ``sharing='batch'``.
-    """
-    kind = kind or option(cfg, "type")
-    n = 1 if kind == "bce" else num_negatives(cfg)
-    if kind == "gbce":
-        return _gbce_negatives(key, safe_labels(labels, where), n, n_items)
-    sharing = option(cfg, "sharing")
-    ids = samplers.sample_negatives(key, n_rows, n, n_items, sampler=option(cfg, "sampler"),
-                                    item_counts=item_counts, sharing=sharing)
-    return ids[:1] if sharing == "batch" else ids
 
 
 def sampled_softmax_loss(hidden, classifier, labels, where, neg_ids, *, sampler="uniform", item_counts=None):
@@ -81,57 +67,87 @@ def binary_loss(hidden, classifier, labels, where, neg_ids, *, beta=1.0):
     return masked_mean(row, where)
 
 
-def ce_neg(cfg, hidden, classifier, labels, where, *, key, item_counts=None):
-    """CE- (sampled softmax with logQ correction), negatives from ``key``."""
-    _check_catalog(classifier)
-    neg_ids = negative_ids(cfg, key, hidden.shape[0], classifier.shape[0], kind="ce_neg",
-                           item_counts=item_counts)
-    return sampled_softmax_loss(hidden, classifier, labels, where, neg_ids,
-                                sampler=option(cfg, "sampler"), item_counts=item_counts)
-
-
-def bce(cfg, hidden, classifier, labels, where, *, key, item_counts=None):
-    """Classic SASRec BCE: one negative per positive."""
-    neg_ids = negative_ids(cfg, key, hidden.shape[0], classifier.shape[0], kind="bce",
-                           item_counts=item_counts)
-    return binary_loss(hidden, classifier, labels, where, neg_ids)
-
-
-def bce_plus(cfg, hidden, classifier, labels, where, *, key, item_counts=None):
-    """BCE+: BCE with ``num_negatives`` negatives per positive."""
-    neg_ids = negative_ids(cfg, key, hidden.shape[0], classifier.shape[0], kind="bce_plus",
-                           item_counts=item_counts)
-    return binary_loss(hidden, classifier, labels, where, neg_ids)
-
-
 def gbce_beta(n: int, n_items: int, t: float) -> float:
     """gSASRec's positive-term exponent ``beta = 1 - t (1 - n / (V - 1))``."""
     return 1.0 - t * (1.0 - n / (n_items - 1))
 
 
-def gbce(cfg, hidden, classifier, labels, where, *, key, item_counts=None):
-    """gBCE: BCE+ with the calibrated positive term (uniform negatives, target excluded)."""
-    del item_counts
-    _check_catalog(classifier)
-    if option(cfg, "sampler") != "uniform" or option(cfg, "sharing") != "row":
-        raise ValueError("loss.type='gbce' supports only sampler='uniform' and sharing='row' "
-                         "(its calibration assumes uniform per-row negatives)")
-    t = float(option(cfg, "gbce_t"))
-    if not 0.0 <= t <= 1.0:
-        raise ValueError(f"loss.gbce_t={t} must be in [0, 1]")
-    n, n_items = num_negatives(cfg), classifier.shape[0]
-    if n > n_items - 1:
-        raise ValueError(f"loss.num_negatives={n} exceeds the V-1={n_items - 1} non-target items")
-    neg_ids = negative_ids(cfg, key, hidden.shape[0], n_items, kind="gbce", labels=labels, where=where)
-    return binary_loss(hidden, classifier, labels, where, neg_ids, beta=gbce_beta(n, n_items, t))
-
-
-def _gbce_negatives(key, y, n, n_items):
+def gbce_negatives(key, y, n, n_items):
     # Uniform over the V-1 labels != y: draw in [0, V-1) and skip over y.
     r = jax.random.randint(key, (y.shape[0], n), 0, n_items - 1, dtype=jnp.int32)
     return r + (r >= y[:, None]).astype(jnp.int32)
 
 
-def _check_catalog(classifier):
-    if classifier.shape[0] < 2:
-        raise ValueError(f"sampled softmax needs a catalog of at least 2 items, got V={classifier.shape[0]}")
+def check_catalog(n_items: int):
+    if n_items < 2:
+        raise ValueError(f"sampled losses need a catalog of at least 2 items, got V={n_items}")
+
+
+class _NegativeSampling(Loss):
+    """Negatives drawn in plain JAX from the step key (``samplers``), as the spec says."""
+
+    def __init__(self, spec: LossSpec, n_items: int, item_counts=None):
+        super().__init__(spec, n_items)
+        self.num_negatives = 1 if spec.type == "bce" else int(spec.num_negatives)
+        self.sampler, self.sharing = spec.sampler, spec.sharing
+        # Label counts [V] (host array, a constant of the step), popularity sampler only.
+        self.counts = None
+        if spec.sampler == "popularity":
+            self.counts = samplers.host_label_counts(item_counts, self.n_items)
+
+    def negative_ids(self, key, n_rows: int, labels=None, where=None) -> jax.Array:
+        """The negative labels drawn from ``key``: ``int32[n_rows, n]``, or ``[1, n]`` for
+        ``sharing='batch'`` (tests and analysis call it too)."""
+        ids = samplers.sample_negatives(key, n_rows, self.num_negatives, self.n_items,
+                                        sampler=self.sampler, item_counts=self.counts,
+                                        sharing=self.sharing)
+        return ids[:1] if self.sharing == "batch" else ids
+
+
+class SampledSoftmax(_NegativeSampling):
+    """``ce_neg``: sampled softmax with the logQ correction."""
+
+    name = "ce_neg"
+
+    def __init__(self, spec: LossSpec, n_items: int, item_counts=None):
+        check_catalog(n_items)
+        super().__init__(spec, n_items, item_counts)
+
+    def compute(self, hidden, classifier, labels, where, key):
+        neg_ids = self.negative_ids(key, hidden.shape[0])
+        return sampled_softmax_loss(hidden, classifier, labels, where, neg_ids, sampler=self.sampler,
+                                    item_counts=self.counts)
+
+
+class BinaryCE(_NegativeSampling):
+    """``bce`` (one negative per positive) and ``bce_plus`` (``num_negatives``)."""
+
+    def __init__(self, spec: LossSpec, n_items: int, item_counts=None):
+        super().__init__(spec, n_items, item_counts)
+        self.name = spec.type
+
+    def compute(self, hidden, classifier, labels, where, key):
+        return binary_loss(hidden, classifier, labels, where, self.negative_ids(key, hidden.shape[0]))
+
+
+class GBCE(Loss):
+    """``gbce``: BCE+ with gSASRec's calibrated positive term (uniform negatives, target excluded)."""
+
+    name = "gbce"
+
+    def __init__(self, spec: LossSpec, n_items: int, item_counts=None):
+        del item_counts
+        super().__init__(spec, n_items)
+        check_catalog(n_items)
+        self.num_negatives = int(spec.num_negatives)
+        if self.num_negatives > n_items - 1:
+            raise ValueError(f"loss.num_negatives={self.num_negatives} exceeds the V-1={n_items - 1} "
+                             "non-target items: lower config.loss.num_negatives")
+        self.beta = gbce_beta(self.num_negatives, n_items, float(spec.gbce_t))
+
+    def negative_ids(self, key, n_rows: int, labels=None, where=None) -> jax.Array:
+        return gbce_negatives(key, safe_labels(labels, where), self.num_negatives, self.n_items)
+
+    def compute(self, hidden, classifier, labels, where, key):
+        neg_ids = self.negative_ids(key, hidden.shape[0], labels, where)
+        return binary_loss(hidden, classifier, labels, where, neg_ids, beta=self.beta)

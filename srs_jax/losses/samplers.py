@@ -41,6 +41,21 @@ def label_counts(item_counts, n_items: int) -> jax.Array:
     return jnp.asarray(item_counts).astype(jnp.int32)
 
 
+def host_label_counts(item_counts, n_items: int) -> np.ndarray:
+    """``label_counts`` on the host: checked ``int32[V]`` numpy counts (built once with a loss)."""
+    if item_counts is None:
+        raise ValueError("sampler='popularity' needs item_counts (PreparedDataset.item_counts)")
+    counts = np.asarray(item_counts)
+    if counts.shape == (n_items + 1,):
+        counts = counts[1:]
+    elif counts.shape != (n_items,):
+        raise ValueError(f"item_counts has shape {counts.shape}; expected ({n_items + 1},) over "
+                         f"encoded ids or ({n_items},) over labels")
+    if np.any(counts < 0) or counts.sum() <= 0 or counts.sum() >= 2**31:
+        raise ValueError(f"item_counts must be non-negative with 0 < sum < 2^31, got sum {counts.sum()}")
+    return counts.astype(np.int32)
+
+
 def sample_negatives(key: jax.Array, n_rows: int, num_negatives: int, n_items: int, *,
                      sampler: str = "uniform", item_counts=None, sharing: str = "row") -> jax.Array:
     """int32[n_rows, num_negatives] labels in [0, V) (rows identical when ``sharing='batch'``)."""

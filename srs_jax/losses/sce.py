@@ -22,27 +22,44 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from srs_jax.losses.common import option, row_dot, safe_labels
+from srs_jax.config.specs import LossSpec
+from srs_jax.losses.base import Loss
+from srs_jax.losses.common import row_dot, safe_labels
 from srs_jax.metrics.topk import chunked_top_k
 
 
-def sce(cfg, hidden, classifier, labels, where, *, key, item_counts=None):
+class ScalableCE(Loss):
+    """``sce``: Scalable Cross-Entropy with the spec's bucket settings."""
+
+    name = "sce"
+
+    def __init__(self, spec: LossSpec, n_items: int, item_counts=None):
+        del item_counts
+        super().__init__(spec, n_items)
+        self.n_buckets, self.mix_x = int(spec.sce_n_buckets), bool(spec.sce_mix_x)
+        self.bucket_size_x, self.bucket_size_y = int(spec.sce_bucket_size_x), int(spec.sce_bucket_size_y)
+        self.item_chunk = int(spec.sce_item_chunk)
+
+    def compute(self, hidden, classifier, labels, where, key):
+        return scalable_ce(hidden, classifier, labels, where, key, n_buckets=self.n_buckets,
+                           bucket_size_x=self.bucket_size_x, bucket_size_y=self.bucket_size_y,
+                           mix_x=self.mix_x, item_chunk=self.item_chunk)
+
+
+def scalable_ce(hidden, classifier, labels, where, key, *, n_buckets: int, bucket_size_x: int,
+                bucket_size_y: int, mix_x: bool = True, item_chunk: int = 65536):
     """Scalable CE: hidden [N, H], classifier [V, H], labels int32[N], where bool[N] -> f32 scalar."""
-    del item_counts
     n_rows, dim = hidden.shape
     n_items = classifier.shape[0]
-    n_buckets = int(option(cfg, "sce_n_buckets"))
-    size_x = min(int(option(cfg, "sce_bucket_size_x")), n_rows)
-    size_y = min(int(option(cfg, "sce_bucket_size_y")), n_items)
-    if n_buckets < 1 or size_x < 1 or size_y < 1:
-        raise ValueError(f"sce_n_buckets={n_buckets}, sce_bucket_size_x/y={size_x}/{size_y} must be positive")
+    size_x = min(bucket_size_x, n_rows)
+    size_y = min(bucket_size_y, n_items)
     y = safe_labels(labels, where)
     correct = row_dot(hidden, classifier[y])  # [N] float32, with gradient
 
     # Bucket centres and selections carry no gradient.
     x0 = jax.lax.stop_gradient(hidden).astype(jnp.float32) * where[:, None]
     scale = dim ** -0.25
-    if bool(option(cfg, "sce_mix_x")):
+    if mix_x:
         omega = scale * jax.random.normal(key, (n_rows, n_buckets), jnp.float32)
         centres = omega.T @ x0
     else:
@@ -51,7 +68,7 @@ def sce(cfg, hidden, classifier, labels, where, *, key, item_counts=None):
     _, rows = jax.lax.top_k(row_scores, size_x)  # [n_b, bx]
     row_ok = where[rows]
     _, items = chunked_top_k(centres, jax.lax.stop_gradient(classifier), size_y,
-                             item_chunk=int(option(cfg, "sce_item_chunk")))  # [n_b, by]
+                             item_chunk=item_chunk)  # [n_b, by]
 
     logits = jnp.einsum("bxh,byh->bxy", hidden[rows], classifier[items].astype(hidden.dtype),
                         preferred_element_type=jnp.float32)

@@ -63,7 +63,7 @@ def chunked_top_k(query: jax.Array, items: jax.Array, k: int, *, item_chunk: int
 _chunked_top_k_jit = jax.jit(chunked_top_k, static_argnames=("k", "item_chunk"))
 
 
-def _exclusion_block(offsets: np.ndarray, items: np.ndarray, start: int, stop: int, n_rows: int) -> np.ndarray:
+def exclusion_block(offsets: np.ndarray, items: np.ndarray, start: int, stop: int, n_rows: int) -> np.ndarray:
     """int32[n_rows, W] item indices (encoded id - 1) of CSR rows ``start:stop``, padded with -1.
 
     W is rounded up to a power of two so that few distinct shapes (compilations) occur.
@@ -116,7 +116,7 @@ def top_k_items(query, item_embeddings, k: int, *, exclude=None, user_chunk: int
             q = jnp.concatenate([q, jnp.zeros((user_chunk - (stop - start), q.shape[1]), q.dtype)])
         excl = None
         if exclude is not None:
-            excl = jnp.asarray(_exclusion_block(offsets, seen, start, stop, user_chunk))
+            excl = jnp.asarray(exclusion_block(offsets, seen, start, stop, user_chunk))
         scores, idx = _chunked_top_k_jit(q, item_embeddings, k, item_chunk=int(item_chunk), exclude=excl)
         pending.append((start, stop, jnp.where(jnp.isneginf(scores), 0, idx + 1)))
     for start, stop, ids in pending:

@@ -41,86 +41,25 @@ Evaluation (``eval_inputs``): drop the oldest position of the last-``L`` history
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from srs_jax.config.specs import ModelSpec
+from srs_jax.models.layers import (
+    BERT_LN_EPS,
+    PostLNBlock,
+    bert_dense,
+    bert_layer_norm,
+    compute_dtype,
+    gather,
+    trunc_normal,
+)
+
 MASK_TOKEN = -1  # input id meaning "[mask]" (mapped to table row V + 1 by the model)
-LN_EPS = 1e-12  # BERT's LayerNorm epsilon; LayerNorm runs in float32
-INIT_STD = 0.02  # BERT's truncated-normal initialiser range
-DEFAULT_MASK_PROB = 0.2  # when config.model has no mask_prob (e.g. configs/base.py + model.name override)
-DEFAULT_LAST_ITEM_MASK_PROB = 0.1  # the authors' generator: 1 "mask last" copy per 10 cloze copies
-
-_trunc_normal = nnx.initializers.truncated_normal(stddev=INIT_STD)
-
-
-def _cfg(cfg: Any, name: str, default: Any = None, *, required: bool = True) -> Any:
-    """Reads ``cfg.<name>`` from an ml_collections ConfigDict, dict or dataclass."""
-    if isinstance(cfg, dict):
-        value = cfg.get(name, default)
-    else:
-        value = getattr(cfg, name, default)
-    if value is None and required:
-        raise ValueError(f"config.model.{name} is missing: set it (see configs/base.py and srs_jax/models/bert4rec.py)")
-    return value
-
-
-def _layer_norm(features: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
-    return nnx.LayerNorm(features, epsilon=LN_EPS, dtype=jnp.float32, param_dtype=jnp.float32, rngs=rngs)
-
-
-def _linear(n_in: int, n_out: int, dtype, rngs: nnx.Rngs) -> nnx.Linear:
-    return nnx.Linear(n_in, n_out, dtype=dtype, param_dtype=jnp.float32, kernel_init=_trunc_normal, rngs=rngs)
-
-
-class SelfAttention(nnx.Module):
-    """Bidirectional multi-head self-attention that never attends to padded keys."""
-
-    def __init__(self, hidden: int, num_heads: int, dropout: float, dtype, *, rngs: nnx.Rngs):
-        self.num_heads = num_heads
-        self.dtype = dtype
-        self.qkv = _linear(hidden, 3 * hidden, dtype, rngs)
-        self.out = _linear(hidden, hidden, dtype, rngs)
-        self.prob_dropout = nnx.Dropout(dropout, rngs=rngs)
-
-    def __call__(self, x: jax.Array, key_valid: jax.Array, *, deterministic: bool) -> jax.Array:
-        """x: [B, T, H] (compute dtype); key_valid: bool[B, T]. Returns [B, T, H]."""
-        b, t, h = x.shape
-        head_dim = h // self.num_heads
-        qkv = self.qkv(x).reshape(b, t, 3, self.num_heads, head_dim)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        # Scores and softmax in float32; a finite floor (not -inf) keeps all-padding rows finite.
-        scores = jnp.einsum("bqnd,bknd->bnqk", q, k, preferred_element_type=jnp.float32)
-        scores = scores * (head_dim**-0.5)
-        scores = jnp.where(key_valid[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1)
-        probs = self.prob_dropout(probs, deterministic=deterministic)
-        ctx = jnp.einsum("bnqk,bknd->bqnd", probs.astype(self.dtype), v)
-        return self.out(ctx.reshape(b, t, h))
-
-
-class Block(nnx.Module):
-    """Post-LN transformer block of the paper: ``LN(x + Drop(MHA(x)))``, ``LN(a + Drop(FFN(a)))``."""
-
-    def __init__(self, hidden: int, num_heads: int, dropout: float, dtype, *, rngs: nnx.Rngs):
-        self.dtype = dtype
-        self.attention = SelfAttention(hidden, num_heads, dropout, dtype, rngs=rngs)
-        self.attention_dropout = nnx.Dropout(dropout, rngs=rngs)
-        self.attention_norm = _layer_norm(hidden, rngs)
-        self.ffn_in = _linear(hidden, 4 * hidden, dtype, rngs)
-        self.ffn_out = _linear(4 * hidden, hidden, dtype, rngs)
-        self.ffn_dropout = nnx.Dropout(dropout, rngs=rngs)
-        self.ffn_norm = _layer_norm(hidden, rngs)
-
-    def __call__(self, x: jax.Array, key_valid: jax.Array, *, deterministic: bool) -> jax.Array:
-        a = self.attention(x, key_valid, deterministic=deterministic)
-        a = self.attention_dropout(a, deterministic=deterministic)
-        x = self.attention_norm(x.astype(jnp.float32) + a.astype(jnp.float32)).astype(self.dtype)
-        f = self.ffn_out(jax.nn.gelu(self.ffn_in(x), approximate=False))
-        f = self.ffn_dropout(f, deterministic=deterministic)
-        return self.ffn_norm(x.astype(jnp.float32) + f.astype(jnp.float32)).astype(self.dtype)
+LN_EPS = BERT_LN_EPS
 
 
 class Bert4Rec(nnx.Module):
@@ -141,6 +80,7 @@ class Bert4Rec(nnx.Module):
         max_len: int,
         compute_dtype: Any = jnp.float32,
         head_transform: bool = True,
+        lookup: Callable = gather,
         rngs: nnx.Rngs,
     ):
         if n_items < 1:
@@ -155,18 +95,20 @@ class Bert4Rec(nnx.Module):
         self.mask_id = n_items + 1
         self.max_len = max_len
         self.dtype = jnp.dtype(compute_dtype)
+        self.lookup = lookup  # (table [R, H], ids int[B, T]) -> [B, T, H]
         # Rows: 0 padding (zeroed), 1..V items, V+1 [mask].
         self.item_table = nnx.Embed(
-            n_items + 2, hidden, dtype=self.dtype, param_dtype=jnp.float32, embedding_init=_trunc_normal, rngs=rngs
+            n_items + 2, hidden, dtype=self.dtype, param_dtype=jnp.float32, embedding_init=trunc_normal, rngs=rngs
         )
         self.item_table.embedding[...] = self.item_table.embedding[...].at[0].set(0.0)
-        self.positions = nnx.Param(_trunc_normal(rngs.params(), (max_len, hidden), jnp.float32))
-        self.embed_norm = _layer_norm(hidden, rngs)
+        self.positions = nnx.Param(trunc_normal(rngs.params(), (max_len, hidden), jnp.float32))
+        self.embed_norm = bert_layer_norm(hidden, rngs)
         self.embed_dropout = nnx.Dropout(dropout, rngs=rngs)
-        self.blocks = nnx.List([Block(hidden, num_heads, dropout, self.dtype, rngs=rngs) for _ in range(num_blocks)])
+        self.blocks = nnx.List([PostLNBlock(hidden, num_heads, dropout, self.dtype, rngs=rngs)
+                                for _ in range(num_blocks)])
         if head_transform:
-            self.head_dense = _linear(hidden, hidden, self.dtype, rngs)
-            self.head_norm = _layer_norm(hidden, rngs)
+            self.head_dense = bert_dense(hidden, hidden, self.dtype, rngs)
+            self.head_norm = bert_layer_norm(hidden, rngs)
         else:
             self.head_dense = nnx.data(None)
             self.head_norm = nnx.data(None)
@@ -181,13 +123,7 @@ class Bert4Rec(nnx.Module):
             raise ValueError(f"input length {t} exceeds model.max_len={self.max_len}: cut inputs to the last max_len items")
         ids = jnp.where(input_ids == MASK_TOKEN, self.mask_id, input_ids).astype(jnp.int32)
         key_valid = ids != 0
-        table = self.item_table.embedding[...]
-        # Mesh with a vocab-sharded table: maybe the shard_map lookup (config.mesh.lookup); None
-        # everywhere else. Late import: no import cycle.
-        from srs_jax.distributed.lookup import lookup_hook
-
-        emb = lookup_hook(table, ids)
-        emb = jnp.take(table, ids, axis=0) if emb is None else emb
+        emb = self.lookup(self.item_table.embedding[...], ids)
         x = emb + self.positions[...][self.max_len - t :][None]
         x = self.embed_norm(x).astype(self.dtype)
         x = self.embed_dropout(x, deterministic=deterministic)
@@ -202,47 +138,17 @@ class Bert4Rec(nnx.Module):
         return self.item_table.embedding[...][1 : self.n_items + 1].astype(self.dtype)
 
 
-def _compute_dtype(name: Any):
-    if name == "auto":  # the trainer resolves it first; direct users get the same rule
-        return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
-    try:
-        dtype = jnp.dtype(name)
-    except TypeError:
-        dtype = None
-    if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16)):
-        raise ValueError(f"model.compute_dtype={name!r} is not supported: use 'float32', 'bfloat16' or 'auto'")
-    return dtype
+def build(spec: ModelSpec, n_items: int, *, rngs: nnx.Rngs, lookup: Callable = gather) -> Bert4Rec:
+    """Builds BERT4Rec from a ``ModelSpec`` (hidden, num_blocks, num_heads, dropout, max_len,
+    compute_dtype, head_transform; mask_prob / last_item_mask_prob are used by
+    ``training_inputs``) for items ``1..n_items``."""
+    return Bert4Rec(n_items, hidden=spec.hidden, num_blocks=spec.num_blocks, num_heads=spec.num_heads,
+                    dropout=spec.dropout, max_len=spec.max_len,
+                    compute_dtype=compute_dtype(spec.compute_dtype), head_transform=spec.head_transform,
+                    lookup=lookup, rngs=rngs)
 
 
-def build(model_config, n_items: int, *, rngs: nnx.Rngs) -> Bert4Rec:
-    """Builds BERT4Rec from ``config.model`` (hidden, num_blocks, num_heads, dropout, max_len,
-    compute_dtype, optional head_transform; mask_prob / last_item_mask_prob are checked here and
-    used by ``training_inputs``) for items ``1..n_items``."""
-    _check_masking(model_config)
-    return Bert4Rec(
-        n_items,
-        hidden=int(_cfg(model_config, "hidden")),
-        num_blocks=int(_cfg(model_config, "num_blocks")),
-        num_heads=int(_cfg(model_config, "num_heads")),
-        dropout=float(_cfg(model_config, "dropout")),
-        max_len=int(_cfg(model_config, "max_len")),
-        compute_dtype=_compute_dtype(_cfg(model_config, "compute_dtype", "float32", required=False)),
-        head_transform=bool(_cfg(model_config, "head_transform", True, required=False)),
-        rngs=rngs,
-    )
-
-
-def _check_masking(model_config) -> tuple[float, float]:
-    mask_prob = float(_cfg(model_config, "mask_prob", DEFAULT_MASK_PROB, required=False))
-    last_prob = float(_cfg(model_config, "last_item_mask_prob", DEFAULT_LAST_ITEM_MASK_PROB, required=False))
-    if not 0.0 < mask_prob <= 1.0:
-        raise ValueError(f"model.mask_prob={mask_prob} must be in (0, 1]")
-    if not 0.0 <= last_prob <= 1.0:
-        raise ValueError(f"model.last_item_mask_prob={last_prob} must be in [0, 1]")
-    return mask_prob, last_prob
-
-
-def training_inputs(batch: dict, key: jax.Array, model_config) -> tuple[jax.Array, jax.Array]:
+def training_inputs(batch: dict, key: jax.Array, spec: ModelSpec) -> tuple[jax.Array, jax.Array]:
     """Cloze masking of ``batch["targets"]`` (int32[B, L], last L items, left-padded with 0).
 
     Returns ``(input_ids int32[B, L], target_ids int32[B, L])``: masked positions hold
@@ -251,7 +157,7 @@ def training_inputs(batch: dict, key: jax.Array, model_config) -> tuple[jax.Arra
     """
     if "targets" not in batch:
         raise ValueError("BERT4Rec training batches need 'targets' (from srs_jax.data.batches.training_windows)")
-    mask_prob, last_prob = _check_masking(model_config)
+    mask_prob, last_prob = spec.mask_prob, spec.last_item_mask_prob
     seq = jnp.asarray(batch["targets"]).astype(jnp.int32)
     b, length = seq.shape
     real = seq > 0
@@ -274,9 +180,10 @@ def training_inputs(batch: dict, key: jax.Array, model_config) -> tuple[jax.Arra
     return input_ids, target_ids
 
 
-def eval_inputs(history: jax.Array, model_config) -> jax.Array:
+def eval_inputs(history: jax.Array, spec: ModelSpec) -> jax.Array:
     """history int32[B, L] (last L items, left-padded) -> int32[B, L]: the oldest position
     dropped and ``[mask]`` appended; the next-item scores are read at position ``L - 1``."""
+    del spec
     history = jnp.asarray(history).astype(jnp.int32)
     if history.ndim != 2 or history.shape[1] < 1:
         raise ValueError(f"history must be int[B, L] with L >= 1, got shape {history.shape}")

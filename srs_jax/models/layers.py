@@ -1,8 +1,16 @@
-"""Transformer pieces shared by the sequential models (SASRec, BERT4Rec).
+"""The block library of the sequential models: SASRec's and BERT4Rec's transformer pieces.
 
-Parameters are always float32; ``dtype`` is the compute dtype of activations and matmuls.
-Initialisers follow the reference (PyTorch ``xavier_normal_`` on every matrix, see
-reference_system.md §3.4): a plain (not truncated) normal with std ``sqrt(2 / (fan_in + fan_out))``.
+Parameters are always float32; ``dtype`` is the compute dtype of activations and matmuls. Both
+models' attention runs through ``dot_product_attention`` (float32 scores and softmax, a finite
+floor for masked keys, dropout on the probabilities).
+
+* SASRec (the reference system, reference_system.md §3): ``LayerNorm`` (float32 statistics, eps
+  1e-8), ``MultiHeadAttention`` (PyTorch semantics), ``PointWiseFeedForward``, the pre-LN
+  ``PreLNBlock``; every matrix initialised as PyTorch's ``xavier_normal_`` (a plain normal with
+  std ``sqrt(2 / (fan_in + fan_out))``).
+* BERT4Rec (the paper's arrangement): ``bert_layer_norm`` (eps 1e-12, float32), ``bert_dense``
+  (truncated normal, std 0.02), ``SelfAttention`` (fused q/k/v projection, padded keys masked)
+  and the post-LN ``PostLNBlock``.
 """
 
 from __future__ import annotations
@@ -13,6 +21,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from srs_jax.config.load import resolve_compute_dtype
+
 # PyTorch xavier_normal_: untruncated normal, variance 2 / (fan_in + fan_out). For an embedding
 # table [rows, H] this gives std sqrt(2 / (rows + H)), as torch does for its [rows, H] weight.
 xavier_normal = jax.nn.initializers.variance_scaling(1.0, "fan_avg", "normal")
@@ -21,16 +31,19 @@ COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def compute_dtype(name: str):
-    """Maps a config string ('float32' | 'bfloat16' | 'auto') to a JAX dtype.
-
-    'auto' (normally resolved by the trainer first) is bfloat16 on accelerators, float32 on CPU.
-    """
-    if name == "auto":
-        name = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+    """Maps ``ModelSpec.compute_dtype`` ('float32' | 'bfloat16'; 'auto' as ``load_specs``
+    resolves it) to a JAX dtype."""
+    name = resolve_compute_dtype(name)
     if name not in COMPUTE_DTYPES:
         raise ValueError(f"model.compute_dtype={name!r} is not supported: use one of "
                          f"{sorted(COMPUTE_DTYPES) + ['auto']}")
     return COMPUTE_DTYPES[name]
+
+
+def gather(table: jax.Array, ids: jax.Array) -> jax.Array:
+    """The default embedding lookup of the models: ``table[ids]`` (XLA partitions it when the
+    table is sharded over a mesh)."""
+    return table[ids]
 
 
 def uniform_fan_in_bias(fan_in: int):
@@ -61,6 +74,29 @@ class LayerNorm(nnx.Module):
         var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
         y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
         return (y * self.scale[...] + self.bias[...]).astype(self.dtype)
+
+
+def dot_product_attention(q, k, v, mask, *, dropout: nnx.Dropout, deterministic: bool, dtype,
+                          divide: bool = True, heads_first: bool = True) -> jax.Array:
+    """Multi-head attention of ``q, k, v [B, heads, L, head_dim]`` -> ``[B, heads, Lq, head_dim]``
+    (``heads_first=False``: ``[B, L, heads, head_dim]`` in and out, without transposes).
+
+    Scores and softmax in float32; ``mask`` (bool, broadcast to ``[B, heads, Lq, Lk]``, True = may
+    attend) puts a finite floor (not -inf) on masked keys, so all-masked rows stay finite; dropout
+    on the probabilities, which are cast to ``dtype`` for the weighted sum. ``divide``: scores
+    ``/ sqrt(head_dim)`` (PyTorch, SASRec) or ``* head_dim ** -0.5`` (BERT's code, BERT4Rec); the
+    two differ in the last bit, and each model keeps its reference's.
+    """
+    head_dim = q.shape[-1]
+    qk, pv = (("bhqd,bhkd->bhqk", "bhqk,bhkd->bhqd") if heads_first
+              else ("bqhd,bkhd->bhqk", "bhqk,bkhd->bqhd"))
+    scores = jnp.einsum(qk, q, k, preferred_element_type=jnp.float32)
+    scores = scores / math.sqrt(head_dim) if divide else scores * (head_dim**-0.5)
+    if mask is not None:
+        scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1)
+    probs = dropout(probs, deterministic=deterministic).astype(dtype)
+    return jnp.einsum(pv, probs, v)
 
 
 class MultiHeadAttention(nnx.Module):
@@ -96,14 +132,8 @@ class MultiHeadAttention(nnx.Module):
         def heads(t):  # [B, L, H] -> [B, heads, L, head_dim]
             return t.reshape(t.shape[:-1] + (self.num_heads, self.head_dim)).swapaxes(-3, -2)
 
-        q, k, v = heads(q), heads(k), heads(v)
-        scores = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
-        scores = scores / math.sqrt(self.head_dim)
-        if mask is not None:
-            scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1)
-        probs = self.attn_dropout(probs, deterministic=deterministic).astype(self.dtype)
-        out = jnp.einsum("bhqk,bhkd->bhqd", probs, v)
+        out = dot_product_attention(heads(q), heads(k), heads(v), mask, dropout=self.attn_dropout,
+                                    deterministic=deterministic, dtype=self.dtype)
         out = out.swapaxes(-3, -2).reshape(query.shape[:-1] + (hidden,))
         return self.out_proj(out)
 
@@ -129,3 +159,85 @@ class PointWiseFeedForward(nnx.Module):
 def causal_mask(length: int) -> jax.Array:
     """bool[1, 1, L, L]: position i may attend to positions j <= i."""
     return jnp.tril(jnp.ones((length, length), jnp.bool_))[None, None]
+
+
+class PreLNBlock(nnx.Module):
+    """SASRec's block: pre-LN attention with the residual from the normalised query, then LN + FFN."""
+
+    def __init__(self, hidden: int, num_heads: int, *, dropout: float, eps: float, dtype,
+                 rngs: nnx.Rngs):
+        self.attn_norm = LayerNorm(hidden, eps=eps, dtype=dtype)
+        self.attn = MultiHeadAttention(hidden, num_heads, dropout=dropout, dtype=dtype, rngs=rngs)
+        self.ffn_norm = LayerNorm(hidden, eps=eps, dtype=dtype)
+        self.ffn = PointWiseFeedForward(hidden, dropout=dropout, dtype=dtype, rngs=rngs)
+
+    def __call__(self, h, keep, mask, *, deterministic: bool):
+        """h [B, L, H], keep [B, L, 1] (1 = real item), mask bool[1, 1, L, L]."""
+        q = self.attn_norm(h)
+        h = q + self.attn(q, h, mask, deterministic=deterministic)
+        u = self.ffn_norm(h)
+        h = u + self.ffn(u, deterministic=deterministic)
+        return h * keep
+
+
+# ------------------------------------------------------------------------------- BERT4Rec's pieces
+
+BERT_LN_EPS = 1e-12  # BERT's LayerNorm epsilon; LayerNorm runs in float32
+BERT_INIT_STD = 0.02  # BERT's truncated-normal initialiser range
+trunc_normal = nnx.initializers.truncated_normal(stddev=BERT_INIT_STD)
+
+
+def bert_layer_norm(features: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    """BERT's LayerNorm: eps 1e-12, computed and returned in float32."""
+    return nnx.LayerNorm(features, epsilon=BERT_LN_EPS, dtype=jnp.float32, param_dtype=jnp.float32,
+                         rngs=rngs)
+
+
+def bert_dense(n_in: int, n_out: int, dtype, rngs: nnx.Rngs) -> nnx.Linear:
+    """A dense layer with BERT's truncated-normal kernel and zero bias (float32 parameters)."""
+    return nnx.Linear(n_in, n_out, dtype=dtype, param_dtype=jnp.float32, kernel_init=trunc_normal,
+                      rngs=rngs)
+
+
+class SelfAttention(nnx.Module):
+    """Bidirectional multi-head self-attention (fused q/k/v projection) that never attends to
+    padded keys."""
+
+    def __init__(self, hidden: int, num_heads: int, dropout: float, dtype, *, rngs: nnx.Rngs):
+        self.num_heads = num_heads
+        self.dtype = dtype
+        self.qkv = bert_dense(hidden, 3 * hidden, dtype, rngs)
+        self.out = bert_dense(hidden, hidden, dtype, rngs)
+        self.prob_dropout = nnx.Dropout(dropout, rngs=rngs)
+
+    def __call__(self, x: jax.Array, key_valid: jax.Array, *, deterministic: bool) -> jax.Array:
+        """x: [B, T, H] (compute dtype); key_valid: bool[B, T]. Returns [B, T, H]."""
+        b, t, h = x.shape
+        qkv = self.qkv(x).reshape(b, t, 3, self.num_heads, h // self.num_heads)
+        ctx = dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], key_valid[:, None, None, :],
+                                    dropout=self.prob_dropout, deterministic=deterministic,
+                                    dtype=self.dtype, divide=False, heads_first=False)
+        return self.out(ctx.reshape(b, t, h))
+
+
+class PostLNBlock(nnx.Module):
+    """BERT's post-LN block: ``LN(x + Drop(MHA(x)))``, ``LN(a + Drop(FFN(a)))``, FFN = Linear(H, 4H),
+    GELU (erf form), Linear(4H, H)."""
+
+    def __init__(self, hidden: int, num_heads: int, dropout: float, dtype, *, rngs: nnx.Rngs):
+        self.dtype = dtype
+        self.attention = SelfAttention(hidden, num_heads, dropout, dtype, rngs=rngs)
+        self.attention_dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.attention_norm = bert_layer_norm(hidden, rngs)
+        self.ffn_in = bert_dense(hidden, 4 * hidden, dtype, rngs)
+        self.ffn_out = bert_dense(4 * hidden, hidden, dtype, rngs)
+        self.ffn_dropout = nnx.Dropout(dropout, rngs=rngs)
+        self.ffn_norm = bert_layer_norm(hidden, rngs)
+
+    def __call__(self, x: jax.Array, key_valid: jax.Array, *, deterministic: bool) -> jax.Array:
+        a = self.attention(x, key_valid, deterministic=deterministic)
+        a = self.attention_dropout(a, deterministic=deterministic)
+        x = self.attention_norm(x.astype(jnp.float32) + a.astype(jnp.float32)).astype(self.dtype)
+        f = self.ffn_out(jax.nn.gelu(self.ffn_in(x), approximate=False))
+        f = self.ffn_dropout(f, deterministic=deterministic)
+        return self.ffn_norm(x.astype(jnp.float32) + f.astype(jnp.float32)).astype(self.dtype)

@@ -13,53 +13,31 @@ Forward pass (LayerNorm eps 1e-8 everywhere):
 Attention uses only the causal mask (no key-padding mask, reference §8.3): zeroed padded rows act
 as a learned "null" key/value, as in the reference.
 
-Model config fields: ``hidden``, ``num_blocks``, ``num_heads``, ``dropout``, ``max_len``,
-``compute_dtype`` ('float32' | 'bfloat16'; parameters stay float32).
+``ModelSpec`` fields: ``hidden``, ``num_blocks``, ``num_heads``, ``dropout``, ``max_len``,
+``compute_dtype`` ('float32' | 'bfloat16'; parameters stay float32). ``lookup(table, ids)`` reads
+the input embeddings (default ``layers.gather``, i.e. ``table[ids]``).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from srs_jax.models.layers import (
-    LayerNorm,
-    MultiHeadAttention,
-    PointWiseFeedForward,
-    causal_mask,
-    compute_dtype,
-    xavier_normal,
-)
+from srs_jax.config.specs import ModelSpec
+from srs_jax.models.layers import LayerNorm, PreLNBlock, causal_mask, compute_dtype, gather, xavier_normal
 
 LAYER_NORM_EPS = 1e-8
-
-
-class SASRecBlock(nnx.Module):
-    """One SASRec block: pre-LN attention with residual from the normalised query, then LN + FFN."""
-
-    def __init__(self, hidden: int, num_heads: int, *, dropout: float, dtype, rngs: nnx.Rngs):
-        self.attn_norm = LayerNorm(hidden, eps=LAYER_NORM_EPS, dtype=dtype)
-        self.attn = MultiHeadAttention(hidden, num_heads, dropout=dropout, dtype=dtype, rngs=rngs)
-        self.ffn_norm = LayerNorm(hidden, eps=LAYER_NORM_EPS, dtype=dtype)
-        self.ffn = PointWiseFeedForward(hidden, dropout=dropout, dtype=dtype, rngs=rngs)
-
-    def __call__(self, h, keep, mask, *, deterministic: bool):
-        """h [B, L, H], keep [B, L, 1] (1 = real item), mask bool[1, 1, L, L]."""
-        q = self.attn_norm(h)
-        h = q + self.attn(q, h, mask, deterministic=deterministic)
-        u = self.ffn_norm(h)
-        h = u + self.ffn(u, deterministic=deterministic)
-        return h * keep
 
 
 class SASRec(nnx.Module):
     """SASRec over a catalog of ``n_items`` items (table rows: 0 = padding, 1..V = items)."""
 
     def __init__(self, n_items: int, *, hidden: int, num_blocks: int, num_heads: int, dropout: float,
-                 max_len: int, dtype=jnp.float32, rngs: nnx.Rngs):
+                 max_len: int, dtype=jnp.float32, lookup: Callable = gather, rngs: nnx.Rngs):
         if n_items < 1:
             raise ValueError(f"n_items={n_items}: the catalog must hold at least one item")
         if hidden < 1 or num_blocks < 1 or num_heads < 1 or max_len < 1:
@@ -71,12 +49,13 @@ class SASRec(nnx.Module):
         self.hidden = hidden
         self.max_len = max_len
         self.dtype = dtype
+        self.lookup = lookup  # (table [R, H], ids int[B, L]) -> [B, L, H]
         # V + 1 rows; the pad row 0 is random like the reference's (harmless: padded rows are zeroed).
         self.item_table = nnx.Embed(n_items + 1, hidden, embedding_init=xavier_normal, rngs=rngs)
         self.positions = nnx.Param(xavier_normal(rngs.params(), (max_len, hidden), jnp.float32))
         self.emb_dropout = nnx.Dropout(dropout, rngs=rngs)
-        self.blocks = nnx.List([SASRecBlock(hidden, num_heads, dropout=dropout, dtype=dtype, rngs=rngs)
-                                for _ in range(num_blocks)])
+        self.blocks = nnx.List([PreLNBlock(hidden, num_heads, dropout=dropout, eps=LAYER_NORM_EPS,
+                                           dtype=dtype, rngs=rngs) for _ in range(num_blocks)])
         self.final_norm = LayerNorm(hidden, eps=LAYER_NORM_EPS, dtype=dtype)
 
     def __call__(self, input_ids: jax.Array, *, deterministic: bool) -> jax.Array:
@@ -89,13 +68,8 @@ class SASRec(nnx.Module):
         # Positions are aligned to the right end (the newest item always sits at max_len - 1),
         # which equals the reference's 0..L-1 when L == max_len.
         pos = self.positions[...][self.max_len - length:]
-        table = self.item_table.embedding[...]
-        # On a mesh with a vocab-sharded table the trainer may ask for an explicit shard_map
-        # lookup (config.mesh.lookup); None everywhere else. Late import: no import cycle.
-        from srs_jax.distributed.lookup import lookup_hook
-
-        emb = lookup_hook(table, input_ids)
-        h = (table[input_ids] if emb is None else emb) * math.sqrt(self.hidden) + pos
+        emb = self.lookup(self.item_table.embedding[...], input_ids)
+        h = emb * math.sqrt(self.hidden) + pos
         h = self.emb_dropout(h.astype(self.dtype), deterministic=deterministic) * keep
         mask = causal_mask(length)
         for block in self.blocks:
@@ -107,27 +81,20 @@ class SASRec(nnx.Module):
         return self.item_table.embedding[...][1:]
 
 
-def build(model_config, n_items: int, *, rngs: nnx.Rngs) -> SASRec:
-    """Builds SASRec from a model config (fields in the module docstring)."""
-    return SASRec(
-        n_items,
-        hidden=int(model_config.hidden),
-        num_blocks=int(model_config.num_blocks),
-        num_heads=int(model_config.num_heads),
-        dropout=float(model_config.dropout),
-        max_len=int(model_config.max_len),
-        dtype=compute_dtype(str(model_config.compute_dtype)),
-        rngs=rngs,
-    )
+def build(spec: ModelSpec, n_items: int, *, rngs: nnx.Rngs, lookup: Callable = gather) -> SASRec:
+    """Builds SASRec from a ``ModelSpec`` (fields in the module docstring)."""
+    return SASRec(n_items, hidden=spec.hidden, num_blocks=spec.num_blocks, num_heads=spec.num_heads,
+                  dropout=spec.dropout, max_len=spec.max_len, dtype=compute_dtype(spec.compute_dtype),
+                  lookup=lookup, rngs=rngs)
 
 
-def training_inputs(batch, key, model_config):
+def training_inputs(batch, key, spec: ModelSpec):
     """Causal LM setup: the window inputs and their next-item targets (0 = no target)."""
-    del key, model_config
+    del key, spec
     return batch["inputs"], batch["targets"]
 
 
-def eval_inputs(history, model_config):
+def eval_inputs(history, spec: ModelSpec):
     """SASRec reads the next-item score at position L - 1 of the plain history."""
-    del model_config
+    del spec
     return history

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from srs_jax import data as data_lib
 from srs_jax import metrics as metrics_lib
+from srs_jax import parallel
 from srs_jax.data import batches as batches_lib
 from srs_jax.training import steps as steps_lib
 
@@ -32,17 +33,17 @@ def encode_histories(encode_fn, graphdef, state, histories: np.ndarray, batch_si
 
 
 def top_k(graphdef, state, histories, k: int, *, config, encode_fn) -> np.ndarray:
-    """Top-``k`` encoded item ids ``int32[U, k]`` after each history (a ``Sequences``), its items removed."""
+    """Top-``k`` encoded item ids ``int32[U, k]`` after each history (a ``Sequences``), its items
+    removed. ``config``: the run's ``RunSpec`` (model.max_len, train.eval_batch_size, eval chunks)."""
     windows = batches_lib.last_items(histories, int(config.model.max_len))
     query = encode_histories(encode_fn, graphdef, state, windows, config.train.eval_batch_size)
-    from srs_jax import distributed  # late import: distributed imports the trainer's modules
-
-    # A vocab-sharded table: per-shard top-K merged, never gathered (None without a mesh).
-    hooked = distributed.top_k_hook(graphdef, state, query, int(k), exclude=histories,
-                                    user_chunk=int(config.eval.user_chunk),
-                                    item_chunk=int(config.eval.item_chunk))
-    if hooked is not None:
-        return hooked
+    sharded = parallel.sharded_table(state.params)
+    if sharded is not None:  # a vocab-sharded table: per-shard top-K merged, never gathered
+        table, mesh = sharded
+        n_items = int(steps_lib.merge_model(graphdef, state).n_items)
+        return parallel.top_k_items_sharded(query, table, int(k), mesh=mesh, n_items=n_items,
+                                            exclude=histories, user_chunk=int(config.eval.user_chunk),
+                                            item_chunk=int(config.eval.item_chunk))
     items = steps_lib.output_embeddings(graphdef, state)
     return np.asarray(metrics_lib.top_k_items(
         query, items, int(k), exclude=histories, user_chunk=int(config.eval.user_chunk),

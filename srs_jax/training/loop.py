@@ -7,6 +7,7 @@ so a run resumed from its latest checkpoint continues bit for bit (on CPU).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -15,13 +16,13 @@ import time
 import jax
 import ml_collections
 import numpy as np
-from flax import nnx
 
 from srs_jax import data as data_lib
-from srs_jax import models as models_lib
+from srs_jax import losses as losses_lib
+from srs_jax import parallel
+from srs_jax.config import RunSpec, load_specs
 from srs_jax.data import batches as batches_lib
 from srs_jax.training import checkpoints as ckpt_lib
-from srs_jax.training import config_checks
 from srs_jax.training import evaluation
 from srs_jax.training import flat_state
 from srs_jax.training import profiling
@@ -30,6 +31,7 @@ from srs_jax.training import run_files
 from srs_jax.training import steps as steps_lib
 from srs_jax.training import workdir as workdir_lib
 from srs_jax.training.prefetch import Prefetcher
+from srs_jax.training.state import build_state
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -38,13 +40,6 @@ class NonFiniteLossError(FloatingPointError):
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def build_state(config, n_items: int):
-    """Model ``(graphdef, TrainState)`` initialised from ``config.seed``."""
-    model = models_lib.build_model(config.model, n_items,
-                                   rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
-    return steps_lib.split_model(model)
 
 
 def _initial_meta() -> dict:
@@ -114,13 +109,12 @@ class _Stepper:
         return flat_state.unpack(self._buffers, self._spec) if self._flat else self._state
 
 
-def _train_epoch(config, epoch, windows, train_step, graphdef, state, opt_state, meta,
-                 writer, warm, save_mid_epoch=None, flat=True):
+def train_epoch(config: RunSpec, epoch, windows, train_step, graphdef, state, opt_state, meta,
+                writer, warm, save_mid_epoch=None, flat=True):
     """Runs the (rest of the) epoch; returns ``(state, opt_state, stats)``.
 
     ``flat``: step through ``steps.flat_train_step(train_step, ...)`` (``train_step`` must then be
-    a jitted single-device step, as from ``steps.make_train_step``); False for any other step
-    function (the sharded one). ``warm``: the step has been compiled (else the first step is
+    the jitted single-device step of ``steps.make_train_step``); False for the step on a mesh. ``warm``: the step has been compiled (else the first step is
     timed apart as compilation).
 
     A run resumed from a mid-epoch checkpoint (``meta["step_in_epoch"] > 0``) skips the batches
@@ -134,10 +128,10 @@ def _train_epoch(config, epoch, windows, train_step, graphdef, state, opt_state,
     partial = meta.get("partial") or {"losses": [], "tokens": 0.0, "seconds": 0.0}
     iterator = batches_lib.BatchIterator(windows, int(tc.batch_size), seed=int(config.seed),
                                          epoch=epoch, shuffle=True, start_step=start)
-    stepper = _Stepper(train_step, graphdef, state, opt_state, jax.random.key(int(config.seed)), flat)
+    stepper = _Stepper(train_step, graphdef, state, opt_state, jax.random.key(config.seed), flat)
     del state, opt_state  # donated by the steps: only the stepper's copy is live
     log_every = int(tc.log_every)
-    every = int(tc.get("checkpoint_every_steps") or 0)
+    every = tc.checkpoint_every_steps
     losses, tokens = list(partial["losses"]), float(partial["tokens"])
     pending, logged = [], []
     compile_seconds, save_seconds = 0.0, 0.0
@@ -220,13 +214,16 @@ def _improved(value: float, best) -> bool:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume: bool = False) -> dict:
-    """Trains ``config`` into ``workdir``; returns the ``results.json`` dict."""
+    """Trains ``config`` into ``workdir``; returns the ``results.json`` dict.
+
+    ``config`` (a ConfigDict, or a dict such as a run's ``config.json``) is validated once by
+    ``srs_jax.config.load_specs``; everything below reads the resulting ``RunSpec``.
+    """
     workdir = workdir or config.get("workdir") or ""
     if not workdir:
         raise ValueError("no run directory: pass --workdir DIR (or set config.workdir)")
-    config = config_checks.resolve_config(config)
-    config.workdir = os.path.abspath(workdir)
-    config_checks.validate_config(config)
+    config = load_specs(config)
+    config = dataclasses.replace(config, workdir=os.path.abspath(workdir))
     workdir = config.workdir
     if not resume and ckpt_lib.has_checkpoint(workdir):
         raise ValueError(f"{workdir} already holds a run: pass --resume to continue it, or choose "
@@ -234,28 +231,28 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume:
     dataset = data_lib.prepare_dataset(config.data)  # bad data settings fail before any file is written
     workdir_lib.check_against_data(config, dataset.n_items)  # [run-folder integration]
     os.makedirs(workdir, exist_ok=True)
-    run_files.save_config(workdir, config)
+    run_files.save_config(workdir, ml_collections.ConfigDict(config.to_dict()))
     ckpts = ckpt_lib.RunCheckpoints(workdir)
     windows_in, windows_tg = batches_lib.training_windows(
-        dataset.train, int(config.model.max_len), stride=config.train.get("window_stride"))
+        dataset.train, config.model.max_len, stride=config.train.window_stride)
     windows = {"inputs": np.asarray(windows_in, np.int32), "targets": np.asarray(windows_tg, np.int32)}
     n_steps = math.ceil(windows["inputs"].shape[0] / int(config.train.batch_size))
     _log(f"[srs_jax] {config.data.name}: {dataset.n_items} items, {dataset.n_users} users, "
          f"{windows['inputs'].shape[0]} training windows, {n_steps} steps/epoch; backend "
          f"{jax.default_backend()}, compute {config.model.compute_dtype}; workdir {workdir}")
 
-    graphdef, state = build_state(config, dataset.n_items)
-    optimizer = steps_lib.make_optimizer(config.train, n_steps * int(config.train.max_epochs))
+    graphdef, state = build_state(config.model, dataset.n_items, seed=config.seed)
+    optimizer = steps_lib.make_optimizer(config.train, n_steps * config.train.max_epochs)
     opt_state = optimizer.init(state.params)
-    # config.mesh: padded, sharded state and a sharded step (None without a mesh); before the
-    # resume block so checkpoints restore into the sharded shapes (docs/distributed.md).
-    from srs_jax import distributed
-
-    state, opt_state, sharded_step = distributed.setup_training(
-        config, state, opt_state, optimizer, dataset.n_items,
-        item_counts=dataset.item_counts if config.loss.sampler == "popularity" else None)
-    if sharded_step is not None:
-        _log(f"[srs_jax] mesh {dict(sharded_step.mesh.shape)} over {sharded_step.mesh.size} devices")
+    # config.mesh: several devices -> padded, sharded state; before the resume block so that
+    # checkpoints restore into the sharded shapes (docs/distributed.md). None: one device.
+    mesh = parallel.run_mesh(config.mesh)
+    if mesh is not None:
+        if config.train.batch_size % mesh.shape[parallel.DATA]:
+            raise ValueError(f"config.train.batch_size={config.train.batch_size} must be a multiple "
+                             f"of the {mesh.shape[parallel.DATA]} data shards of config.mesh")
+        state, opt_state = parallel.place_state(state, opt_state, mesh)
+        _log(f"[srs_jax] mesh {dict(mesh.shape)} over {mesh.size} devices")
     meta = _initial_meta()
     if resume:
         if ckpts.latest_step() is None:
@@ -266,9 +263,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume:
             _log(f"[srs_jax] resumed after epoch {meta['epoch']} + {meta.get('step_in_epoch') or 0} "
                  f"steps (global step {meta['global_step']})")
 
-    item_counts = np.asarray(dataset.item_counts) if config.loss.sampler == "popularity" else None
-    train_step = sharded_step or steps_lib.make_train_step(config.model, config.loss, optimizer,
-                                                           item_counts)
+    loss = losses_lib.build_loss(config.loss, n_items=dataset.n_items,
+                                 item_counts=np.asarray(dataset.item_counts), mesh=mesh)
+    train_step = steps_lib.make_train_step(config.model, loss, optimizer, mesh=mesh, state=state,
+                                           opt_state=opt_state)
     encode_fn = steps_lib.make_encode_step(config.model)
     profile = profiling.RunProfile(
         train_seconds=list(meta["profile"]["train_seconds"]),
@@ -281,10 +279,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume:
     def save_mid_epoch(mid_meta, st, ost):
         ckpts.save_latest(mid_meta["global_step"], ckpt_lib.checkpoint_tree(st, ost), mid_meta)
 
-    budget = float(config.train.get("max_train_seconds") or 0.0)
+    budget = config.train.max_train_seconds
     started, epochs_here = time.perf_counter(), 0
     try:
-        while meta["stopped"] is None and meta["epoch"] < int(config.train.max_epochs):
+        while meta["stopped"] is None and meta["epoch"] < config.train.max_epochs:
             if budget and epochs_here and time.perf_counter() - started > budget:
                 # Checked between epochs (each run trains >= 1 epoch). Not persisted: a resumed
                 # run gets a fresh budget and continues.
@@ -292,10 +290,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume:
                 break
             epoch = int(meta["epoch"])
             epochs_here += 1
-            state, opt_state, stats = _train_epoch(
+            state, opt_state, stats = train_epoch(
                 config, epoch, windows, train_step, graphdef, state, opt_state, meta, writer,
                 warm=bool(profile.compile_seconds), save_mid_epoch=save_mid_epoch,
-                flat=sharded_step is None)
+                flat=mesh is None)
             profile.compile_seconds += stats["compile_seconds"]
             profile.end_training_phase(stats["train_seconds"], stats["timed_steps"], stats["tokens"])
             t_val = time.perf_counter()
@@ -313,7 +311,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume:
                 meta.update(best_value=value, best_epoch=epoch + 1, bad_epochs=0)
             else:
                 meta["bad_epochs"] = int(meta["bad_epochs"]) + 1
-            if meta["bad_epochs"] >= int(config.train.patience):
+            if meta["bad_epochs"] >= config.train.patience:
                 meta["stopped"] = f"early stopping: no {monitor} improvement in {config.train.patience} epochs"
             row = {"epoch": epoch + 1, "global_step": meta["global_step"],
                    "train_loss": stats["train_loss"], "train_seconds": stats["train_seconds"],
@@ -348,7 +346,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume:
     profile.finish()
     results.update(profile.summary())
     results.update(best_epoch=meta["best_epoch"], epochs_run=meta["epoch"],
-                   stopped=meta["stopped"] or ("max_epochs" if meta["epoch"] >= int(config.train.max_epochs)
+                   stopped=meta["stopped"] or ("max_epochs" if meta["epoch"] >= config.train.max_epochs
                                                 else "time budget (train.max_train_seconds)"),
                    workdir=workdir)
     run_files.write_json(os.path.join(workdir, run_files.RESULTS_FILE), results)

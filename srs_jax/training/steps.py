@@ -1,41 +1,28 @@
-"""Pure, jittable training and evaluation steps.
+"""Pure, jittable training and evaluation steps; ``make_train_step`` serves one device and a mesh.
 
-The NNX model is split once (``split_model``) into a static ``graphdef`` and a ``TrainState`` of
-arrays: ``params`` (the ``nnx.Param`` leaves, fp32, updated by optax) and ``rest`` (everything
-else, e.g. dropout RNG streams, which are re-seeded from the step key on every call so that the
-whole step is a pure function of ``(state, opt_state, batch, key)``).
+The NNX model is split once (``state.split_model``) into a static ``graphdef`` and a ``TrainState``
+of arrays. The loss is an object built once (``srs_jax.losses.build_loss``) and handed to the
+step; on a device mesh it was built with the mesh, so ``cce`` / ``cce_neg`` run
+vocabulary-parallel, and the step is jitted with the state's shardings.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
-from jax import lax
 from flax import nnx
+from jax import lax
+from jax.sharding import Mesh
 
-from srs_jax import losses as losses_lib
 from srs_jax import models as models_lib
+from srs_jax import parallel
+from srs_jax.config.specs import ModelSpec, TrainSpec
+from srs_jax.losses import Loss
 from srs_jax.training import flat_state
-
-
-class TrainState(NamedTuple):
-    params: Any  # nnx.State of nnx.Param leaves (fp32)
-    rest: Any  # nnx.State of all other variables (RNG streams, ...); never donated
-
-
-def split_model(model: nnx.Module):
-    """Returns ``(graphdef, TrainState)`` for ``model``."""
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    return graphdef, TrainState(params, rest)
-
-
-def merge_model(graphdef, state: TrainState) -> nnx.Module:
-    return nnx.merge(graphdef, state.params, state.rest)
+from srs_jax.training.state import TrainState, merge_model, split_model
 
 
 def _rng_stream_tags(model: nnx.Module) -> tuple[str, ...]:
@@ -51,27 +38,24 @@ def _reseed(model: nnx.Module, key: jax.Array) -> None:
         nnx.reseed(model, **{t: jax.random.fold_in(key, i) for i, t in enumerate(tags)})
 
 
-def learning_rate_schedule(train_config, total_steps: int) -> optax.Schedule:
+def learning_rate_schedule(spec: TrainSpec, total_steps: int) -> optax.Schedule:
     """``constant`` (after an optional linear warmup) or ``cosine`` decay to 0 at ``total_steps``."""
-    lr, warmup = float(train_config.lr), int(train_config.warmup_steps)
-    if train_config.schedule == "constant":
+    lr, warmup = spec.lr, spec.warmup_steps
+    if spec.schedule == "constant":
         if warmup <= 0:
             return optax.constant_schedule(lr)
         return optax.join_schedules(
             [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
-    if train_config.schedule == "cosine":
-        return optax.warmup_cosine_decay_schedule(
-            0.0, lr, max(warmup, 0), max(int(total_steps), warmup + 1), end_value=0.0)
-    raise ValueError(
-        f"unknown train.schedule {train_config.schedule!r}: use 'constant' or 'cosine'")
+    # "cosine" (the spec admits nothing else)
+    return optax.warmup_cosine_decay_schedule(
+        0.0, lr, max(warmup, 0), max(int(total_steps), warmup + 1), end_value=0.0)
 
 
-def make_optimizer(train_config, total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(spec: TrainSpec, total_steps: int) -> optax.GradientTransformation:
     """Adam(lr, b1, b2) with the configured schedule and optional global-norm clipping."""
-    adam = optax.adam(learning_rate_schedule(train_config, total_steps),
-                      b1=float(train_config.b1), b2=float(train_config.b2),
-                      eps=float(train_config.get("eps", 1e-8)))
-    clip = float(train_config.grad_clip or 0.0)
+    adam = optax.adam(learning_rate_schedule(spec, total_steps), b1=spec.b1, b2=spec.b2,
+                      eps=spec.eps)
+    clip = spec.grad_clip
     return optax.chain(optax.clip_by_global_norm(clip), adam) if clip > 0 else adam
 
 
@@ -82,8 +66,8 @@ def _flat_targets(target_ids):
     return jnp.where(where, flat - 1, 0).astype(jnp.int32), where
 
 
-def train_step(graphdef, state: TrainState, opt_state, batch: dict, key: jax.Array,
-               item_counts=None, *, model_config, loss_config, optimizer):
+def train_step(graphdef, state: TrainState, opt_state, batch: dict, key: jax.Array, *,
+               model_spec: ModelSpec, loss: Loss, optimizer):
     """One optimisation step.
 
     Args:
@@ -92,15 +76,16 @@ def train_step(graphdef, state: TrainState, opt_state, batch: dict, key: jax.Arr
       opt_state: optax state of ``optimizer`` over ``state.params``.
       batch: ``{"inputs": int32[B, L], "targets": int32[B, L]}`` (0 = padding / no target).
       key: step key (``fold_in(seed key, global step)``): dropout, masking and negatives.
-      item_counts: ``int[V + 1]`` training frequencies (popularity sampler) or ``None``.
+      model_spec: the model's spec (its module turns the batch into inputs and targets).
+      loss: the loss object (``srs_jax.losses.build_loss``).
 
     Returns ``(state, opt_state, metrics)`` with fp32 scalars ``loss``, ``grad_norm``,
     ``n_targets`` and ``finite``. A step whose loss or gradient is not finite leaves ``state`` and
     ``opt_state`` unchanged (the host stops the run when it sees ``finite == 0``).
     """
-    mod = models_lib.model_module(model_config.name)
+    mod = models_lib.model_module(model_spec.name)
     k_inputs, k_dropout, k_loss = jax.random.split(key, 3)
-    input_ids, target_ids = mod.training_inputs(batch, k_inputs, model_config)
+    input_ids, target_ids = mod.training_inputs(batch, k_inputs, model_spec)
     labels, where = _flat_targets(target_ids)
 
     # Re-seed outside the differentiated function: NNX forbids mutating outer-trace variables.
@@ -113,46 +98,56 @@ def train_step(graphdef, state: TrainState, opt_state, batch: dict, key: jax.Arr
         model = nnx.merge(graphdef, params, jax.tree.map(lambda x: x, rest))
         hidden = model(input_ids, deterministic=False)
         hidden = hidden.reshape(-1, hidden.shape[-1])
-        # On a device mesh, cce/cce_neg run vocabulary-parallel on the (sharded) item table;
-        # None everywhere else (docs/distributed.md).
-        from srs_jax.distributed.loss import loss_hook
+        # A vocabulary-parallel loss reads the whole (sharded) item table, as it is laid out.
+        classifier = model.item_table.embedding[...] if loss.reads_table else model.output_embeddings()
+        return loss(hidden, classifier, labels, where, key=k_loss)
 
-        vp_loss = loss_hook(loss_config, model, hidden, labels, where, key=k_loss,
-                            item_counts=item_counts)
-        if vp_loss is not None:
-            return vp_loss
-        classifier = model.output_embeddings()  # (compute_loss casts it where the loss needs)
-        return losses_lib.compute_loss(loss_config, hidden, classifier, labels, where,
-                                       key=k_loss, item_counts=item_counts)
-
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    loss = loss.astype(jnp.float32)
+    value, grads = jax.value_and_grad(loss_fn)(state.params)
+    value = value.astype(jnp.float32)
     grad_norm = optax.global_norm(grads).astype(jnp.float32)
     updates, new_opt_state = optimizer.update(grads, opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    finite = jnp.isfinite(value) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
     new_params = jax.tree.map(keep, new_params, state.params)
     new_opt_state = jax.tree.map(keep, new_opt_state, opt_state)
-    metrics = {"loss": loss, "grad_norm": grad_norm,
+    metrics = {"loss": value, "grad_norm": grad_norm,
                "n_targets": where.sum().astype(jnp.float32), "finite": finite.astype(jnp.float32)}
     return state._replace(params=new_params), new_opt_state, metrics
 
 
-def make_train_step(model_config, loss_config, optimizer, item_counts=None):
-    """``train_step`` bound to its configs and jitted once (graphdef static, state donated).
+def make_train_step(model_spec: ModelSpec, loss: Loss, optimizer, *, mesh: Mesh | None = None,
+                    state: TrainState | None = None, opt_state=None):
+    """``train_step`` bound to its spec, loss and optimizer, jitted once (graphdef static, state
+    and optimiser state donated). The returned function takes ``(graphdef, state, opt_state,
+    batch, key)``.
 
-    ``item_counts`` (host ``int[V + 1]``, popularity sampler only) is bound as a concrete array:
-    the CCE- kernels build their alias table from it at trace time. The returned function takes
-    ``(graphdef, state, opt_state, batch, key)``.
+    One device (``mesh=None``): the jitted step itself (``flat_train_step`` wraps it). Both
+    kinds have ``.lower(...)`` with the step's arguments.
+    A mesh: ``state`` / ``opt_state`` as placed by ``srs_jax.parallel.place_state`` (their
+    shardings are kept across steps); the step splits each host batch over ``data``
+    (``parallel.shard_batch``) and XLA partitions the rest. Build ``loss`` with the same mesh.
     """
-    counts = None if item_counts is None else np.asarray(item_counts)
-
     def step(graphdef, state, opt_state, batch, key):
-        return train_step(graphdef, state, opt_state, batch, key, counts, model_config=model_config,
-                          loss_config=loss_config, optimizer=optimizer)
+        return train_step(graphdef, state, opt_state, batch, key, model_spec=model_spec, loss=loss,
+                          optimizer=optimizer)
 
-    return jax.jit(step, static_argnums=0, donate_argnums=(1, 2))
+    if mesh is None:
+        return jax.jit(step, static_argnums=0, donate_argnums=(1, 2))
+    if state is None or opt_state is None:
+        raise ValueError("make_train_step on a mesh needs the placed state and opt_state "
+                         "(srs_jax.parallel.place_state) for their shardings")
+    shardings = (jax.tree.map(lambda x: x.sharding, state),
+                 jax.tree.map(lambda x: x.sharding, opt_state), parallel.replicated(mesh))
+    jitted = jax.jit(step, static_argnums=0, donate_argnums=(1, 2), out_shardings=shardings)
+
+    def sharded_step(graphdef, state, opt_state, batch, key):
+        return jitted(graphdef, state, opt_state, parallel.shard_batch(batch, mesh), key)
+
+    # Like a jitted function's: compile for given arguments (memory analysis, timing).
+    sharded_step.lower = lambda graphdef, state, opt_state, batch, key: jitted.lower(  # noqa: E731
+        graphdef, state, opt_state, parallel.shard_batch(batch, mesh), key)
+    return sharded_step
 
 
 METRICS = ("loss", "grad_norm", "n_targets", "finite")  # the rows of flat_train_step's metrics
@@ -187,19 +182,24 @@ def flat_train_step(train_step, graphdef, spec: flat_state.PackSpec):
     return jax.jit(step, donate_argnums=0)
 
 
-def encode_step(graphdef, state: TrainState, history, *, model_config):
+def encode_step(graphdef, state: TrainState, history, *, model_spec: ModelSpec):
     """``history int32[B, L]`` (left-padded) -> fp32 query vectors ``[B, H]`` read at position ``L - 1``."""
-    mod = models_lib.model_module(model_config.name)
+    mod = models_lib.model_module(model_spec.name)
     model = merge_model(graphdef, state)
-    hidden = model(mod.eval_inputs(history, model_config), deterministic=True)
+    hidden = model(mod.eval_inputs(history, model_spec), deterministic=True)
     return hidden[:, -1, :].astype(jnp.float32)
 
 
-def make_encode_step(model_config):
-    return jax.jit(functools.partial(encode_step, model_config=model_config), static_argnums=0)
+def make_encode_step(model_spec: ModelSpec):
+    return jax.jit(functools.partial(encode_step, model_spec=model_spec), static_argnums=0)
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def output_embeddings(graphdef, state: TrainState):
     """fp32 ``[V, H]`` output item embeddings (rows of items 1..V)."""
     return merge_model(graphdef, state).output_embeddings().astype(jnp.float32)
+
+
+__all__ = ["METRICS", "TrainState", "encode_step", "flat_train_step", "learning_rate_schedule",
+           "make_encode_step", "make_optimizer", "make_train_step", "merge_model",
+           "output_embeddings", "split_model", "train_step"]

@@ -3,10 +3,9 @@
   python tests/distributed/gpu_smoke.py [--bench]
   XLA_FLAGS=--xla_force_host_platform_device_count=4 python tests/distributed/gpu_smoke.py --cpu
 
-1. ``vocab_parallel_cross_entropy(impl="pallas")`` inside ``shard_map`` on a (1 data x n vocab)
-   mesh against the single-device ``linear_cross_entropy`` (Pallas): loss, dE, dC (bf16).
-2. ``--bench``: the multi-GPU benchmark's data-parallel row at a reduced shape (with the
-   ``cut.py`` stand-in hook when the trainer is not patched yet).
+1. ``linear_cross_entropy(impl="pallas", vocab_parallel=...)`` on a (1 data x n vocab) mesh
+   against the single-device ``linear_cross_entropy`` (Pallas): loss, dE, dC (bf16).
+2. ``--bench``: the multi-GPU benchmark's data-parallel row at a reduced shape.
 ``--cpu``: tiny shapes with the Pallas interpreter (checks the script itself on CPU).
 """
 
@@ -22,14 +21,15 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+import pallas_kernels  # noqa: E402
+from experiments import benchmark_multi_gpu as bench  # noqa: E402
+from srs_jax import parallel  # noqa: E402
+from srs_jax.config import MeshSpec  # noqa: E402
+
 
 def main(argv):
-    import pallas_kernels
-    from pallas_kernels import vocab_parallel as vp
-    from srs_jax import distributed as dist
-
     n_dev = len(jax.devices())
-    mesh = dist.make_mesh({"data": 1, "vocab": n_dev})
+    mesh = parallel.make_mesh(MeshSpec(data=1, vocab=n_dev))
     rng = np.random.default_rng(0)
     cpu = "--cpu" in argv
     n, d, v = (64, 16, 1003) if cpu else (4096, 128, 100_003)
@@ -41,13 +41,15 @@ def main(argv):
     t = jnp.asarray(rng.integers(0, v, n), jnp.int32)
     w = jnp.asarray(rng.random(n) > 0.1)
 
+    impl = "interpret" if cpu else "pallas"
+
     def f_vp(e, tab):
-        return vp.vocab_parallel_cross_entropy(e, tab, t, mesh=mesh, where=w, col_start=1,
-                                               num_classes=v, impl="pallas", interpret=cpu)
+        return pallas_kernels.linear_cross_entropy(
+            e, tab, t, where=w, impl=impl,
+            vocab_parallel=pallas_kernels.VocabParallelOptions(mesh, col_start=1, num_classes=v))
 
     def f_ref(e, tab):
-        return pallas_kernels.linear_cross_entropy(e, tab[1:v + 1], t, where=w, impl="pallas",
-                                                   interpret=cpu)
+        return pallas_kernels.linear_cross_entropy(e, tab[1:v + 1], t, where=w, impl=impl)
 
     out = {}
     for name, f in (("vp", f_vp), ("single", f_ref)):
@@ -69,12 +71,6 @@ def main(argv):
     assert np.abs(dca - dcb).max() < 2e-2 * np.abs(dcb).max() + 1e-6
     print("OK vocab-parallel pallas on", n_dev, "device(s)", flush=True)
     if "--bench" in argv:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        from standin import install_cut_standin
-
-        from experiments import benchmark_multi_gpu as bench
-
-        install_cut_standin()
         bench.main(["--mode", "dp", "--items", "1000000", "--batch", "256", "--steps", "3",
                     "--out", os.path.join(os.environ.get("OUT", "/tmp"), "smoke_dp.json")])
 

@@ -26,16 +26,20 @@ import jax.numpy as jnp  # noqa: E402
 jax.config.update("jax_compilation_cache_dir", os.path.abspath(os.path.join(
     os.path.dirname(__file__), "..", "..", ".cache", "jax_distributed_tests")))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
 
+import pallas_kernels  # noqa: E402
 from pallas_kernels import vocab_parallel as vp  # noqa: E402
-from srs_jax import distributed as dist  # noqa: E402
-from srs_jax import losses as losses_lib  # noqa: E402
-from srs_jax import models as models_lib  # noqa: E402
+from srs_jax import parallel as dist  # noqa: E402
+from srs_jax.config import LossSpec, MeshSpec, ModelSpec, TrainSpec, load_specs  # noqa: E402
+from srs_jax.config.presets import synthetic_config  # noqa: E402
+from srs_jax.data import Sequences  # noqa: E402
+from srs_jax.losses import build_loss, kernel_seed  # noqa: E402
+from srs_jax.metrics import top_k_items  # noqa: E402
+from srs_jax.training import checkpoints as ckpt_lib  # noqa: E402
+from srs_jax.training import loop  # noqa: E402
 from srs_jax.training import steps as steps_lib  # noqa: E402
-from standin import install_cut_standin as _install_cut_standin  # noqa: E402
+from srs_jax.training.state import build_state  # noqa: E402
 
 MESHES = [(8, 1), (1, 8), (2, 4)]
 
@@ -75,7 +79,7 @@ def check_cce_loss_and_grads():
     cases = [("xla", jnp.float32, 1e-5, 1e-6), ("xla", jnp.bfloat16, 3e-2, 3e-3),
              ("pallas", jnp.float32, 1e-5, 1e-6)]
     for (data, vocab) in MESHES:
-        mesh = dist.make_mesh({"data": data, "vocab": vocab})
+        mesh = dist.make_mesh(MeshSpec(data=data, vocab=vocab))
         for impl, dtype, rtol, atol in cases:
             if (impl == "pallas" or dtype == jnp.bfloat16) and (data, vocab) != (2, 4):
                 continue  # compiles cost time: one mesh each for the kernel path and bf16
@@ -92,10 +96,11 @@ def check_cce_loss_and_grads():
             t_in = np.where(w, t, -5).astype(np.int32)  # masked rows hold garbage labels
 
             def f(e_, tab_):
-                return vp.vocab_parallel_cross_entropy(
-                    e_.astype(dtype), tab_, jnp.asarray(t_in), mesh=mesh, where=jnp.asarray(w),
-                    col_start=col_start, num_classes=v, impl=impl, interpret=impl == "pallas",
-                    block_v=16)
+                return pallas_kernels.linear_cross_entropy(
+                    e_.astype(dtype), tab_, jnp.asarray(t_in), where=jnp.asarray(w),
+                    impl="interpret" if impl == "pallas" else impl,
+                    vocab_parallel=pallas_kernels.VocabParallelOptions(
+                        mesh, col_start=col_start, num_classes=v))
 
             loss, (de, dtab) = jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(e, tab)
             e_ref = np.asarray(jnp.asarray(e).astype(dtype).astype(jnp.float32))
@@ -133,7 +138,7 @@ def check_cce_neg_loss_and_grads():
     """Vocabulary-parallel CCE- (uniform and popularity) vs float64 with the same draws."""
     rng = np.random.default_rng(2)
     for (data, vocab) in MESHES:
-        mesh = dist.make_mesh({"data": data, "vocab": vocab})
+        mesh = dist.make_mesh(MeshSpec(data=data, vocab=vocab))
         for sampler in ("uniform", "popularity"):
             if sampler == "popularity" and (data, vocab) == (8, 1):
                 continue  # one shard: popularity draws are tested on the sharded meshes
@@ -155,13 +160,16 @@ def check_cce_neg_loss_and_grads():
             seed = int(rng.integers(0, 2**31))
 
             def f(e_, tab_):
-                return vp.vocab_parallel_sampled_cross_entropy(
-                    e_, tab_, jnp.asarray(t), mesh=mesh, where=jnp.asarray(w), col_start=1,
-                    num_classes=v, num_negatives=neg, seed=seed, sampler_tables=st)
+                return pallas_kernels.sampled_linear_cross_entropy(
+                    e_, tab_, jnp.asarray(t), where=jnp.asarray(w), num_negatives=neg, seed=seed,
+                    sampler=None if counts is None else pallas_kernels.popularity_table(counts),
+                    vocab_parallel=pallas_kernels.VocabParallelOptions(mesh, col_start=1, num_classes=v))
 
             loss, (de, dtab) = jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(e, tab)
-            ids, act = vp.shard_negative_ids(n, rows, mesh=mesh, num_negatives=neg, seed=seed,
-                                             sampler_tables=st, col_start=1, num_classes=v)
+            ids, act = vp.shard_negative_ids(
+                n, rows, options=pallas_kernels.VocabParallelOptions(mesh, col_start=1, num_classes=v),
+                num_negatives=neg, seed=seed,
+                sampler=None if counts is None else pallas_kernels.popularity_table(counts))
             ids = np.asarray(ids).transpose(1, 0, 2).reshape(n, -1)
             act = np.asarray(act).transpose(1, 0, 2).reshape(n, -1)
             if counts is not None:
@@ -189,7 +197,7 @@ def check_cce_neg_pallas():
     cases = [((1, 8), "uniform", jnp.float32, 19, 45), ((1, 8), "popularity", jnp.bfloat16, 21, 37),
              ((2, 4), "uniform", jnp.bfloat16, 22, 58), ((2, 4), "popularity", jnp.float32, 26, 37)]
     for (data, vocab), sampler, dtype, n, v in cases:
-        mesh = dist.make_mesh({"data": data, "vocab": vocab})
+        mesh = dist.make_mesh(MeshSpec(data=data, vocab=vocab))
         d, neg = 16, int(rng.integers(9, 20))
         rows = -(-(v + 1) // 8) * 8
         e = (rng.normal(size=(n, d)) * 0.7).astype(np.float32)
@@ -212,16 +220,19 @@ def check_cce_neg_pallas():
 
         def grads(impl):
             def f(e_, tab_):
-                return vp.vocab_parallel_sampled_cross_entropy(
-                    e_.astype(dtype), tab_, jnp.asarray(t_in), mesh=mesh, where=jnp.asarray(w),
-                    col_start=1, num_classes=v, num_negatives=neg, seed=seed, sampler_tables=st,
-                    impl=impl, interpret=True, row_block=8)
+                return pallas_kernels.sampled_linear_cross_entropy(
+                    e_.astype(dtype), tab_, jnp.asarray(t_in), where=jnp.asarray(w),
+                    num_negatives=neg, seed=seed, impl=impl,
+                    sampler=None if counts is None else pallas_kernels.popularity_table(counts),
+                    vocab_parallel=pallas_kernels.VocabParallelOptions(mesh, col_start=1, num_classes=v))
 
             return jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(e, tab)
 
-        (loss, (de, dtab)), (loss_x, (de_x, dtab_x)) = grads("pallas"), grads("xla")
-        ids, act = vp.shard_negative_ids(n, rows, mesh=mesh, num_negatives=neg, seed=seed,
-                                         sampler_tables=st, col_start=1, num_classes=v)
+        (loss, (de, dtab)), (loss_x, (de_x, dtab_x)) = grads("interpret"), grads("xla")
+        ids, act = vp.shard_negative_ids(
+            n, rows, options=pallas_kernels.VocabParallelOptions(mesh, col_start=1, num_classes=v),
+            num_negatives=neg, seed=seed,
+            sampler=None if counts is None else pallas_kernels.popularity_table(counts))
         ids = np.asarray(ids).transpose(1, 0, 2).reshape(n, -1)
         act = np.asarray(act).transpose(1, 0, 2).reshape(n, -1)
         corr = vp.log_sampling_weight_reference(st, rows, vocab)
@@ -245,7 +256,7 @@ def check_cce_neg_pallas():
 def check_cce_neg_unbiased():
     """E[exp(lse)] over seeds equals the full softmax denominator (uniform and popularity)."""
     rng = np.random.default_rng(3)
-    mesh = dist.make_mesh({"data": 2, "vocab": 4})
+    mesh = dist.make_mesh(MeshSpec(data=2, vocab=4))
     n, d, v, neg, rows = 8, 8, 45, 6, 48
     e = (rng.normal(size=(n, d)) * 0.5).astype(np.float32)
     tab = (rng.normal(size=(rows, d)) * 0.5).astype(np.float32)
@@ -253,13 +264,13 @@ def check_cce_neg_unbiased():
     z = e.astype(np.float64) @ tab[1:v + 1].astype(np.float64).T
     z_full = np.exp(z).sum(1)
     for counts in (None, rng.integers(1, 9, v)):
-        st = vp.shard_sampler_tables(rows, 4, neg, col_start=1, num_classes=v, item_counts=counts)
-
         @jax.jit
         def lse_of(seed):
-            rows_loss = vp.vocab_parallel_sampled_cross_entropy(
-                jnp.asarray(e), jnp.asarray(tab), jnp.asarray(t), mesh=mesh, col_start=1,
-                num_classes=v, num_negatives=neg, seed=seed, sampler_tables=st, reduction="none")
+            rows_loss = pallas_kernels.sampled_linear_cross_entropy(
+                jnp.asarray(e), jnp.asarray(tab), jnp.asarray(t), num_negatives=neg, seed=seed,
+                sampler=None if counts is None else pallas_kernels.popularity_table(counts),
+                reduction="none",
+                vocab_parallel=pallas_kernels.VocabParallelOptions(mesh, col_start=1, num_classes=v))
             return rows_loss + jnp.einsum("nd,nd->n", e, jnp.asarray(tab)[t + 1])
 
         est = np.exp(np.stack([np.asarray(lse_of(jnp.uint32(s)), np.float64) for s in range(400)]))
@@ -269,17 +280,15 @@ def check_cce_neg_unbiased():
 
 
 def _model_config(name="sasrec"):
-    extra = dict(mask_prob=0.3) if name == "bert4rec" else {}
-    return ml_collections.ConfigDict(dict(name=name, hidden=16, num_blocks=1, num_heads=2,
-                                          dropout=0.1, max_len=6, compute_dtype="float32",
-                                          **extra))
+    return ModelSpec(name=name, hidden=16, num_blocks=1, num_heads=2, dropout=0.1, max_len=6,
+                     compute_dtype="float32", mask_prob=0.3)
 
 
 def _train_config():
     # eps=1e-4: parameters whose true gradient is 0 (e.g. the attention key bias) get float noise
     # that Adam with a tiny eps would blow up to +-lr steps, masking the comparison.
-    return ml_collections.ConfigDict(dict(lr=1e-2, b1=0.9, b2=0.98, eps=1e-4, warmup_steps=0,
-                                          schedule="constant", grad_clip=0.0))
+    return TrainSpec(lr=1e-2, b1=0.9, b2=0.98, eps=1e-4, warmup_steps=0, schedule="constant",
+                     grad_clip=0.0)
 
 
 def _batches(rng, n_steps, batch, length, v):
@@ -296,25 +305,25 @@ def _batches(rng, n_steps, batch, length, v):
 def _run_steps(loss_cfg, v, mesh_shape, batches, model_name="sasrec"):
     """Params after len(batches) steps: single device if mesh_shape is None, else sharded."""
     model_cfg = _model_config(model_name)
-    model = models_lib.build_model(model_cfg, v, rngs=nnx.Rngs(params=0, dropout=1))
-    graphdef, state = steps_lib.split_model(model)
+    graphdef, state = build_state(model_cfg, v, seed=0)
     opt = steps_lib.make_optimizer(_train_config(), 100)
     opt_state = opt.init(state.params)
     key0 = jax.random.key(7)
     if mesh_shape is None:
-        step = steps_lib.make_train_step(model_cfg, loss_cfg, opt)
+        step = steps_lib.make_train_step(model_cfg, build_loss(loss_cfg, n_items=v), opt)
         place = lambda b: {k: jnp.asarray(x) for k, x in b.items()}  # noqa: E731
     else:
-        # The trainer's entry point: config.mesh -> padded, sharded state and a step that takes
-        # host batches.
-        config = ml_collections.ConfigDict(dict(
-            model=model_cfg, loss=loss_cfg, train=dict(batch_size=len(batches[0]["inputs"])),
-            mesh=dict(data=mesh_shape[0], vocab=mesh_shape[1])))
-        state, opt_state, step = dist.setup_training(config, state, opt_state, opt, v)
+        # As the trainer does it: padded, sharded state, the loss built with the mesh and the
+        # one step builder given the mesh (the step takes host batches).
+        mesh = dist.make_mesh(MeshSpec(data=mesh_shape[0], vocab=mesh_shape[1]))
+        state, opt_state = dist.place_state(state, opt_state, mesh)
+        loss = build_loss(loss_cfg, n_items=v, mesh=mesh)
+        step = steps_lib.make_train_step(model_cfg, loss, opt, mesh=mesh, state=state,
+                                         opt_state=opt_state)
         rows = v + (2 if model_name == "bert4rec" else 1)  # BERT4Rec: a [mask] row V + 1
         expect_rows = -(-rows // 8) * 8 if mesh_shape[1] > 1 else rows
-        if dist.table_rows(state) != expect_rows:
-            raise AssertionError(f"table rows {dist.table_rows(state)} != {expect_rows}")
+        if dist.table_rows(state.params) != expect_rows:
+            raise AssertionError(f"table rows {dist.table_rows(state.params)} != {expect_rows}")
         place = lambda b: b  # noqa: E731
     losses = []
     for i, b in enumerate(batches):
@@ -327,18 +336,15 @@ def _run_steps(loss_cfg, v, mesh_shape, batches, model_name="sasrec"):
 
 def _checkpoint_restore_on_other_mesh(state, opt_state, v):
     """Orbax (the trainer's RunCheckpoints) saves sharded state on 2x4, restores on 1x8 and 8x1."""
-    from srs_jax.training import checkpoints as ckpt_lib
-
     saved = jax.device_get(ckpt_lib.checkpoint_tree(state, opt_state))
     with tempfile.TemporaryDirectory() as tmp:
         ck = ckpt_lib.RunCheckpoints(tmp)
         ck.save_latest(2, ckpt_lib.checkpoint_tree(state, opt_state), {"epoch": 1})
         for shape in [(1, 8), (8, 1)]:
-            model = models_lib.build_model(_model_config(), v, rngs=nnx.Rngs(params=3, dropout=4))
-            _, fresh = steps_lib.split_model(model)
+            _, fresh = build_state(_model_config(), v, seed=3)
             opt = steps_lib.make_optimizer(_train_config(), 100)
-            mesh = dist.make_mesh({"data": shape[0], "vocab": shape[1]})
-            fresh, fresh_opt = dist.place_state(fresh, opt.init(fresh.params), mesh, pad_multiple=8)
+            mesh = dist.make_mesh(MeshSpec(data=shape[0], vocab=shape[1]))
+            fresh, fresh_opt = dist.place_state(fresh, opt.init(fresh.params), mesh, multiple=8)
             tree, meta = ck.restore_latest(ckpt_lib.checkpoint_tree(fresh, fresh_opt))
             if meta["epoch"] != 1:
                 raise AssertionError(f"meta {meta}")
@@ -356,11 +362,10 @@ def check_training_and_checkpoints():
     """A few Adam steps on (8 data), (8 vocab), (2 data x 4 vocab) equal one device's (cce, SASRec;
     BERT4Rec on 2x4); the 2x4 state is saved with the trainer's Orbax code and restored on 1x8
     and 8x1."""
-    _install_cut_standin()
     rng = np.random.default_rng(4)
     v = 29  # table 30 rows: padded to 32 on the mesh
     batches = _batches(rng, 3, 16, 6, v)
-    cfg = ml_collections.ConfigDict(dict(type="cce", impl="xla"))
+    cfg = LossSpec(type="cce", impl="xla")
     ref, ref_losses, _, _ = _run_steps(cfg, v, None, batches)
     for shape in MESHES:
         got, losses, state, opt_state = _run_steps(cfg, v, shape, batches)
@@ -383,17 +388,14 @@ def check_training_and_checkpoints():
         _close(f"bert4rec (2, 4) {jax.tree_util.keystr(path)}", a, b, 2e-4, 2e-5)
 
 
-def check_hooks():
-    """loss_hook (model table) and classifier_hook (output_embeddings) give the single-device cce
-    value and the same gradients; cce_neg through both equals the direct call; no plan -> None."""
-    from types import SimpleNamespace
-
-    import pallas_kernels
-    from srs_jax.losses.cut import kernel_seed
-
+def check_loss_objects():
+    """A loss built with the mesh reads the whole sharded table (row v = item v) and gives the
+    single-device loss on ``output_embeddings()`` (cce: value and gradients); cce_neg equals the
+    kernels' vocabulary-parallel call; losses without a vocabulary-parallel version refuse a
+    vocab axis; nothing is kept between calls (a second trace gives the same value)."""
     rng = np.random.default_rng(8)
     v, rows, n, d = 37, 40, 32, 16
-    mesh = dist.make_mesh({"data": 2, "vocab": 4})
+    mesh = dist.make_mesh(MeshSpec(data=2, vocab=4))
     table = (rng.normal(size=(rows, d)) * 0.5).astype(np.float32)
     table[v + 1:] = 0.0
     hidden = jnp.asarray(rng.normal(size=(n, d)).astype(np.float32))
@@ -402,47 +404,48 @@ def check_hooks():
     key = jax.random.key(3)
     counts = rng.integers(1, 7, v + 1)
     counts[0] = 0  # by encoded id: slot 0 is padding
-    for cfg in (ml_collections.ConfigDict(dict(type="cce", impl="xla")),
-                ml_collections.ConfigDict(dict(type="cce_neg", num_negatives=9, sampler="uniform",
-                                               sharing="row")),
-                ml_collections.ConfigDict(dict(type="cce_neg", num_negatives=9,
-                                               sampler="popularity", sharing="row"))):
-        plan = dist.make_loss_plan(mesh, cfg, rows, v, item_counts=counts)
-
-        def via_model(tab):
-            model = SimpleNamespace(item_table=SimpleNamespace(embedding=tab), n_items=v)
-            with dist.use_plan(plan):
-                return dist.loss_hook(cfg, model, hidden, labels, where, key=key)
-
-        def via_classifier(tab):
-            with dist.use_plan(plan):
-                return dist.classifier_hook(cfg, hidden, tab[1:], labels, where, key=key)
-
-        la, ga = jax.jit(jax.value_and_grad(via_model))(jnp.asarray(table))
-        lb, gb = jax.jit(jax.value_and_grad(via_classifier))(jnp.asarray(table))
-        _close(f"{cfg.type} hooks loss", la, lb, 1e-6, 1e-7)
-        _close(f"{cfg.type} hooks grad", ga, gb, 1e-5, 1e-7)
-        if cfg.type == "cce":
-            want = pallas_kernels.linear_cross_entropy(hidden, jnp.asarray(table[1:v + 1]), labels,
-                                                       where=where, impl="naive")
+    for spec in (LossSpec(type="cce", impl="xla"),
+                 LossSpec(type="cce_neg", num_negatives=9, sampler="uniform"),
+                 LossSpec(type="cce_neg", num_negatives=9, sampler="popularity")):
+        loss = build_loss(spec, n_items=v, item_counts=counts, mesh=mesh)
+        if not (loss.reads_table and loss.keeps_classifier_dtype):
+            raise AssertionError(f"{spec.type} on a mesh must read the whole table as it is")
+        fn = jax.jit(jax.value_and_grad(lambda tab: loss(hidden, tab, labels, where, key=key)))
+        la, ga = fn(jnp.asarray(table))
+        lb, _ = jax.jit(jax.value_and_grad(lambda tab: loss(hidden, tab, labels, where, key=key)))(
+            jnp.asarray(table))
+        _close(f"{spec.type} second trace", lb, la, 0.0, 0.0)
+        if spec.type == "cce":
+            one = build_loss(spec, n_items=v)
+            want, gw = jax.value_and_grad(lambda tab: one(hidden, tab[1:v + 1], labels, where,
+                                                          key=key))(jnp.asarray(table))
+            _close("cce grad", ga, gw, 1e-5, 1e-7)
         else:
-            tables = vp.shard_sampler_tables(
-                rows, 4, 9, col_start=1, num_classes=v,
-                item_counts=counts[1:] if cfg.sampler == "popularity" else None)
-            want = vp.vocab_parallel_sampled_cross_entropy(
-                hidden, jnp.asarray(table), labels, mesh=mesh, num_negatives=9,
-                seed=kernel_seed(key), sampler_tables=tables, where=where, col_start=1,
-                num_classes=v)
-        _close(f"{cfg.type} hook value", la, want, 1e-5, 1e-6)
-        if plan.calls != 2:
-            raise AssertionError(f"plan.calls={plan.calls}, expected 2 traces through the hooks")
-    if dist.loss_hook(cfg, None, hidden, labels, where, key=key) is not None:
-        raise AssertionError("loss_hook must return None without an active plan")
+            sampler = (pallas_kernels.popularity_table(counts[1:]) if spec.sampler == "popularity"
+                       else None)
+            want = pallas_kernels.sampled_linear_cross_entropy(
+                hidden, jnp.asarray(table), labels, num_negatives=9, seed=kernel_seed(key),
+                sampler=sampler, where=where,
+                vocab_parallel=pallas_kernels.VocabParallelOptions(mesh, col_start=1, num_classes=v))
+        _close(f"{spec.type} value", la, want, 1e-5, 1e-6)
+    try:
+        build_loss(LossSpec(type="ce"), n_items=v, mesh=mesh)
+    except ValueError as err:
+        if "vocabulary-parallel" not in str(err):
+            raise
+    else:
+        raise AssertionError("ce on a vocab-sharded mesh was accepted")
+    try:
+        build_loss(LossSpec(type="cce_neg", num_negatives=4, sharing="block"), n_items=v, mesh=mesh)
+    except ValueError as err:
+        if "sharing='row'" not in str(err):
+            raise
+    else:
+        raise AssertionError("vocabulary-parallel cce_neg accepted sharing='block'")
 
 
 def check_benchmark_script():
     """experiments/benchmark_multi_gpu.py at tiny sizes on 2x4 (vp) writes a finite JSON row."""
-    _install_cut_standin()
     from experiments import benchmark_multi_gpu as bench
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -454,7 +457,7 @@ def check_benchmark_script():
     row = payload["rows"][0]
     if row["mesh"] != {"data": 2, "vocab": 4} or row["table_rows"] % 8 or row["table_rows"] < 302:
         raise AssertionError(f"unexpected mesh/table in {row}")
-    if not row["finite"] or row["timed_steps"] != 2 or row["hook_traces"] < 1:
+    if not row["finite"] or row["timed_steps"] != 2:
         raise AssertionError(f"bad benchmark row {row}")
     if not 0 < row["loss_first"] < 2 * np.log(301):
         raise AssertionError(f"implausible first loss {row['loss_first']} for 301 items")
@@ -462,11 +465,6 @@ def check_benchmark_script():
 
 def check_sharded_top_k():
     """Per-shard top-K merged over vocab equals the single-device top_k_items (ties included)."""
-    from types import SimpleNamespace
-    from unittest import mock
-
-    from srs_jax.data import Sequences
-    from srs_jax.metrics import top_k_items
 
     rng = np.random.default_rng(7)
     v, h, users, k = 45, 8, 13, 10
@@ -480,7 +478,7 @@ def check_sharded_top_k():
     want = top_k_items(jnp.asarray(q), jnp.asarray(items), k, exclude=excl, user_chunk=8,
                        item_chunk=16)
     for data, vocab in MESHES:
-        mesh = dist.make_mesh({"data": data, "vocab": vocab})
+        mesh = dist.make_mesh(MeshSpec(data=data, vocab=vocab))
         rows = 48  # row 0 padding, 1..45 items, 46..47 alignment padding (large: must not win)
         table = np.full((rows, h), 3.0, np.float32)
         table[1:v + 1] = items
@@ -488,51 +486,17 @@ def check_sharded_top_k():
         got = dist.top_k_items_sharded(jnp.asarray(q), table, k, mesh=mesh, n_items=v,
                                        exclude=excl, user_chunk=8, item_chunk=4)
         np.testing.assert_array_equal(got, want, err_msg=f"mesh {data}x{vocab}")
-        state = SimpleNamespace(params={"item_table": {"embedding": table}})
-        with mock.patch.object(steps_lib, "merge_model", lambda g, s: SimpleNamespace(n_items=v)):
-            hooked = dist.top_k_hook(None, state, jnp.asarray(q), k, exclude=excl, user_chunk=8)
-        if vocab == 1:
-            if hooked is not None:
-                raise AssertionError("top_k_hook must leave unsharded tables to the default path")
-        else:
-            np.testing.assert_array_equal(hooked, want, err_msg=f"top_k_hook {data}x{vocab}")
-
-
-def _install_eval_standin():
-    """Stand-in for the evaluation.py patch (docs/distributed.md, patch 3) while it is not applied."""
-    import inspect
-
-    from srs_jax.training import evaluation
-
-    if "top_k_hook" in inspect.getsource(evaluation):
-        return
-    base = evaluation.top_k
-
-    def top_k(graphdef, state, histories, k, *, config, encode_fn):
-        from srs_jax.data import batches as batches_lib
-
-        if dist.sharded_table(state) is None:
-            return base(graphdef, state, histories, k, config=config, encode_fn=encode_fn)
-        windows = batches_lib.last_items(histories, int(config.model.max_len))
-        query = evaluation.encode_histories(encode_fn, graphdef, state, windows,
-                                            config.train.eval_batch_size)
-        return dist.top_k_hook(graphdef, state, query, int(k), exclude=histories,
-                               user_chunk=int(config.eval.user_chunk),
-                               item_chunk=int(config.eval.item_chunk))
-
-    evaluation.top_k = top_k
+        # Evaluation takes the sharded path exactly when the table is split over vocab.
+        found = dist.sharded_table({"item_table": {"embedding": table}})
+        if (found is None) != (vocab == 1):
+            raise AssertionError(f"sharded_table on {data}x{vocab}: {found}")
 
 
 def check_trainer_end_to_end():
     """``loop.train`` with ``config.mesh`` = 2 data x 4 vocab (SASRec, cce, synthetic data, one
     epoch) gives one device's training loss and (up to rank flips of near-tied scores) metrics."""
-    from configs import synthetic_cce
-    from srs_jax.training import loop
-
-    _install_eval_standin()
-
     def config(workdir, mesh):
-        c = synthetic_cce.get_config()
+        c = synthetic_config("cce")
         c.data.synthetic.n_users = 240
         c.data.synthetic.n_items = 150
         c.data.synthetic.mean_length = 12.0
@@ -546,7 +510,7 @@ def check_trainer_end_to_end():
         if mesh is None:
             c.mesh.enabled = False  # one device although 8 are visible
         else:
-            c.mesh = ml_collections.ConfigDict(dict(data=mesh[0], vocab=mesh[1]))
+            c.mesh.update(data=mesh[0], vocab=mesh[1])
         return c
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -564,154 +528,21 @@ def check_trainer_end_to_end():
 
 
 def check_default_mesh():
-    """The base config puts every visible device on ``data`` (item table not split) and
-    ``mesh.enabled=False`` keeps the single-device step."""
-    from configs import synthetic_cce
-
-    c = synthetic_cce.get_config()
-    c.train.batch_size = 16
-    c.model.update(hidden=8, max_len=4)
-    v = 30
-    opt = steps_lib.make_optimizer(c.train, 10)
-    model = models_lib.build_model(c.model, v, rngs=nnx.Rngs(params=0, dropout=1))
-    _, state = steps_lib.split_model(model)
-    opt_state = opt.init(state.params)
-    _, _, step = dist.setup_training(c, state, opt_state, opt, v)
-    if step is None or dict(step.mesh.shape) != {"data": 8, "vocab": 1}:
-        raise AssertionError(f"default mesh: {None if step is None else dict(step.mesh.shape)}")
-    c.mesh.enabled = False
-    if dist.setup_training(c, state, opt_state, opt, v)[2] is not None:
-        raise AssertionError("mesh.enabled=False still built a sharded step")
-    c.mesh.enabled = True
-    c.train.batch_size = 12
+    """The base config puts every visible device on ``data`` (item table not split),
+    ``mesh.enabled=False`` keeps one device, and a batch must split evenly over ``data``."""
+    spec = load_specs(synthetic_config("cce"))
+    mesh = dist.run_mesh(spec.mesh)
+    if mesh is None or dict(mesh.shape) != {"data": 8, "vocab": 1}:
+        raise AssertionError(f"default mesh: {None if mesh is None else dict(mesh.shape)}")
+    if dist.run_mesh(MeshSpec(enabled=False)) is not None:
+        raise AssertionError("mesh.enabled=False still built a mesh")
     try:
-        dist.setup_training(c, state, opt_state, opt, v)
+        dist.shard_batch({"inputs": np.zeros((12, 4), np.int32)}, mesh)
     except ValueError as err:
-        if "multiple of the 8" not in str(err):
+        if "multiple of 8" not in str(err):
             raise
     else:
         raise AssertionError("batch 12 on 8 data shards was accepted")
-
-
-def check_sharded_lookup():
-    """``sharded_lookup`` (shard_map) equals ``table[ids]`` on (1x8), (2x4), (8x1): values bit for
-    bit, table gradients to 1e-6 (scatter-add order); ids with padding 0, repeats and the last
-    (zero) padding row. BERT4Rec's forward and gradient through ``lookup_hook`` equal its own
-    ``take``. ``experiments/benchmark_lookup.py`` runs at tiny sizes and the variants agree."""
-    rng = np.random.default_rng(11)
-    rows, h, b, length = 48, 8, 16, 6  # 45 items: rows 46, 47 are alignment padding (zeros)
-    table = rng.normal(size=(rows, h)).astype(np.float32)
-    table[46:] = 0.0
-    ids = rng.integers(0, 46, (b, length)).astype(np.int32)
-    ids[:, :2] = 0  # left padding
-    ids[:, 3] = ids[0, 4]  # one id in every row (all data shards, one vocab shard)
-    ids[1, -1] = 47
-    ct = rng.normal(size=(b, length, h)).astype(np.float32)
-    for data, vocab in MESHES:
-        mesh = dist.make_mesh({"data": data, "vocab": vocab})
-        tab = jax.device_put(table, dist.state_shardings({"item_table": table}, mesh)["item_table"])
-        x = dist.shard_batch({"ids": ids}, mesh)["ids"]
-
-        def loss(t, i, look):
-            return jnp.sum(look(t, i) * ct)
-
-        got_v, got_g = jax.jit(jax.value_and_grad(
-            lambda t, i: loss(t, i, lambda t, i: dist.sharded_lookup(t, i, mesh))))(tab, x)
-        want_v, want_g = jax.jit(jax.value_and_grad(lambda t, i: loss(t, i, lambda t, i: t[i])))(
-            tab, x)
-        out = jax.jit(dist.sharded_lookup, static_argnums=2)(tab, x, mesh)
-        np.testing.assert_array_equal(out, table[ids], err_msg=f"mesh {data}x{vocab} values")
-        _close(f"mesh {data}x{vocab} loss", got_v, want_v, 1e-6, 1e-6)
-        _close(f"mesh {data}x{vocab} grad", got_g, want_g, 1e-6, 1e-6)
-        dense = np.zeros_like(table)
-        np.add.at(dense, ids.reshape(-1), ct.reshape(-1, h))
-        _close(f"mesh {data}x{vocab} grad vs numpy", got_g, dense, 1e-6, 1e-6)
-        if vocab > 1 and got_g.sharding.spec[0] != "vocab":
-            raise AssertionError(f"gradient sharded {got_g.sharding.spec}, expected rows on vocab")
-
-    # BERT4Rec (ids -1 = [mask] -> row V + 1) through the model's hook on 2x4.
-    v = 37
-    mesh = dist.make_mesh({"data": 2, "vocab": 4})
-    model = models_lib.build_model(_model_config("bert4rec"), v, rngs=nnx.Rngs(params=0, dropout=1))
-    graphdef, state = steps_lib.split_model(model)
-    params = dist.shard_tree(dist.pad_item_table(state.params, 8), mesh)
-    seq = rng.integers(0, v + 1, (8, 6)).astype(np.int32)
-    seq[:, -1] = -1
-    seq_dev = dist.shard_batch({"ids": seq}, mesh)["ids"]
-    cfg = ml_collections.ConfigDict(dict(type="cce", impl="xla"))
-    outs = {}
-    for lookup in ("xla", "shard_map"):
-        plan = dist.make_loss_plan(mesh, cfg, 40, v, lookup=lookup)
-
-        def f(p):
-            with dist.use_plan(plan):
-                hidden = nnx.merge(graphdef, p, state.rest)(seq_dev, deterministic=True)
-            return jnp.sum(hidden * jnp.arange(hidden.size).reshape(hidden.shape) / hidden.size)
-
-        outs[lookup] = jax.jit(jax.value_and_grad(f))(params)
-        if plan.lookup_calls != (lookup == "shard_map"):
-            raise AssertionError(f"lookup={lookup}: {plan.lookup_calls} traces through lookup_hook")
-    (va, ga), (vb, gb) = outs["xla"], outs["shard_map"]
-    _close("bert4rec value", vb, va, 1e-6, 1e-6)
-    for (path, a), bb in zip(jax.tree_util.tree_leaves_with_path(gb), jax.tree.leaves(ga)):
-        _close(f"bert4rec grad {jax.tree_util.keystr(path)}", a, bb, 1e-5, 1e-6)
-    try:
-        dist.resolve_lookup("gather")
-    except ValueError as err:
-        if "'auto', 'xla', 'shard_map'" not in str(err):
-            raise
-    else:
-        raise AssertionError("lookup='gather' was accepted")
-
-    from experiments import benchmark_lookup
-
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "lookup.json")
-        benchmark_lookup.main(["--data", "2", "--vocab", "4", "--items", "301", "--batch", "16",
-                               "--length", "8", "--hidden", "16", "--reps", "2", "--out", out])
-        payload = json.load(open(out))
-    row = payload["rows"][0]
-    agree = row["agreement"]
-    if row["mesh"] != {"data": 2, "vocab": 4} or row["table_rows"] != 304:
-        raise AssertionError(f"benchmark_lookup mesh/table: {row['mesh']}, {row['table_rows']}")
-    if agree["fwd_max_abs_diff"] != 0 or agree["grad_max_abs_diff"] > 1e-5:
-        raise AssertionError(f"benchmark_lookup variants disagree: {agree}")
-    for impl in ("xla", "shard_map"):
-        r = row["results"][impl]
-        no_gather = "all-gather" not in r["fwd_bwd"]["collectives"]  # the table is never gathered
-        if not (r["fwd"]["ms"] > 0 and r["fwd_bwd"]["ms"] > 0 and no_gather):
-            raise AssertionError(f"benchmark_lookup {impl}: {r}")
-
-
-def check_lookup_training():
-    """Two Adam steps of SASRec on 2 data x 4 vocab with mesh.lookup='shard_map' equal
-    lookup='xla' (losses to 1e-6, params to rtol 1e-5 / atol 1e-6: only the order of the table
-    gradient's float sums differs)."""
-    _install_cut_standin()
-    v = 29
-    batches = _batches(np.random.default_rng(12), 2, 16, 6, v)
-    model_cfg = _model_config()
-    results = {}
-    for lookup in ("xla", "shard_map"):
-        model = models_lib.build_model(model_cfg, v, rngs=nnx.Rngs(params=0, dropout=1))
-        graphdef, state = steps_lib.split_model(model)
-        opt = steps_lib.make_optimizer(_train_config(), 100)
-        config = ml_collections.ConfigDict(dict(
-            model=model_cfg, loss=dict(type="cce", impl="xla"), train=dict(batch_size=16),
-            mesh=dict(data=2, vocab=4, lookup=lookup)))
-        state, opt_state, step = dist.setup_training(config, state, opt.init(state.params), opt, v)
-        losses = []
-        for i, batch in enumerate(batches):
-            state, opt_state, m = step(graphdef, state, opt_state, batch, jax.random.key(i))
-            losses.append(float(m["loss"]))
-        if step.plan.lookup != lookup or step.plan.lookup_calls != (lookup == "shard_map"):
-            raise AssertionError(f"lookup={lookup}: plan {step.plan.lookup}, "
-                                 f"{step.plan.lookup_calls} traces through lookup_hook")
-        results[lookup] = (losses, jax.device_get(state.params))
-    (la, pa), (lb, pb) = results["xla"], results["shard_map"]
-    _close("losses", lb, la, 1e-6, 1e-6)
-    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(pb), jax.tree.leaves(pa)):
-        _close(f"params {jax.tree_util.keystr(path)}", a, b, 1e-5, 1e-6)
 
 
 PREFIX = "CHECK "  # result lines; other output (e.g. the benchmark's JSON row) is ignored

@@ -18,14 +18,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import pallas_kernels
 from pallas_kernels import vocab_parallel as vp
-from srs_jax import distributed as dist
+from srs_jax import parallel as dist
+from srs_jax.config import ConfigError, LossSpec, MeshSpec, load_specs
+from srs_jax.losses import build_loss
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "multidevice_checks.py")
 CHECK_NAMES = ["cce_loss_and_grads", "cce_neg_loss_and_grads", "cce_neg_pallas", "cce_neg_unbiased",
-               "training_and_checkpoints", "hooks", "sharded_top_k", "benchmark_script",
-               "trainer_end_to_end", "default_mesh", "sharded_lookup", "lookup_training"]
+               "training_and_checkpoints", "loss_objects", "sharded_top_k", "benchmark_script",
+               "trainer_end_to_end", "default_mesh"]
 
 
 @pytest.fixture(scope="module")
@@ -64,31 +67,29 @@ def test_checks_cover_all_script_checks():
 # In-process (one device).
 
 
-def test_mesh_config_defaults_and_errors():
-    cfg = dist.mesh_config(None)
-    assert (cfg.data, cfg.vocab, cfg.num_processes) == (0, 1, 0)
-    cfg = dist.mesh_config({"data": 2, "vocab": 4})
+def test_mesh_spec_defaults_and_errors():
+    cfg = load_specs({}).mesh
+    assert (cfg.data, cfg.vocab, cfg.num_processes, cfg.enabled) == (0, 1, 0, True)
+    cfg = load_specs({"mesh": {"data": 2, "vocab": 4}, "loss": {"type": "cce"},
+                      "train": {"batch_size": 8}}).mesh
     assert (cfg.data, cfg.vocab) == (2, 4)
-    with pytest.raises(ValueError, match="unknown config.mesh fields"):
-        dist.mesh_config({"dta": 2})
+    with pytest.raises(ConfigError, match="config.mesh.dta is not a known field"):
+        load_specs({"mesh": {"dta": 2}})
     mesh = dist.make_mesh(None)
     assert dict(mesh.shape) == {"data": len(jax.devices()), "vocab": 1}
     with pytest.raises(ValueError, match="vocab=3"):
-        dist.make_mesh({"vocab": 3}, devices=jax.devices() * 2)
+        dist.make_mesh(MeshSpec(vocab=3), devices=jax.devices() * 2)
     with pytest.raises(ValueError, match="data=3"):
-        dist.make_mesh({"data": 3, "vocab": 1}, devices=jax.devices() * 2)
-    with pytest.raises(ValueError, match="coordinator_address"):
-        dist.make_mesh({"num_processes": 2})
-    assert dist.mesh_config({"enabled": False}).enabled is False
+        dist.make_mesh(MeshSpec(data=3, vocab=1), devices=jax.devices() * 2)
+    with pytest.raises(ConfigError, match="coordinator_address"):
+        MeshSpec(num_processes=2)
+    assert dist.run_mesh(MeshSpec(enabled=False)) is None
 
 
-def test_setup_training_without_mesh_is_a_no_op():
-    import ml_collections
-
-    config = ml_collections.ConfigDict(dict(train=dict(batch_size=4)))
-    for cfg in (config, ml_collections.ConfigDict(dict(mesh=dict(enabled=False, vocab=2)))):
-        state, opt_state, step = dist.setup_training(cfg, "state", "opt", None, 10)
-        assert (state, opt_state, step) == ("state", "opt", None)
+def test_one_device_runs_without_a_mesh():
+    # One visible device (this process): the trainer takes the single-device (flat) path.
+    if len(jax.devices()) == 1:
+        assert dist.run_mesh(MeshSpec()) is None
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -140,74 +141,57 @@ def test_pad_and_unpad_item_table():
 
 
 def test_padded_like_training_matches_place_state_padding():
-    import ml_collections
-
     tree = {"params": {"item_table": {"embedding": jnp.ones((30, 4))}}}
     for vocab, rows in ((1, 30), (2, 32), (4, 32), (3, 48)):
-        cfg = ml_collections.ConfigDict(dict(mesh=dict(data=1, vocab=vocab)))
-        got = dist.padded_like_training(cfg, tree)["params"]["item_table"]["embedding"]
-        assert got.shape == (rows, 4)
-    cfg = ml_collections.ConfigDict(dict(mesh=dict(enabled=False, vocab=4)))
-    assert dist.padded_like_training(cfg, tree) is tree
-    assert dist.padded_like_training(ml_collections.ConfigDict(dict(seed=1)), tree) is tree
+        got = dist.padded_like_training(MeshSpec(data=1, vocab=vocab), tree)
+        assert got["params"]["item_table"]["embedding"].shape == (rows, 4)
+        assert dist.pad_multiple(vocab) == (1 if vocab == 1 else np.lcm(vocab, 8))
+    assert dist.padded_like_training(MeshSpec(enabled=False, vocab=4), tree) is tree
+    assert dist.padded_like_training(MeshSpec(), tree) is tree
+    assert dist.table_rows(tree["params"]) == 30
 
 
 def test_vocab_parallel_input_errors():
-    mesh = dist.make_mesh({"data": 1, "vocab": 1}, devices=jax.devices()[:1])
+    mesh = dist.make_mesh(MeshSpec(data=1, vocab=1), devices=jax.devices()[:1])
+    options = lambda **kw: pallas_kernels.VocabParallelOptions(mesh, **kw)  # noqa: E731
     e = jnp.zeros((4, 8))
     t = jnp.zeros((4,), jnp.int32)
     with pytest.raises(ValueError, match="D=|table \\[R, D\\]"):
-        vp.vocab_parallel_cross_entropy(e, jnp.zeros((10, 6)), t, mesh=mesh)
+        pallas_kernels.linear_cross_entropy(e, jnp.zeros((10, 6)), t, vocab_parallel=options())
     with pytest.raises(ValueError, match="must lie inside"):
-        vp.vocab_parallel_cross_entropy(e, jnp.zeros((10, 8)), t, mesh=mesh, col_start=1,
-                                        num_classes=10)
+        pallas_kernels.linear_cross_entropy(e, jnp.zeros((10, 8)), t,
+                                            vocab_parallel=options(col_start=1, num_classes=10))
     with pytest.raises(ValueError, match="impl="):
-        vp.vocab_parallel_cross_entropy(e, jnp.zeros((10, 8)), t, mesh=mesh, impl="naive")
+        pallas_kernels.linear_cross_entropy(e, jnp.zeros((10, 8)), t, impl="naive",
+                                            vocab_parallel=options())
     with pytest.raises(ValueError, match="num_negatives"):
-        vp.vocab_parallel_sampled_cross_entropy(e, jnp.zeros((10, 8)), t, mesh=mesh,
-                                                num_negatives=0, seed=1)
+        pallas_kernels.sampled_linear_cross_entropy(e, jnp.zeros((10, 8)), t, num_negatives=0,
+                                                    seed=1, vocab_parallel=options())
     bad_mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("x",))
     with pytest.raises(ValueError, match="axis 'data' is missing"):
-        vp.vocab_parallel_cross_entropy(e, jnp.zeros((10, 8)), t, mesh=bad_mesh)
+        pallas_kernels.linear_cross_entropy(
+            e, jnp.zeros((10, 8)), t, vocab_parallel=pallas_kernels.VocabParallelOptions(bad_mesh))
 
 
-@pytest.mark.parametrize("field, value", [("sharing", "block"), ("row_sampling", "permutation"),
-                                          ("dc_accum", "bfloat16")])
-def test_loss_plan_refuses_cce_neg_options_the_shard_kernels_lack(field, value):
-    mesh = dist.make_mesh({"data": 1, "vocab": 1}, devices=jax.devices()[:1])
-    cfg = {"type": "cce_neg", "num_negatives": 4, field: value}
-    with pytest.raises(ValueError, match=f"loss.{field}='") as err:
-        dist.make_loss_plan(mesh, cfg, 11, 10)
+@pytest.mark.parametrize("field, value", [("sharing", "block")])
+def test_mesh_loss_refuses_cce_neg_options_the_shard_kernels_lack(field, value):
+    mesh = dist.make_mesh(MeshSpec(data=1, vocab=1), devices=jax.devices()[:1])
+    with pytest.raises(ValueError, match=f"{field}=") as err:
+        build_loss(LossSpec(type="cce_neg", num_negatives=4, **{field: value}), n_items=10, mesh=mesh)
     assert "\n" not in str(err.value)
-    dist.make_loss_plan(mesh, {"type": "cce_neg", "num_negatives": 4}, 11, 10)  # defaults pass
+    build_loss(LossSpec(type="cce_neg", num_negatives=4), n_items=10, mesh=mesh)  # defaults pass
 
 
 def test_one_device_mesh_matches_linear_cross_entropy():
-    import pallas_kernels
-
     rng = np.random.default_rng(0)
-    mesh = dist.make_mesh({"data": 1, "vocab": 1}, devices=jax.devices()[:1])
+    mesh = dist.make_mesh(MeshSpec(data=1, vocab=1), devices=jax.devices()[:1])
     e = jnp.asarray(rng.normal(size=(12, 8)).astype(np.float32))
     tab = jnp.asarray(rng.normal(size=(21, 8)).astype(np.float32))
     t = jnp.asarray(rng.integers(0, 19, 12).astype(np.int32))
     w = jnp.asarray(rng.random(12) > 0.3)
-    got = vp.vocab_parallel_cross_entropy(e, tab, t, mesh=mesh, where=w, col_start=1,
-                                          num_classes=19, impl="xla", reduction="none")
+    got = pallas_kernels.linear_cross_entropy(
+        e, tab, t, where=w, impl="xla", reduction="none",
+        vocab_parallel=pallas_kernels.VocabParallelOptions(mesh, col_start=1, num_classes=19))
     want = pallas_kernels.linear_cross_entropy(e, tab[1:20], t, where=w, reduction="none",
                                                impl="naive")
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-
-
-def test_mesh_lookup_config():
-    from srs_jax.distributed import lookup as lookup_lib
-
-    assert dist.mesh_config(None).lookup == "auto"
-    assert dist.mesh_config({"lookup": "shard_map"}).lookup == "shard_map"
-    with pytest.raises(ValueError, match="'gather' is not one of 'auto', 'xla', 'shard_map'"):
-        dist.mesh_config({"lookup": "gather"})
-    assert dist.resolve_lookup("auto") == lookup_lib.AUTO_LOOKUP in ("xla", "shard_map")
-    assert dist.resolve_lookup("xla") == "xla"
-    with pytest.raises(ValueError, match="'auto', 'xla', 'shard_map'"):
-        dist.resolve_lookup("Xla")
-    # No active plan (one device): the models keep their own gather.
-    assert dist.lookup_hook(jnp.zeros((4, 2)), jnp.zeros((1, 3), jnp.int32)) is None

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from srs_jax.config import run_config
 from srs_jax.experiments import catalog
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -18,9 +19,7 @@ TINY = dict(batch_size=4, max_len=8, hidden=16, num_negatives=7)
 
 
 def base_config():
-    from configs import base
-
-    c = base.get_config("synthetic")
+    c = run_config("synthetic")
     c.model.num_blocks = 1
     c.model.dropout = 0.0
     return c
@@ -123,9 +122,9 @@ def test_parent_bookkeeping_of_dying_workers_and_no_device_in_parent(tmp_path):
     out = tmp_path / "study.json"
     code = f"""
 from jax._src import xla_bridge
-from configs import base
+from srs_jax.config import run_config
 from srs_jax.experiments import catalog
-res = catalog.run_study(base.get_config("synthetic"), losses=["cce", "ce", "ce_neg"],
+res = catalog.run_study(run_config("synthetic"), losses=["cce", "ce", "ce_neg"],
                         catalogs=[300, 20, 4000], shape={TINY!r}, steps=1, warmup=0,
                         out_path={str(out)!r}, worker_module="tests.experiments.fake_catalog_worker",
                         log=lambda m: None)

@@ -88,3 +88,21 @@ def fd_grads(f, arrays, eps=1e-6):
             g[idx] = (f(*plus) - f(*minus)) / (2 * eps)
         grads.append(g)
     return grads
+
+
+def compute(cfg: dict, hidden, classifier, labels, where, *, key, item_counts=None):
+    """The loss of spec fields ``cfg`` built for ``classifier``'s catalog and applied once."""
+    from srs_jax.config import LossSpec
+    from srs_jax.losses import build_loss
+
+    loss = build_loss(LossSpec(**cfg), n_items=classifier.shape[0], item_counts=item_counts)
+    return loss(hidden, classifier, labels, where, key=key)
+
+
+def negative_ids(cfg: dict, key, n_rows, n_items, *, labels=None, where=None, item_counts=None):
+    """The negatives the loss of ``cfg`` draws from ``key`` (``[n_rows, n]``, ``[1, n]`` shared)."""
+    from srs_jax.config import LossSpec
+    from srs_jax.losses import build_loss
+
+    loss = build_loss(LossSpec(**cfg), n_items=n_items, item_counts=item_counts)
+    return loss.negative_ids(key, n_rows, labels, where)

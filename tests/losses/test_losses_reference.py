@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 import loss_refs as ref
-from srs_jax.losses import LOSSES, compute_loss, sampled
+from loss_refs import compute as loss_of
+from srs_jax.config import ConfigError, LossSpec
+from srs_jax.losses import build_loss
+from srs_jax.losses import LOSSES
 from srs_jax.losses.sampled import gbce_beta
 
 
@@ -31,7 +34,7 @@ def random_problem(seed, *, dtype=jnp.float32):
 
 
 def jax_value_and_grads(cfg, p, key, item_counts=None):
-    f = lambda hd, cl: compute_loss(cfg, hd, cl, p["labels"], p["where"], key=key, item_counts=item_counts)
+    f = lambda hd, cl: loss_of(cfg, hd, cl, p["labels"], p["where"], key=key, item_counts=item_counts)
     value, (gh, gc) = jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(p["hidden"], p["classifier"])
     return float(value), np.asarray(gh.astype(jnp.float32), np.float64), np.asarray(gc, np.float64)
 
@@ -73,7 +76,7 @@ def test_ce_neg(seed, sampler, sharing, dtype):
     # Few negatives over a small catalog: many collisions with the target are exercised.
     cfg = {"type": "ce_neg", "num_negatives": int(p["rng"].integers(3, 2 * v)), "sampler": sampler, "sharing": sharing}
     key = jax.random.key(seed)
-    neg = np.asarray(sampled.negative_ids(cfg, key, p["h64"].shape[0], v, item_counts=counts))
+    neg = np.asarray(ref.negative_ids(cfg, key, p["h64"].shape[0], v, item_counts=counts))
     assert neg.shape[0] == (1 if sharing == "batch" else p["h64"].shape[0])
     assert (ref.expand(neg, len(p["y"])) == np.where(p["w"], p["y"], 0)[:, None]).any()  # a collision
     check(cfg, p, key, lambda h, c: ref.ce_neg(h, c, p["y"], p["w"], neg, sampler=sampler, counts=counts[1:]),
@@ -88,7 +91,7 @@ def test_bce_family(kind, seed, sampler):
     counts = p["rng"].integers(1, 30, v)  # [V] by label
     cfg = {"type": kind, "num_negatives": 7, "sampler": sampler}
     key = jax.random.key(seed)
-    neg = np.asarray(sampled.negative_ids(cfg, key, p["h64"].shape[0], v, item_counts=counts))
+    neg = np.asarray(ref.negative_ids(cfg, key, p["h64"].shape[0], v, item_counts=counts))
     assert neg.shape[1] == (1 if kind == "bce" else 7)
     check(cfg, p, key, lambda h, c: ref.binary(h, c, p["y"], p["w"], neg), item_counts=counts)
 
@@ -100,7 +103,7 @@ def test_gbce(seed, t):
     n = int(p["rng"].integers(1, v))
     cfg = {"type": "gbce", "num_negatives": n, "gbce_t": t}
     key = jax.random.key(seed)
-    neg = np.asarray(sampled.negative_ids(cfg, key, len(p["y"]), v, labels=p["labels"], where=p["where"]))
+    neg = np.asarray(ref.negative_ids(cfg, key, len(p["y"]), v, labels=p["labels"], where=p["where"]))
     y0 = np.where(p["w"], p["y"], 0)
     assert not (neg == y0[:, None]).any() and neg.min() >= 0 and neg.max() < v
     beta = 1.0 - t * (1.0 - n / (v - 1))
@@ -130,7 +133,7 @@ def test_sce_with_whole_buckets_equals_full_ce():
     p = random_problem(15)
     n, v = p["h64"].shape[0], p["c64"].shape[0]
     key = jax.random.key(0)
-    run = lambda cfg: jax.jit(lambda: compute_loss(cfg, p["hidden"], p["classifier"], p["labels"], p["where"],
+    run = lambda cfg: jax.jit(lambda: loss_of(cfg, p["hidden"], p["classifier"], p["labels"], p["where"],
                                                    key=key))()
     full = run({"type": "ce"})
     for nb in (1, 3):
@@ -143,7 +146,7 @@ def test_masked_rows_do_not_change_the_loss_and_all_masked_is_zero(name):
     p = random_problem(16)
     cfg = {"type": name, "num_negatives": 4, "sce_n_buckets": 3, "sce_bucket_size_x": 6, "sce_bucket_size_y": 4}
     key = jax.random.key(1)
-    loss = jax.jit(lambda hd, lb, wh: compute_loss(cfg, hd, p["classifier"], lb, wh, key=key))
+    loss = jax.jit(lambda hd, lb, wh: loss_of(cfg, hd, p["classifier"], lb, wh, key=key))
     base = loss(p["hidden"], p["labels"], p["where"])
     hidden2 = jnp.where(p["where"][:, None], p["hidden"], -3e3)
     labels2 = jnp.where(p["where"], p["labels"], 10**6)
@@ -154,40 +157,48 @@ def test_masked_rows_do_not_change_the_loss_and_all_masked_is_zero(name):
     assert float(zero) == 0.0 and np.all(np.asarray(g) == 0)
 
 
-def test_jit_with_traced_item_counts_and_dtype():
+def test_popularity_counts_bound_at_build_time_match_device_counts_and_dtype():
+    # The counts are bound when the loss is built (host numpy or a device array: same loss), and
+    # the loss traces under jit with bf16 outputs.
     p = random_problem(17, dtype=jnp.bfloat16)
     v = p["c64"].shape[0]
-    counts = jnp.asarray(np.arange(v + 1) % 5)
-    for name in ["ce_neg"]:
-        cfg = {"type": name, "num_negatives": 5, "sampler": "popularity"}
-        f = jax.jit(lambda hd, cl, k, cn: compute_loss(cfg, hd, cl, p["labels"], p["where"], key=k, item_counts=cn))
-        out = f(p["hidden"], p["classifier"], jax.random.key(2), counts)
+    counts = np.arange(v + 1) % 5
+    cfg = {"type": "ce_neg", "num_negatives": 5, "sampler": "popularity"}
+    outs = []
+    for cn in (counts, jnp.asarray(counts), counts[1:]):  # [V + 1] by encoded id, or [V] by label
+        f = jax.jit(lambda hd, cl, k, cn=cn: loss_of(cfg, hd, cl, p["labels"], p["where"], key=k,
+                                                          item_counts=cn))
+        out = f(p["hidden"], p["classifier"], jax.random.key(2))
         assert out.dtype == jnp.float32 and out.shape == () and np.isfinite(float(out))
-        concrete = jax.jit(lambda hd, cl, k: compute_loss(cfg, hd, cl, p["labels"], p["where"], key=k,
-                                                          item_counts=np.asarray(counts)))
-        np.testing.assert_allclose(float(out), float(concrete(p["hidden"], p["classifier"], jax.random.key(2))),
-                                   rtol=1e-5)
+        outs.append(float(out))
+    assert outs[0] == outs[1] == outs[2]
 
 
 def test_config_errors():
     p = random_problem(18)
     args = (p["hidden"], p["classifier"], p["labels"], p["where"])
     key = jax.random.key(0)
-    with pytest.raises(ValueError, match="bce_plus.*cce"):
-        compute_loss({"type": "softmax"}, *args, key=key)
+    with pytest.raises(ConfigError, match="loss.type"):
+        loss_of({"type": "softmax"}, *args, key=key)
     with pytest.raises(ValueError, match="num_negatives"):
-        compute_loss({"type": "ce_neg"}, *args, key=key)
+        loss_of({"type": "ce_neg"}, *args, key=key)
     with pytest.raises(ValueError, match="sampler"):
-        compute_loss({"type": "ce_neg", "num_negatives": 3, "sampler": "zipf"}, *args, key=key)
+        loss_of({"type": "ce_neg", "num_negatives": 3, "sampler": "zipf"}, *args, key=key)
     with pytest.raises(ValueError, match="item_counts"):
-        compute_loss({"type": "ce_neg", "num_negatives": 3, "sampler": "popularity"}, *args, key=key)
+        loss_of({"type": "ce_neg", "num_negatives": 3, "sampler": "popularity"}, *args, key=key)
     with pytest.raises(ValueError, match="shape"):
-        compute_loss({"type": "ce_neg", "num_negatives": 3, "sampler": "popularity"}, *args, key=key,
+        loss_of({"type": "ce_neg", "num_negatives": 3, "sampler": "popularity"}, *args, key=key,
                      item_counts=np.ones(3))
     with pytest.raises(ValueError, match="sharing"):
-        compute_loss({"type": "bce_plus", "num_negatives": 3, "sharing": "block"}, *args, key=key)
+        loss_of({"type": "bce_plus", "num_negatives": 3, "sharing": "block"}, *args, key=key)
     with pytest.raises(ValueError, match="gbce_t"):
-        compute_loss({"type": "gbce", "num_negatives": 3, "gbce_t": 1.5}, *args, key=key)
+        loss_of({"type": "gbce", "num_negatives": 3, "gbce_t": 1.5}, *args, key=key)
     with pytest.raises(ValueError, match=r"\[N, H\]"):
-        compute_loss({"type": "ce"}, p["hidden"][None], *args[1:], key=key)
+        loss_of({"type": "ce"}, p["hidden"][None], *args[1:], key=key)
+    with pytest.raises(ValueError, match="built for"):  # a classifier of another catalog
+        build_loss(LossSpec(type="ce"), n_items=3)(*args, key=key)
+    with pytest.raises(ValueError, match="num_negatives"):  # gbce: more negatives than V - 1
+        build_loss(LossSpec(type="gbce", num_negatives=p["c64"].shape[0]), n_items=p["c64"].shape[0])
+    with pytest.raises(ConfigError, match="gbce"):
+        LossSpec(type="gbce", num_negatives=3, sampler="popularity")
     assert sorted(LOSSES) == sorted(["ce", "ce_neg", "bce", "bce_plus", "gbce", "sce", "cce", "cce_neg"])

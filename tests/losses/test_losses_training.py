@@ -2,13 +2,13 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 from flax import nnx
 
-from srs_jax.losses import compute_loss
+from srs_jax.config import LossSpec, ModelSpec
+from srs_jax.losses import build_loss
 from srs_jax.models import sasrec
 
 N_ITEMS, LENGTH, BATCH = 30, 8, 32
@@ -31,18 +31,19 @@ def batch(rng):
     {"type": "ce_neg", "num_negatives": 8, "sampler": "popularity"},
 ], ids=lambda c: "-".join(str(v) for v in c.values()))
 def test_loss_trains_sasrec(loss):
-    cfg = ml_collections.ConfigDict(dict(hidden=32, num_blocks=1, num_heads=2, dropout=0.0, max_len=LENGTH,
-                                         compute_dtype="float32"))
+    cfg = ModelSpec(hidden=32, num_blocks=1, num_heads=2, dropout=0.0, max_len=LENGTH,
+                    compute_dtype="float32")
     model = sasrec.build(cfg, N_ITEMS, rngs=nnx.Rngs(params=0, dropout=1))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     opt = optax.adam(1e-2)
     counts = np.concatenate([[0], np.arange(1, N_ITEMS + 1)])  # popularity sampler only
+    loss_obj = build_loss(LossSpec(**loss), n_items=N_ITEMS, item_counts=counts)
 
     def loss_fn(params, inputs, targets, key):
         m = nnx.merge(graphdef, params, rest)
         hidden = m(inputs, deterministic=True).reshape(-1, cfg.hidden)
         flat = targets.reshape(-1)
-        return compute_loss(loss, hidden, m.output_embeddings(), flat - 1, flat > 0, key=key, item_counts=counts)
+        return loss_obj(hidden, m.output_embeddings(), flat - 1, flat > 0, key=key)
 
     @jax.jit
     def step(params, opt_state, inputs, targets, key):

@@ -4,11 +4,11 @@ import math
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
 
+from srs_jax.config import ModelSpec
 from srs_jax.models import sasrec
 
 
@@ -19,10 +19,10 @@ def forward(model, ids, deterministic=True):
 
 
 def make_config(**overrides):
-    cfg = ml_collections.ConfigDict(dict(name="sasrec", hidden=32, num_blocks=2, num_heads=2, dropout=0.2,
-                                         max_len=12, compute_dtype="float32"))
+    cfg = dict(name="sasrec", hidden=32, num_blocks=2, num_heads=2, dropout=0.2, max_len=12,
+               compute_dtype="float32")
     cfg.update(overrides)
-    return cfg
+    return ModelSpec(**cfg)
 
 
 def random_ids(rng, batch, length, n_items):
@@ -207,7 +207,7 @@ def test_config_errors_and_registry_helpers():
         sasrec.build(make_config(compute_dtype="float16"), 10, rngs=nnx.Rngs(0))
     auto = sasrec.build(make_config(compute_dtype="auto"), 10, rngs=nnx.Rngs(0))
     assert auto.dtype == (jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16)
-    with pytest.raises(ValueError, match="divisible"):
+    with pytest.raises(ValueError, match="multiple of model.num_heads"):
         sasrec.build(make_config(hidden=30, num_heads=4), 10, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="dropout"):
         sasrec.build(make_config(dropout=1.0), 10, rngs=nnx.Rngs(0))

@@ -9,8 +9,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from srs_jax.training import checkpoints, loop
+from srs_jax import data as data_lib
+from srs_jax.config import load_specs
+from srs_jax.data import batches as batches_lib
+from srs_jax.losses import build_loss
+from srs_jax.training import checkpoints, loop, steps
 from srs_jax.training.checkpoints import CheckpointWriteError
+from srs_jax.training.state import build_state
 from training.tiny import tiny_config
 
 
@@ -204,21 +209,18 @@ def test_resume_from_a_mid_epoch_checkpoint_is_bit_exact(two_epoch_run, one_epoc
 
 def _epoch(cfg, flat):
     """One epoch of ``cfg`` through the flat or the NNX-state step: (stats, state leaves as numpy)."""
-    from srs_jax import data as data_lib
-    from srs_jax.data import batches as batches_lib
-    from srs_jax.training import config_checks, steps
-
-    cfg = config_checks.resolve_config(cfg)
+    cfg = load_specs(cfg)
     dataset = data_lib.prepare_dataset(cfg.data)
-    inputs, targets = batches_lib.training_windows(dataset.train, int(cfg.model.max_len))
+    inputs, targets = batches_lib.training_windows(dataset.train, cfg.model.max_len)
     windows = {"inputs": np.asarray(inputs, np.int32), "targets": np.asarray(targets, np.int32)}
-    graphdef, state = loop.build_state(cfg, dataset.n_items)
+    graphdef, state = build_state(cfg.model, dataset.n_items, seed=cfg.seed)
     optimizer = steps.make_optimizer(cfg.train, 100)
     opt_state = optimizer.init(state.params)
-    step = steps.make_train_step(cfg.model, cfg.loss, optimizer)
+    loss = build_loss(cfg.loss, n_items=dataset.n_items)
+    step = steps.make_train_step(cfg.model, loss, optimizer)
     meta = {"global_step": 7, "epoch": 0}  # as if 7 steps ran before: keys fold in the step
-    state, opt_state, stats = loop._train_epoch(cfg, 0, windows, step, graphdef, state, opt_state,
-                                                meta, writer=None, warm=False, flat=flat)
+    state, opt_state, stats = loop.train_epoch(cfg, 0, windows, step, graphdef, state, opt_state,
+                                               meta, writer=None, warm=False, flat=flat)
     leaves = jax.tree.leaves((state, opt_state))
     return stats, [np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
                               else x) for x in leaves]
@@ -226,7 +228,7 @@ def _epoch(cfg, flat):
 
 def test_flat_step_matches_the_nnx_state_step_bit_for_bit(tmp_path):
     # The trainer steps through steps.flat_train_step (state packed into a few arrays, key folded
-    # and batch picked from a block inside the jit); the sharded path passes the NNX state itself. Same losses, same params and
+    # and batch picked from a block inside the jit); the mesh path passes the NNX state itself. Same losses, same params and
     # Adam moments, bit for bit, over an epoch with dropout whose steps fill one block of
     # loop.BLOCK_STEPS batches and part of a second.
     cfg = tiny_config(tmp_path, log_every=4, batch_size=8)

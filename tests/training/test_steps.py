@@ -1,27 +1,30 @@
 """train_step / encode_step against float64 numpy references on a small SASRec."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 from flax import nnx
 
 from srs_jax import models
+from srs_jax.config import ConfigError, LossSpec, ModelSpec, TrainSpec
+from srs_jax.losses import FullSoftmax, build_loss
 from srs_jax.training import steps
 
 V, H, L = 37, 16, 9
 
 
 def _configs(dtype="float32", dropout=0.0, loss="ce"):
-    model = ml_collections.ConfigDict(dict(name="sasrec", hidden=H, num_blocks=2, num_heads=2,
-                                           dropout=dropout, max_len=L, compute_dtype=dtype))
-    loss_cfg = ml_collections.ConfigDict(dict(type=loss, num_negatives=7, sampler="uniform",
-                                              sharing="row", impl="auto"))
-    train = ml_collections.ConfigDict(dict(lr=3e-3, b1=0.9, b2=0.98, eps=1e-8, warmup_steps=0,
-                                           schedule="constant", grad_clip=0.0))
-    return model, loss_cfg, train
+    model = ModelSpec(name="sasrec", hidden=H, num_blocks=2, num_heads=2, dropout=dropout,
+                      max_len=L, compute_dtype=dtype)
+    loss_obj = build_loss(LossSpec(type=loss, num_negatives=7, sampler="uniform", sharing="row",
+                                   impl="auto"), n_items=V)
+    train = TrainSpec(lr=3e-3, b1=0.9, b2=0.98, eps=1e-8, warmup_steps=0, schedule="constant",
+                      grad_clip=0.0)
+    return model, loss_obj, train
 
 
 def _batch(rng, b):
@@ -49,7 +52,8 @@ def _np_ce(hidden, table, targets):
 def test_train_step_loss_and_update_match_references(b):
     rng = np.random.default_rng(b)
     model_cfg, loss_cfg, train_cfg = _configs()
-    train_cfg.eps = 1e-3  # keeps Adam's first step Lipschitz in g (tiny gradients: g / (|g| + eps))
+    # eps 1e-3 keeps Adam's first step Lipschitz in g (tiny gradients: g / (|g| + eps)).
+    train_cfg = dataclasses.replace(train_cfg, eps=1e-3)
     model = models.build_model(model_cfg, V, rngs=nnx.Rngs(params=b, dropout=1))
     graphdef, state = steps.split_model(model)
     opt = steps.make_optimizer(train_cfg, 10)
@@ -96,7 +100,7 @@ def test_padding_rows_do_not_change_the_step():
     """All-zero rows (BatchIterator's padding of the last batch) carry no target and no gradient."""
     rng = np.random.default_rng(3)
     model_cfg, loss_cfg, train_cfg = _configs()
-    train_cfg.eps = 1e-3
+    train_cfg = dataclasses.replace(train_cfg, eps=1e-3)
     batch = _batch(rng, 5)
     padded = {k: np.concatenate([v, np.zeros((3, L), np.int32)]) for k, v in batch.items()}
     outs = []
@@ -127,17 +131,22 @@ def test_dropout_depends_only_on_the_step_key():
     assert losses["a"] != losses["c"]
 
 
-def test_non_finite_loss_leaves_state_unchanged(monkeypatch):
+class NanLoss(FullSoftmax):
+    """The full softmax times NaN: a loss object like any other (the step's only view of it)."""
+
+    def compute(self, hidden, classifier, labels, where, key):
+        return super().compute(hidden, classifier, labels, where, key) * jnp.float32(np.nan)
+
+
+def test_non_finite_loss_leaves_state_unchanged():
     rng = np.random.default_rng(5)
-    model_cfg, loss_cfg, train_cfg = _configs()
+    model_cfg, _, train_cfg = _configs()
+    loss_cfg = NanLoss(LossSpec(type="ce"), V)
     model = models.build_model(model_cfg, V, rngs=nnx.Rngs(params=0, dropout=1))
     graphdef, state = steps.split_model(model)
     opt = steps.make_optimizer(train_cfg, 10)
     opt_state = opt.init(state.params)
     before = jax.tree.map(np.asarray, (state.params, opt_state))
-    real = steps.losses_lib.compute_loss
-    monkeypatch.setattr(steps.losses_lib, "compute_loss",
-                        lambda *a, **k: real(*a, **k) * jnp.float32(np.nan))
     step = steps.make_train_step(model_cfg, loss_cfg, opt)
     new_state, new_opt, metrics = step(graphdef, state, opt_state, _batch(rng, 4), jax.random.key(0))
     assert float(metrics["finite"]) == 0.0 and np.isnan(float(metrics["loss"]))
@@ -180,7 +189,7 @@ def test_encode_step_reads_last_position():
 
 @pytest.mark.parametrize("schedule,warmup", [("constant", 0), ("constant", 4), ("cosine", 3)])
 def test_learning_rate_schedules(schedule, warmup):
-    cfg = ml_collections.ConfigDict(dict(lr=1e-3, warmup_steps=warmup, schedule=schedule))
+    cfg = TrainSpec(lr=1e-3, warmup_steps=warmup, schedule=schedule)
     sched = steps.learning_rate_schedule(cfg, total_steps=20)
     values = np.array([float(sched(i)) for i in range(21)])
     if warmup:
@@ -190,18 +199,16 @@ def test_learning_rate_schedules(schedule, warmup):
     else:
         assert values[warmup] == pytest.approx(1e-3) and values[20] == pytest.approx(0.0, abs=1e-12)
         assert np.all(np.diff(values[warmup:]) <= 1e-12)
-    with pytest.raises(ValueError, match="schedule"):
-        steps.learning_rate_schedule(ml_collections.ConfigDict(
-            dict(lr=1e-3, warmup_steps=0, schedule="linear")), 10)
+    with pytest.raises(ConfigError, match="schedule"):
+        TrainSpec(lr=1e-3, warmup_steps=0, schedule="linear")
 
 
 def test_gradient_clipping_bounds_the_update():
     _, _, train_cfg = _configs()
-    train_cfg.grad_clip = 1e-3
-    train_cfg.eps = 1.0  # large eps: Adam's first step ~ lr * g, so clipping is visible
     g = {"w": jnp.array([3.0, -4.0])}
     for clip, expected_g in ((1e-3, np.array([3.0, -4.0]) * 1e-3 / 5.0), (0.0, np.array([3.0, -4.0]))):
-        train_cfg.grad_clip = clip
+        # large eps: Adam's first step ~ lr * g, so clipping is visible
+        train_cfg = dataclasses.replace(train_cfg, grad_clip=clip, eps=1.0)
         opt = steps.make_optimizer(train_cfg, 10)
         upd, _ = opt.update(g, opt.init(g), g)
         # First Adam step with bias correction: -lr * g / (|g| + eps).

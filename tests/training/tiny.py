@@ -1,10 +1,10 @@
 """A tiny synthetic run config shared by the training tests (seconds per epoch on a CPU)."""
 
-from configs import synthetic_cce
+from srs_jax.config.presets import synthetic_config
 
 
 def tiny_config(tmp_path, **train):
-    c = synthetic_cce.get_config()
+    c = synthetic_config("cce")
     c.data.synthetic.n_users = 240
     c.data.synthetic.n_items = 150
     c.data.synthetic.mean_length = 12.0

@@ -17,8 +17,8 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from pallas_kernels.vocab_parallel import shard_map
-from srs_jax.distributed.mesh import DATA, VOCAB
+from pallas_kernels import shard_map
+from srs_jax.parallel.mesh import DATA, VOCAB
 from srs_jax.metrics import topk as topk_lib
 
 
@@ -106,7 +106,7 @@ def top_k_items_sharded(query, table, k: int, *, mesh: Mesh, n_items: int, exclu
             q = jnp.concatenate([q, jnp.zeros((user_chunk - (stop - start), q.shape[1]), q.dtype)])
         excl = None
         if exclude is not None:
-            excl = topk_lib._exclusion_block(np.asarray(exclude.offsets), np.asarray(exclude.items),
+            excl = topk_lib.exclusion_block(np.asarray(exclude.offsets), np.asarray(exclude.items),
                                              start, stop, user_chunk)
         q = jax.device_put(q, q_sharding)
         scores, labels = sharded_top_k(q, table, k, mesh=mesh, exclude=excl, col_start=1,
