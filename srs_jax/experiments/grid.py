@@ -1,4 +1,4 @@
-"""The reference's grid search (reference_system.md §6.5): batch size x max length x negatives.
+"""The reference's grid search (MemoryEfficientSRS): batch size x max length x negatives.
 
 Points run in the reference's loop order (batch size -> length -> negatives -> launch, seed =
 ``config.seed + launch``). Every point appends one row to a CSV that is rewritten atomically

@@ -1,4 +1,4 @@
-"""``sce``: Scalable Cross-Entropy (Mezentsev et al., RecSys 2024; reference_system.md §4.5).
+"""``sce``: Scalable Cross-Entropy (Mezentsev et al., RecSys 2024).
 
 For rows ``x_r = hidden[r]`` with labels ``y_r`` and items ``w = classifier``:
 1. ``n_b`` bucket centres ``U [n_b, H]`` (no gradient): random mixtures of the batch outputs,

@@ -1,4 +1,4 @@
-"""SASRec (Kang & McAuley 2018) exactly as the reference system builds it (reference_system.md §3).
+"""SASRec (Kang & McAuley 2018) exactly as MemoryEfficientSRS builds it.
 
 Input ``input_ids int32[B, L]`` holds encoded items ``1..V``, ``0`` = padding (left-padded, the
 newest item at position ``L - 1``). Output ``hidden [B, L, H]`` in the compute dtype; position
