@@ -47,7 +47,7 @@ GIB = 2.0**30  # the reference's "GB" is GiB (torch.cuda.max_memory_allocated / 
 
 
 def default_grid() -> ml_collections.ConfigDict:
-    """The reference grid (§6.5): 7 x 6 x 8 points, one launch."""
+    """The reference grid (MemoryEfficientSRS): 7 x 6 x 8 points, one launch."""
     return ml_collections.ConfigDict(dict(
         batch_size=(16, 32, 64, 128, 256, 512, 1024),
         max_len=(32, 64, 128, 256, 512, 1024),

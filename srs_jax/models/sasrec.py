@@ -10,7 +10,7 @@ Forward pass (LayerNorm eps 1e-8 everywhere):
   per block:  q = LN(h);  h = q + MHA(query=q, key=h, value=h, causal)
               u = LN(h);  h = (u + Dropout(W2 Dropout(ReLU(W1 u)))) * m
   z = LN(h)
-Attention uses only the causal mask (no key-padding mask, reference §8.3): zeroed padded rows act
+Attention uses only the causal mask (no key-padding mask, as the reference): zeroed padded rows act
 as a learned "null" key/value, as in the reference.
 
 ``ModelSpec`` fields: ``hidden``, ``num_blocks``, ``num_heads``, ``dropout``, ``max_len``,
