@@ -30,8 +30,8 @@ frozen dataclass per section); ``srs_jax.config.load_specs`` checks a config onc
   older catalog), ``seed``. Details: docs/data.md.
 * ``model``: ``name`` ('sasrec' | 'bert4rec'), ``hidden``, ``num_blocks``, ``num_heads``,
   ``dropout``, ``max_len``, ``compute_dtype`` ('auto' = bfloat16 on GPU, float32 on CPU, or
-  'float32' | 'bfloat16'; parameters are always float32); BERT4Rec only: ``mask_prob``, ``last_item_mask_prob``,
-  ``head_transform``.
+  'float32' | 'bfloat16'; parameters are always float32); BERT4Rec only: ``mask_prob``,
+  ``last_item_mask_prob``, ``head_transform``.
 * ``loss``: ``type`` (ce, ce_neg, bce, bce_plus, gbce, sce, cce, cce_neg), ``num_negatives``,
   ``sampler`` ('uniform' | 'popularity'), ``sharing`` ('row' | 'batch' for the plain-JAX sampled
   losses, 'row' | 'block' for cce_neg), ``impl`` ('auto' | 'pallas' | 'interpret' | 'xla' |
@@ -47,11 +47,12 @@ frozen dataclass per section); ``srs_jax.config.load_specs`` checks a config onc
   run and the best checkpoint is evaluated),
   ``checkpoint_every_steps`` (0 = the latest checkpoint at epoch ends only; k = also every k
   steps inside an epoch, and ``--resume`` continues from that step).
-* ``eval``: ``ks``, ``metrics`` (ndcg, hitrate, mrr, recall, precision, map), ``monitor`` (the val metric for early stopping and the best
-  checkpoint), ``coverage_mode`` ('reference' | 'conventional'), ``user_chunk`` x
+* ``eval``: ``ks``, ``metrics`` (ndcg, hitrate, mrr, recall, precision, map), ``monitor`` (the
+  val metric for early stopping and the best checkpoint), ``coverage_mode`` ('reference' | 'conventional'), ``user_chunk`` x
   ``item_chunk`` (largest score block in the top-K search), ``popularity_baseline``.
 * ``mesh``: devices (``srs_jax/parallel/mesh.py``): ``enabled`` (default True: all local devices
-  on ``data``; False: one device), ``data``, ``vocab`` (item-table shards), multi-host
+  on ``data``; False: one device), ``data`` (0 = every device ``vocab`` does not use), ``vocab``
+  (item-table shards; only cce and cce_neg), multi-host
   ``coordinator_address`` / ``num_processes`` / ``process_id``.
 * ``workdir``: run directory ('' = must be given with --workdir).
 """
