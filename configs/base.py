@@ -48,8 +48,9 @@ frozen dataclass per section); ``srs_jax.config.load_specs`` checks a config onc
   ``checkpoint_every_steps`` (0 = the latest checkpoint at epoch ends only; k = also every k
   steps inside an epoch, and ``--resume`` continues from that step).
 * ``eval``: ``ks``, ``metrics`` (ndcg, hitrate, mrr, recall, precision, map), ``monitor`` (the
-  val metric for early stopping and the best checkpoint), ``coverage_mode`` ('reference' |
-  'conventional'), ``user_chunk`` x ``item_chunk`` (largest score block in the top-K search),
+  val metric for early stopping and the best checkpoint), ``coverage_mode`` ('reference': over
+  the test-period items and users, as MemoryEfficientSRS; 'conventional': over the catalog and the
+  scored users; ``srs_jax/metrics/beyond.py``), ``user_chunk`` x ``item_chunk`` (largest score block in the top-K search),
   ``popularity_baseline``.
 * ``mesh``: devices (``srs_jax/parallel/mesh.py``): ``enabled`` (default True: all local devices
   on ``data``; False: one device), ``data`` (0 = every device ``vocab`` does not use), ``vocab``
