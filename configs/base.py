@@ -50,8 +50,8 @@ frozen dataclass per section); ``srs_jax.config.load_specs`` checks a config onc
 * ``eval``: ``ks``, ``metrics`` (ndcg, hitrate, mrr, recall, precision, map), ``monitor`` (the
   val metric for early stopping and the best checkpoint), ``coverage_mode`` ('reference': over
   the test-period items and users, as MemoryEfficientSRS; 'conventional': over the catalog and the
-  scored users; ``srs_jax/metrics/beyond.py``), ``user_chunk`` x ``item_chunk`` (largest score block in the top-K search),
-  ``popularity_baseline``.
+  scored users; ``srs_jax/metrics/beyond.py``), ``user_chunk`` x ``item_chunk`` (largest score
+  block in the top-K search), ``popularity_baseline`` (also score the most-popular baseline).
 * ``mesh``: devices (``srs_jax/parallel/mesh.py``): ``enabled`` (default True: all local devices
   on ``data``; False: one device), ``data`` (0 = every device ``vocab`` does not use), ``vocab``
   (item-table shards; only cce and cce_neg), multi-host
