@@ -4,7 +4,7 @@ Run: python -m experiments.train --config configs/synthetic_bert4rec_cce.py --wo
 Same data, sizes and windows as ``configs/synthetic_cce.py`` (SASRec), plus the cloze fields.
 BERT4Rec starts slowly (a masked position has no item of its own: it must first learn to attend
 to its neighbours), so it trains longer and with lr 3e-3: on a 2-core CPU, 12 epochs of ~12 s
-reached test NDCG@10 0.149 vs popularity 0.003 (docs/results_bert4rec.md has the command).
+reached test NDCG@10 0.149 vs popularity 0.003 (docs/results.md has the command).
 """
 
 from srs_jax.config.presets import LAST_ITEM_MASK_PROB, MASK_PROB, synthetic_config

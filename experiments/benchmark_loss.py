@@ -9,7 +9,7 @@ peak-bytes counter, and the fraction of the physical bound achieved:
   backward >= max(6 N V D / P_mm, N V / P_exp)
 
 P_mm is the bf16 matmul rate measured in the same run (8192^3 product); P_exp is the MUFU exp2
-rate, 16 per SM per clock (cce_kernels.md §6.1: 4.12e12/s measured on H100), scaled by SMs.
+rate, 16 per SM per clock (4.12e12/s measured on an H100), scaled by SMs.
 
 Cases form a registry (``CASES``); ``experiments.benchmark_sampled.cases`` (CCE-) is run as well
 when ``--sampled`` is given and that module exists.
@@ -41,7 +41,7 @@ from pallas_kernels import CCEConfig, linear_cross_entropy
 from pallas_kernels.cce.config import get_default
 from srs_jax.atomic_files import write_json_atomic
 
-P_EXP_PER_SM = 4.12e12 / 132  # exp2 per second per SM (H100, measured: cce_kernels.md §6.1)
+P_EXP_PER_SM = 4.12e12 / 132  # exp2 per second per SM (H100, measured)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +73,7 @@ def _naive(args, v):
 
 CASES = [
     Case("cce_pallas", _cce()),
-    # Chunked XLA with tokamax's tuned H100 blocks (cce_kernels.md §7.1: 4096 x 8192).
+    # Chunked XLA with tokamax's tuned H100 blocks (4096 x 8192).
     Case("chunked_xla", _chunked(4096, 8192)),
     # Materialised float32 logits + their gradient: ~3 N V 4 bytes live at once.
     Case("naive_xla", _naive, fits=lambda n, v, d, mem: 3 * n * v * 4 < 0.8 * mem),

@@ -30,7 +30,7 @@ from pallas_kernels import SampledConfig, popularity_table, sampled_linear_cross
 from pallas_kernels.cce_neg.config import get_default
 from srs_jax.atomic_files import write_json_atomic
 
-# Reference CCE- (MemoryEfficientSRS, fp16, H100) at N=131072, n+1=512: cce_kernels.md §7.2.
+# Reference CCE- (MemoryEfficientSRS, fp16, H100) at N=131072, n+1=512 (docs/performance.md).
 SRS_FWD_BWD_MS = {64: 28.7, 128: 49.3, 256: 100.1}
 
 

@@ -6,7 +6,7 @@
 
 Each point trains into ``<out>/runs/bs<B>_sl<L>_nn<N>_seed<S>`` and appends one row to
 ``<out>/grid.csv`` (default): ``status`` is ok / oom / nonfinite / error. Rerunning the same
-command skips the points already in the CSV. Defaults: reference_system.md §6.5.
+command skips the points already in the CSV. Defaults: MemoryEfficientSRS's grid.
 """
 
 from __future__ import annotations

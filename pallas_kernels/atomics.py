@@ -5,7 +5,7 @@ a release (the thread's earlier memory operations must be visible first) and an 
 H100 that is MEMBAR, ERRBAR, ATOMG and an L1 invalidate (CCTL) per atomic instruction, and the
 barrier and the invalidate held 68% of the stall samples of the CCE- row backward; a relaxed add
 is one fire-and-forget REDG. The kernels here need only atomicity, since each sum is read after
-its kernel has ended. Measured (docs/perf_sampled.md): CCE- row f+b 46.1 -> 41.4 ms (D = 128,
+its kernel has ended. Measured (docs/decisions/005): CCE- row f+b 46.1 -> 41.4 ms (D = 128,
 f32 dC), 99.4 -> 83.6 (D = 256).
 
 jax has no public switch for the ordering, so this module registers a small primitive of its own

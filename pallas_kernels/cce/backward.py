@@ -9,8 +9,9 @@ the dE kernel serves ``linear_cross_entropy_bwd`` given a log-sum-exp from elsew
 vocabulary shard given the global one), and ``softmax_mean``.
 
 The kernels form G = softmax * g only, with no per-logit compare against the target: ``ops``
-adds the O(N D) target term -g_r e_r (dC) and -g_r c_{t_r} (dE) itself (measured 5-11% faster,
-docs/perf.md). G is cast to the input dtype only as a GEMM operand; all accumulation is float32.
+adds the O(N D) target term -g_r e_r (dC) and -g_r c_{t_r} (dE) itself (5-11% faster,
+docs/decisions/003). G is cast to the input dtype only as a GEMM operand; all accumulation is
+float32.
 Rows with g == 0 (masked) give G == 0 exactly.
 """
 

@@ -60,10 +60,10 @@ class KernelPlan:
 
 # Per D: (fwd_block_n, fwd_block_v, fwd_warps, fwd_stages, fwd_sum_tile), (bwd_block_n,
 # bwd_block_v, bwd_warps), fde_stages. Tiles measured on an H200 (2026-11-22, N=32768, V=1e6,
-# bf16; docs/perf.md "tile sweep"); the fused forward's tiles equal the backward's and its stages,
+# bf16; table in docs/kernels.md); the fused forward's tiles equal the backward's and its stages,
 # bwd_stages=3, the D=128 forward tile and, with the FMA exponentials, the D=64 row sums and the
 # D=128 two stages (3 programs per SM instead of 2) were measured on an H100 at N=131072
-# (docs/perf.md). Larger D takes smaller tiles: the resident E tile, the pipelined C tiles and
+# (docs/kernels.md). Larger D takes smaller tiles: the resident E tile, the pipelined C tiles and
 # the f32 accumulators must fit in registers and 228 KB of shared memory.
 _DEFAULTS = {
     64: ((64, 128, 4, 3, False), (64, 64, 4), 3),
@@ -79,7 +79,7 @@ _TARGET_PROGRAMS = 2 * _SMS
 _MAX_SPLITS = 8
 
 # The Mosaic GPU forward (forward_mosaic.py) where it measured faster than the Triton one on an
-# H100 (N=131072, V=1e6, bf16; docs/perf.md): D -> (rows per compute warpgroup, catalog tile,
+# H100 (N=131072, V=1e6, bf16; docs/decisions/001): D -> (rows per compute warpgroup, catalog tile,
 # ring depth, E in registers). At D = 64 the Triton forward is faster.
 MOSAIC_DEFAULTS = {128: (128, 64, 8, True), 256: (64, 64, 4, True)}
 _MOSAIC_OFF = (64, 64, 3, False)
@@ -118,7 +118,7 @@ def default_plan(n: int, v: int, d: int, itemsize: int = 2) -> KernelPlan:
 
     Small N (fewer row tiles than ~2 per SM) splits the catalog over up to 8 programs per row
     tile so the forward fills the GPU (H100, V = 1e6, D = 128: N = 2048 forward 1.5 vs 8.2 ms
-    with one split; docs/perf.md).
+    with one split; docs/kernels.md).
     """
     width = d * max(1, itemsize // 2)
     key = next((k for k in sorted(_DEFAULTS) if width <= k), max(_DEFAULTS))
@@ -166,7 +166,7 @@ def dot_nn(a, b, precision):
 def exp_mode(interpret: bool) -> str:
     """How the kernels take exponentials: "fma" (compiled: 2^(x log2 e - shift) as one FFMA and
     one MUFU ex2 in inline PTX; Triton would emit the scale and the shift as FMUL + FADD and
-    libdevice's exp2f wraps the ex2 in range checks; docs/perf.md) or "xla" (jnp.exp2, the
+    libdevice's exp2f wraps the ex2 in range checks) or "xla" (jnp.exp2, the
     interpreter)."""
     return "xla" if interpret else "fma"
 

@@ -67,7 +67,7 @@ def get_default(n: int, v: int, d: int, dtype=jnp.bfloat16) -> CCEConfig:
     """The tiles the Pallas path uses for ``n`` rows, ``v`` items, width ``d`` and ``dtype``.
 
     Heuristic (``common.default_plan``): tiles by the bytes of one row (float32 rows count as
-    bf16 rows twice as long) from a table measured on H100 / H200 GPUs (docs/perf.md); the
+    bf16 rows twice as long) from a table measured on H100 / H200 GPUs (docs/kernels.md); the
     forward splits the catalog over up to 8 programs per row tile when there are fewer row
     tiles than two per SM; the Mosaic GPU forward at D = 128 and 256 (bf16/f16, V a multiple
     of 8, at least one CTA per SM, a Hopper GPU with jax >= 0.11), else the Triton one.

@@ -5,7 +5,7 @@ streams the split's catalog tiles [block_v, D], summing 2^(x log2 e - shift) per
 log2(e) folded into one FMA). The shift is, by default, the row's target logit, computed before
 the kernel (an O(N D) gather in XLA): it is at most the row max, so no running max, no per-tile
 row max and no rescaling are needed, and the sum stays a [block_n, block_v] tile until the end
-(measured 7-12% faster than the running max, docs/perf.md). A row whose logits exceed its
+(measured 7-12% faster than the running max, docs/decisions/002). A row whose logits exceed its
 target's by ~70 overflows; ``ops`` then redoes the batch with the running-max kernel
 (``shift=None``). Only float32 [num_splits, N]
 partial LSEs leave the kernel; ``lse_rows`` merges the splits (a tiny XLA op).

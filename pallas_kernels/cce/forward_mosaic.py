@@ -2,7 +2,7 @@
 
 Why a second forward: the Triton forward (``forward.py``) runs each program's logit GEMM and its
 exponentials one after the other, so at D >= 128 it takes about the sum of the two
-(docs/perf.md). Here each CTA has one warpgroup that streams catalog tiles ``[block_v, D]``
+(docs/decisions/001). Here each CTA has one warpgroup that streams catalog tiles ``[block_v, D]``
 into a ring of ``slots`` shared-memory buffers with TMA, and ``compute_wgs`` (default two)
 compute warpgroups owning ``block_n`` rows each. With ``pingpong`` the two meet at a barrier
 twice per step, so that one issues its logit GEMM on the tensor cores while the other runs its
@@ -84,7 +84,7 @@ def lse_rows(e_pad, c, shift, *, block_n: int = 64, block_v: int = 64, slots: in
     # 64K (multiples of 8): 232 with two of them, 152 with three.
     compute_regs = min(232, (65536 // 128 - 40) // compute_wgs // 8 * 8)
     if slots == 2:
-        # Measured on an H100 (jax 0.11.2, docs/perf.md): a ring of two reused buffers gives
+        # Measured on an H100 (jax 0.11.2): a ring of two reused buffers gives
         # wrong sums at D = 256 (max LSE error 1.7), with and without ping-pong, while 1, 3 and
         # 4 match float64 and the interpreter's race detector finds no race. Not explained, so
         # refused; it was never the fast choice.

@@ -204,7 +204,7 @@ def target_term_into_dc(dc, e, t, w):
                                       (key[1:] != key[:-1]).astype(jnp.int32)])) - 1
     # Rows without a target get the out-of-range segment n, which the sum drops. (Summed into
     # one shared segment, their float32 adds all hit one [D] row: 1.2 s per catalog chunk at
-    # N = 131072 when half the rows had their target in another chunk; docs/perf.md.)
+    # N = 131072 when half the rows had their target in another chunk.)
     seg = jnp.where(key < v, seg, n)
     sums = jax.ops.segment_sum(contrib, seg, num_segments=n, indices_are_sorted=True)
     # Target item of each segment; unused segment ids get distinct rows >= v, which the scatter

@@ -180,7 +180,7 @@ def sampled_linear_cross_entropy(
       sampler: None (uniform over the V items) or a ``PopularityTable``
         (``popularity_table(item_counts)``: ``q ∝ item_counts``).
       sharing: ``"row"`` (negatives per row) or ``"block"`` (one set per
-        ``config.block_rows`` consecutive rows; many times faster, see docs/perf_sampled.md).
+        ``config.block_rows`` consecutive rows; many times faster, see docs/performance.md).
       where: optional bool ``[N]`` row mask.
       reduction: ``"mean"`` over ``where`` rows, ``"sum"`` or ``"none"`` (f32 ``[N]``).
       impl: ``"pallas"`` (GPU Triton kernels), ``"interpret"`` (the same kernels in the Pallas

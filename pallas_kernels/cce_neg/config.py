@@ -24,19 +24,19 @@ def triton_width_ok(d: int) -> bool:
 
 def default_row_block(d: int) -> int:
     """Row tile of the row-sharing kernels: 16 rows at D <= 64, else 8. H100, N = 131072,
-    n = 511, V = 10^6 (docs/perf_sampled.md): at D = 64 the forward gathers at the copy
+    n = 511, V = 10^6 (docs/kernels.md): at D = 64 the forward gathers at the copy
     bandwidth with 16 rows x 4 warps and not with 8 x 4; D >= 128 is fastest with 8."""
     return 16 if d <= 64 else 8
 
 
 def default_neg_block(d: int) -> int:
     """Ids per step of the block-sharing kernels: 32 up to D = 128, else 64 (H100, same
-    shapes, docs/perf_sampled.md)."""
+    shapes, docs/kernels.md)."""
     return 32 if d <= 128 else 64
 
 
 def default_num_warps(d: int) -> int:
-    """Triton warps: 8 from D = 256 on, else 4 (H200 / H100 sweeps, docs/perf_sampled.md)."""
+    """Triton warps: 8 from D = 256 on, else 4 (H200 / H100 sweeps, docs/kernels.md)."""
     return 8 if d >= 256 else 4
 
 

@@ -16,15 +16,15 @@ does that with one gather per (row, slot):
   from the hash and add ``p e_r`` into ``dC`` with atomics.
 
 HBM traffic per (row, slot): one gathered C row plus the dC read-modify-write, against two
-gathers plus the read-modify-write for the two-pass scheme (docs/perf_sampled.md).
+gathers plus the read-modify-write for the two-pass scheme (docs/decisions/006).
 
 The grid is persistent: ``P`` programs each loop over row tiles ``pid, pid + P, ...`` and reuse
 one ``[n, R]`` float32 scratch, so the scratch is ``P n R`` floats whatever N is (no ``[N, n]``
 array). A first form held the logits in registers and gathered / scattered ``[R, k, D]`` blocks
 of k slots; it measured 2x slower than the two-pass kernels (the 3-D atomics and the register
-array's selects; perf_sampled.md).
+array's selects).
 
-Measured on an H100 (N = 131072, n = 511, V = 10^6, bf16; docs/perf_sampled.md): with relaxed
+Measured on an H100 (N = 131072, n = 511, V = 10^6, bf16; docs/decisions/006): with relaxed
 atomics (``pallas_kernels.atomics``) the backward is bound by HBM traffic and the saved gather
 shows: f+b 41.4 -> 37.7 ms (D = 128), 83.6 -> 75.6 (D = 256) against the two passes, with 4096
 programs.
@@ -46,7 +46,7 @@ from pallas_kernels.cce_neg.kernels import (
     row_logits, scatter_rows, slot_key, split_tabs, tables)
 
 # Programs of the persistent grid; the scratch is programs * n * row_block float32 (64 MiB at
-# n = 511 and 8 rows). H100, N = 131072 (docs/perf_sampled.md): 4096 beat 2048 by 4-8% at
+# n = 511 and 8 rows). H100, N = 131072 (docs/decisions/006): 4096 beat 2048 by 4-8% at
 # D <= 128 (one tile per program, 16384 at D = 128, was 1-6% faster again for 4x the scratch).
 DEFAULT_PROGRAMS = 4096
 

@@ -221,8 +221,8 @@ def _block_fwd_kernel(st, key_ref, e_ref, t_ref, c_ref, *refs):
     tile = jnp.zeros((e.shape[0], st.neg_block), jnp.float32)
 
     # Exponentials against each row's own target logit, summed as [Bt, Jc] tiles: no running
-    # max and no cross-lane reduction per chunk (this kernel is bounded by instruction issue;
-    # docs/perf_sampled.md). The sum overflows only where a kept logit exceeds the target's by
+    # max and no cross-lane reduction per chunk (this kernel is bounded by instruction issue).
+    # The sum overflows only where a kept logit exceeds the target's by
     # about 88; the tile is then redone with a running max below.
     def shifted(k, carry):
         l, cnt = carry

@@ -10,7 +10,7 @@ for row ``r`` with embedding ``e_r``, target ``t_r`` and negatives ``neg_r1 .. n
   (popularity, ``q`` the sampling distribution);
 * ``loss_r = log(exp(s_pos) + sum_kept exp(s_rj)) - s_pos`` (0 when every negative was excluded).
 
-The uniform case is exactly CE- of reference_system.md §4.2 (collisions masked, correction
+The uniform case is exactly MemoryEfficientSRS's CE- (collisions masked, correction
 ``log(V-1) - log(n - #collisions)``), for ``n <= V``. ``where`` masks rows; ``mean`` is over the
 ``where`` rows (0 if there are none).
 """

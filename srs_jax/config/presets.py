@@ -1,7 +1,7 @@
 """The reference benchmark settings; every ``configs/<dataset>_<loss>.py`` calls one helper here.
 
-SASRec batch / length / negatives (reference_system.md §6.4 for CCE and CCE-, §7.2 and the README
-rows for CE and CE-, which used their own smaller shapes because full logits do not fit
+SASRec batch / length / negatives (MemoryEfficientSRS's settings for CCE and CCE-, its results
+tables for CE and CE-, which used their own smaller shapes because full logits do not fit
 otherwise). 30music and Megamarket have no full-CE run in the reference: their CE shapes are our
 choice, sized so that the ``[B*L, V]`` logits stay under ~10 GB.
 

@@ -2,7 +2,7 @@
 
 Windows are built with one gather per chunk of rows (no Python loop per user). Left padding with
 0; in ``training_windows`` a target of 0 means "no target at this position". As in the reference
-(reference_system.md 2.1, 8.2), the first item of a window shorter than ``L + 1`` is a target
+(MemoryEfficientSRS), the first item of a window shorter than ``L + 1`` is a target
 whose input position is padding, and a one-item sequence gives one sample with an all-padding
 input.
 """

@@ -3,7 +3,7 @@
 Order rule everywhere: stable by time, then by original row (``Interactions`` rows are in row
 order, so a stable sort on time alone gives exactly this order).
 
-``global_temporal`` (reference_system.md 1.4, the default for the six benchmarks):
+``global_temporal`` (MemoryEfficientSRS's split, the default for the six benchmarks):
   1. ``t*`` = time of the interaction at position ``floor(N * time_quantile)`` in time order;
      rows with ``time < t*`` are pre-threshold, ``time >= t*`` post-threshold (ties go to test).
   2. Validation users: ``val_user_fraction`` of the pre-threshold users (first-appearance order,

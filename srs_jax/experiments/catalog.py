@@ -34,7 +34,7 @@ from srs_jax.experiments import errors
 LOSSES = ("ce", "ce_neg", "cce", "cce_neg")
 SAMPLED = ("ce_neg", "cce_neg")
 CATALOGS = (10_000, 100_000, 1_000_000, 10_000_000)
-# The reference's Zvuk shape (reference_system.md §6.4): batch 1024, length 128, hidden 256,
+# The reference's Zvuk shape (MemoryEfficientSRS): batch 1024, length 128, hidden 256,
 # 2047 negatives for CCE- (and CE- here, to compare the two at one setting).
 ZVUK_SHAPE = dict(batch_size=1024, max_len=128, hidden=256, num_negatives=2047)
 SMALL_SHAPE = dict(batch_size=8, max_len=16, hidden=32, num_negatives=15)

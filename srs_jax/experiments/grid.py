@@ -1,4 +1,4 @@
-"""The reference's grid search (reference_system.md §6.5): batch size x max length x negatives.
+"""The reference's grid search (MemoryEfficientSRS): batch size x max length x negatives.
 
 Points run in the reference's loop order (batch size -> length -> negatives -> launch, seed =
 ``config.seed + launch``). Every point appends one row to a CSV that is rewritten atomically
@@ -47,7 +47,7 @@ GIB = 2.0**30  # the reference's "GB" is GiB (torch.cuda.max_memory_allocated / 
 
 
 def default_grid() -> ml_collections.ConfigDict:
-    """The reference grid (§6.5): 7 x 6 x 8 points, one launch."""
+    """The reference grid (MemoryEfficientSRS): 7 x 6 x 8 points, one launch."""
     return ml_collections.ConfigDict(dict(
         batch_size=(16, 32, 64, 128, 256, 512, 1024),
         max_len=(32, 64, 128, 256, 512, 1024),

@@ -1,7 +1,7 @@
 """Result tables: rows from run folders, grid CSVs and catalog-scale JSONs, as Markdown and CSV.
 
 One row per run: the reference's columns (Dataset, Loss, BS, SL, NN, NDCG@10, Coverage@10,
-Surprisal@10, peak memory GB, epoch s; reference_system.md §7.2) plus step time and status. "GB"
+Surprisal@10, peak memory GB, epoch s; MemoryEfficientSRS's tables) plus step time and status. "GB"
 is GiB (2^30 bytes), as the reference's ``max_memory_allocated / 1024**3``. Values missing from a
 run (no memory statistics on CPU, a point that ran out of memory) are empty, never 0.
 """

@@ -1,4 +1,4 @@
-"""``ce``: full softmax cross-entropy over the whole catalog (reference_system.md §4.1).
+"""``ce``: full softmax cross-entropy over the whole catalog.
 
 ``loss = mean_{r: where_r} [ logsumexp_i (h_r . c_i) - h_r . c_{y_r} ]``. Materialises the
 ``[N, V]`` logits (float32), so it is the memory baseline that ``cce`` removes.

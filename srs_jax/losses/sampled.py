@@ -3,16 +3,16 @@
 Notation: row ``r`` with output ``h_r``, positive label ``y_r``, negatives ``j_1..j_n``,
 ``s(i) = h_r . c_i`` (float32 accumulation). Every loss is a mean over ``where`` rows.
 
-* ``ce_neg`` (CE-, reference §4.2): sampled softmax; negatives equal to ``y_r`` are excluded
+* ``ce_neg`` (CE-, as in MemoryEfficientSRS): sampled softmax; negatives equal to ``y_r`` are excluded
   and each kept negative gets the logQ correction ``log(V-1) - log(n - collisions_r)``
   (uniform) or ``-log(n q_j)`` (popularity):
   ``loss_r = log(exp(s(y)) + sum_kept exp(s(j) + corr_j)) - s(y)``.
   Same estimator as ``pallas_kernels.sampled_linear_cross_entropy`` (given the same ids).
-* ``bce`` / ``bce_plus`` (reference §4.3): ``loss_r = -(log sig(s(y)) + sum_j log sig(-s(j)))``
+* ``bce`` / ``bce_plus`` (as in MemoryEfficientSRS): ``loss_r = -(log sig(s(y)) + sum_j log sig(-s(j)))``
   with 1 / ``n`` negatives, no rejection of accidental positives and no correction. (The
   reference writes ``log(sig(x) + 1e-6)`` clamped to [-100, 100]; we use the exact, stable
   ``log_sigmoid``: identical except for logits beyond ~|13|.)
-* ``gbce`` (gSASRec, Petrov & Macdonald 2023; reference §4.4): ``n`` uniform negatives among the
+* ``gbce`` (gSASRec, Petrov & Macdonald 2023): ``n`` uniform negatives among the
   ``V - 1`` non-target items, ``alpha = n / (V - 1)``, ``beta = 1 - t (1 - alpha)``,
   ``loss_r = -(beta log sig(s(y)) + sum_j log sig(-s(j)))``.
 """

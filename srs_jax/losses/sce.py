@@ -1,4 +1,4 @@
-"""``sce``: Scalable Cross-Entropy (Mezentsev et al., RecSys 2024; reference_system.md §4.5).
+"""``sce``: Scalable Cross-Entropy (Mezentsev et al., RecSys 2024).
 
 For rows ``x_r = hidden[r]`` with labels ``y_r`` and items ``w = classifier``:
 1. ``n_b`` bucket centres ``U [n_b, H]`` (no gradient): random mixtures of the batch outputs,
@@ -12,7 +12,7 @@ For rows ``x_r = hidden[r]`` with labels ``y_r`` and items ``w = classifier``:
    (rows no bucket selected do not count).
 
 Differences from the reference code (deliberate): gradients flow into the item embeddings (the
-reference detaches them, §8.4); masked rows never enter the mixtures, the row selection or the
+reference detaches them); masked rows never enter the mixtures, the row selection or the
 mean (the reference mixes padded rows in and can select them when a bucket lacks valid rows).
 Bucket sizes are clipped to ``N`` and ``V``.
 """

@@ -1,4 +1,4 @@
-"""Beyond-accuracy metrics: Coverage@K and Surprisal@K (reference_system.md §5.3-5.4).
+"""Beyond-accuracy metrics: Coverage@K and Surprisal@K, as MemoryEfficientSRS defines them.
 
 ``top_items int[U, K]`` holds the recommended encoded ids (0 = empty slot, ignored); K is its
 width. ``test_period`` is a ``Sequences`` (CSR) of the histories of all test-period users.

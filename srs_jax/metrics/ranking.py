@@ -1,4 +1,4 @@
-"""Ranking metrics with one ground-truth item per user (reference_system.md §5.2).
+"""Ranking metrics with one ground-truth item per user, as MemoryEfficientSRS computes them.
 
 With ``rho`` the 1-based rank of the target in the user's list (``inf`` if absent) and
 ``hit = 1[rho <= K]``, per user:

@@ -4,7 +4,7 @@ Parameters are always float32; ``dtype`` is the compute dtype of activations and
 models' attention runs through ``dot_product_attention`` (float32 scores and softmax, a finite
 floor for masked keys, dropout on the probabilities).
 
-* SASRec (the reference system, reference_system.md §3): ``LayerNorm`` (float32 statistics, eps
+* SASRec (as MemoryEfficientSRS builds it): ``LayerNorm`` (float32 statistics, eps
   1e-8), ``MultiHeadAttention`` (PyTorch semantics), ``PointWiseFeedForward``, the pre-LN
   ``PreLNBlock``; every matrix initialised as PyTorch's ``xavier_normal_`` (a plain normal with
   std ``sqrt(2 / (fan_in + fan_out))``).

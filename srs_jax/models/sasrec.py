@@ -1,4 +1,4 @@
-"""SASRec (Kang & McAuley 2018) exactly as the reference system builds it (reference_system.md §3).
+"""SASRec (Kang & McAuley 2018) exactly as MemoryEfficientSRS builds it.
 
 Input ``input_ids int32[B, L]`` holds encoded items ``1..V``, ``0`` = padding (left-padded, the
 newest item at position ``L - 1``). Output ``hidden [B, L, H]`` in the compute dtype; position
@@ -10,7 +10,7 @@ Forward pass (LayerNorm eps 1e-8 everywhere):
   per block:  q = LN(h);  h = q + MHA(query=q, key=h, value=h, causal)
               u = LN(h);  h = (u + Dropout(W2 Dropout(ReLU(W1 u)))) * m
   z = LN(h)
-Attention uses only the causal mask (no key-padding mask, reference §8.3): zeroed padded rows act
+Attention uses only the causal mask (no key-padding mask, as the reference): zeroed padded rows act
 as a learned "null" key/value, as in the reference.
 
 ``ModelSpec`` fields: ``hidden``, ``num_blocks``, ``num_heads``, ``dropout``, ``max_len``,

@@ -29,7 +29,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 DEBUG_ENV = "SRS_JAX_DEBUG"
-CONFIG_DOCS = "config fields: configs/base.py; data fields: srs_jax/data/config.py"
+CONFIG_DOCS = "config fields: configs/base.py"
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
 _HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull", "-?")
 

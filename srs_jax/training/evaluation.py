@@ -1,6 +1,6 @@
 """Full-catalog evaluation of a trained model and of the popularity baseline.
 
-Every item of a user's input history is removed from the ranking (reference §5.5); the top-K
+Every item of a user's input history is removed from the ranking (as in MemoryEfficientSRS); the top-K
 search is chunked by ``srs_jax.metrics.top_k_items`` so no score matrix larger than
 ``eval.user_chunk x eval.item_chunk`` exists.
 """

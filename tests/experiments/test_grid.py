@@ -42,7 +42,7 @@ def read_log(path):
 def test_reference_defaults_and_loop_order():
     g = grid_lib.default_grid()
     pts = grid_lib.grid_points(g, base_config("ce_neg"))
-    assert len(pts) == 7 * 6 * 8  # §6.5: 336 runs per dataset
+    assert len(pts) == 7 * 6 * 8  # the reference grid: 336 runs per dataset
     assert pts[0] == (16, 32, 32, 42) and pts[1] == (16, 32, 64, 42) and pts[-1] == (1024, 1024, 2048, 42)
     # batch size is the outer loop, negatives the inner one
     assert [p.batch_size for p in pts] == sorted(p.batch_size for p in pts)

@@ -1,4 +1,4 @@
-"""Tiny trained runs shared by the export and warm-start tests (each trained once per session)."""
+"""Tiny trained runs shared by the export and warm-start tests (each trained once per test run)."""
 
 import pytest
 

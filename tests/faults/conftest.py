@@ -1,4 +1,4 @@
-"""Fixtures of the fault suite: one good tiny run per session, copied for each test that damages
+"""Fixtures of the fault suite: one good tiny run per test run, copied for each test that damages
 or resumes it."""
 
 from __future__ import annotations

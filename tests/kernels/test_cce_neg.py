@@ -255,8 +255,8 @@ def test_xla_reductions(reduction, split):
                             block_rows=16, seed=3, reduction=reduction, split=split)
 
 
-def test_uniform_matches_ce_neg_formula_of_reference_system():
-    """§4.2 of reference_system.md written out independently: -1e6 masking, log(n - #rejects)."""
+def test_uniform_matches_memory_efficient_srs_ce_neg_formula():
+    """MemoryEfficientSRS's CE- written out independently: -1e6 masking, log(n - #rejects)."""
     rng = np.random.default_rng(5)
     n_rows, v, d, n = 33, 6, 8, 10  # V = 6: about 1.7 collisions per row
     e, c, t, _ = _problem(rng, n_rows, v, d, jnp.float32, mask_frac=0.0)

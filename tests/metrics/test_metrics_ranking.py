@@ -34,7 +34,7 @@ def test_hand_computed_ranking():
 
 
 def generic_reference(top, targets, k):
-    """reference_system.md §5.1 with a ground-truth set per user (here of size 1)."""
+    """The metric definitions with a ground-truth set per user (here of size 1)."""
     out = {name: [] for name in ("ndcg", "hitrate", "mrr", "recall", "precision", "map")}
     for pred, t in zip(top, targets):
         gt, g = {int(t)}, 1

@@ -119,7 +119,7 @@ def test_errors():
 
 
 def test_two_million_item_catalog():
-    """The issue's scale: V = 2M items (small H to keep CPU time low), history exclusions."""
+    """The target scale: V = 2M items (small H to keep CPU time low), history exclusions."""
     rng = np.random.default_rng(11)
     n_items, n_users, k = 2_000_000, 6, 10
     items = rng.normal(size=(n_items, 4)).astype(np.float32)

@@ -481,7 +481,7 @@ def test_end_to_end_through_the_trainer(tmp_path):
 
 # --------------------------------------------------------------------------- configs
 
-_BERT4REC_ROWS = {  # issue 6: dataset -> loss -> (batch, length, negatives)
+_BERT4REC_ROWS = {  # reference settings: dataset -> loss -> (batch, length, negatives)
     "zvuk": {"cce": (1024, 128, 0), "cce_neg": (1024, 128, 2047)},
     "megamarket": {"cce": (2048, 320, 0), "cce_neg": (2048, 320, 4095)},
     "30music": {"cce": (256, 720, 0), "cce_neg": (256, 720, 4095)},

@@ -44,7 +44,7 @@ def perturb_params(model, seed):
 
 
 def numpy_forward(model, ids):
-    """float64 re-implementation of reference_system.md §3.2 (deterministic)."""
+    """float64 re-implementation of MemoryEfficientSRS's SASRec forward (deterministic)."""
     p = lambda v: np.asarray(v[...], np.float64)
     hidden, length = model.hidden, ids.shape[1]
     keep = (ids != 0)[..., None].astype(np.float64)
