@@ -129,7 +129,8 @@ def _static(embeddings, classifier, num_negatives, sampler, sharing, impl, confi
         raise ValueError(f"impl='pallas' compiles Triton kernels and needs a GPU (backend is "
                          f"{jax.default_backend()!r}); use impl='interpret' or impl='xla'")
     row_block = default_row_block(d) if cfg.row_block is None else cfg.row_block
-    neg_block = default_neg_block(d) if cfg.neg_block is None else cfg.neg_block
+    neg_block = (default_neg_block(d, jnp.dtype(embeddings.dtype).itemsize)
+                 if cfg.neg_block is None else cfg.neg_block)
     if impl in ("pallas", "interpret"):
         if not triton_width_ok(d):
             raise ValueError(f"impl={impl!r} needs D a power of two >= 16 (Triton blocks), got "

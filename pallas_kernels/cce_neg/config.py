@@ -29,10 +29,11 @@ def default_row_block(d: int) -> int:
     return 16 if d <= 64 else 8
 
 
-def default_neg_block(d: int) -> int:
+def default_neg_block(d: int, itemsize: int = 2) -> int:
     """Ids per step of the block-sharing kernels: 32 up to D = 128, else 64 (H100, same
-    shapes, docs/kernels.md)."""
-    return 32 if d <= 128 else 64
+    shapes, docs/kernels.md); 32 for 4-byte inputs, whose D = 256 tiles of 64 ids exceed the
+    H100's shared memory (256 KiB requested, 227 KiB available)."""
+    return 32 if d <= 128 or itemsize >= 4 else 64
 
 
 def default_num_warps(d: int) -> int:
@@ -73,11 +74,12 @@ class SampledConfig:
 
 def get_default(n: int, v: int, d: int, dtype=jnp.bfloat16,
                 block_rows: int = 128) -> SampledConfig:
-    """The tiles the Pallas kernels use for width ``d`` (``n``, ``v`` and ``dtype`` do not
-    change them today): ``default_row_block``, ``default_neg_block``, ``default_num_warps``."""
-    del n, v, dtype
+    """The tiles the Pallas kernels use for width ``d`` and the inputs' ``dtype`` (``n`` and ``v``
+    do not change them today): ``default_row_block``, ``default_neg_block``, ``default_num_warps``."""
+    del n, v
     return SampledConfig(block_rows=block_rows, row_block=default_row_block(d),
-                         neg_block=default_neg_block(d), num_warps=default_num_warps(d),
+                         neg_block=default_neg_block(d, jnp.dtype(dtype).itemsize),
+                         num_warps=default_num_warps(d),
                          num_stages=None)
 
 

@@ -518,6 +518,9 @@ def test_get_default_is_the_tile_table():
     assert get_default(131072, 10**6, 64) == SampledConfig(128, 16, 32, 4, None)
     assert get_default(131072, 10**6, 128) == SampledConfig(128, 8, 32, 4, None)
     assert get_default(131072, 10**6, 256) == SampledConfig(128, 8, 64, 8, None)
+    # 4-byte inputs: 64 ids of D = 256 would exceed the H100's shared memory.
+    assert get_default(131072, 10**6, 256, jnp.float32) == SampledConfig(128, 8, 32, 8, None)
+    assert get_default(131072, 10**6, 128, jnp.float32) == get_default(131072, 10**6, 128)
 
 
 def test_pallas_without_gpu_is_refused():
