@@ -1,7 +1,7 @@
 """Multi-device training throughput: data parallel (``--mode dp``) and vocabulary parallel (``vp``).
 
 One process measures one mesh over all devices it sees (restrict them with CUDA_VISIBLE_DEVICES;
-``experiments/gpu_session_multi.sh`` runs 1, 2 and 4 GPUs and the 100M-item catalog). It builds
+step ``multi`` of ``experiments/gpu_suite.sh`` runs one GPU and all of them). It builds
 SASRec directly sharded (``srs_jax.training.state.init_sharded_state``: no device holds the whole
 table), builds the loss with the mesh and the trainer's step with ``make_train_step(mesh=...)``,
 and times

@@ -31,6 +31,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from srs_jax.data.frames import frame_from_arrays
+
 # Part of the cache fingerprint of synthetic data: bump whenever the generated data change.
 GENERATOR_VERSION = 2
 
@@ -165,6 +167,4 @@ def generate(cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def generate_frame(cfg) -> pl.DataFrame:
     """``generate`` as a source frame ``(user, item, time, row)``."""
-    from srs_jax.data.sources import frame_from_arrays
-
     return frame_from_arrays(*generate(cfg))
