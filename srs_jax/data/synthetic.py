@@ -101,7 +101,7 @@ class _Releases:
 
 def generate(cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(user int32[N], item int32[N], time int64[N]), rows grouped by user, in time order."""
-    growth = float(getattr(cfg, "growth", 0.0) or 0.0)
+    growth = float(cfg.growth)
     if not 0.0 <= growth <= 1.0:
         raise ValueError(f"config.data.synthetic.growth={growth} must be in [0, 1] (0 = static world)")
     if cfg.n_users < 1 or cfg.n_items < 2 or cfg.n_clusters < 1 or cfg.n_successors < 1:
