@@ -18,6 +18,7 @@ import sys
 from absl import flags
 
 from srs_jax.training import cli as _cli
+from srs_jax.training import run_files
 from srs_jax.training import workdir as workdir_lib
 
 _CONFIG = _cli.define_config_file(
@@ -29,13 +30,13 @@ _INIT_FROM = flags.DEFINE_string(
     "init_from", None, "Start a new run from the best parameters of this earlier run folder "
     "(items matched by raw id, new items freshly initialised, fresh optimizer state).")
 
-_OPEN: list = []  # the open run folder (for the Ctrl-C message)
-
-
 def _interrupted() -> str:
-    if not _OPEN:
+    """The Ctrl-C hint, from the folder itself: what ``--resume`` continues from, if anything."""
+    workdir = _WORKDIR.value or _CONFIG.value.get("workdir") or ""
+    path = os.path.abspath(workdir) if workdir else ""
+    if not path or not os.path.isfile(os.path.join(path, run_files.CONFIG_FILE)):
         return "nothing was written"
-    return workdir_lib.resume_hint(_OPEN[0].path)
+    return workdir_lib.resume_hint(path)
 
 
 def main(argv):
@@ -49,7 +50,6 @@ def main(argv):
     if init_from and workdir_lib.init_from_problem(init_from):
         raise _cli.UsageError(workdir_lib.init_from_problem(init_from))
     with workdir_lib.open_run(workdir, config, _RESUME.value) as run:
-        _OPEN.append(run)
         if run.changes:
             print(f"[srs_jax] --resume with changed settings (recorded in resumes.jsonl): "
                   f"{workdir_lib.format_changes(run.changes)}", file=sys.stderr, flush=True)
