@@ -10,6 +10,7 @@ refused. Errors print one line (--debug: traceback).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -54,10 +55,16 @@ def main(argv):
         from srs_jax.training.saved_run import load_run
 
         run = load_run(workdir, which=_WHICH.value)
+        changes = {}
         if _COVERAGE.value:
-            run.config.eval.coverage_mode = _COVERAGE.value
+            changes["coverage_mode"] = _COVERAGE.value
         if ks is not None:
-            run.config.eval.ks = type(run.config.eval.ks)(ks)
+            # The monitored metric plays no part here; it only has to name one of the new cutoffs.
+            metric, _, k = run.config.eval.monitor.partition("@")
+            changes.update(ks=ks, monitor=run.config.eval.monitor if int(k) in ks else f"{metric}@{ks[0]}")
+        if changes:
+            run = dataclasses.replace(
+                run, config=dataclasses.replace(run.config, eval=dataclasses.replace(run.config.eval, **changes)))
         encode_fn = steps.make_encode_step(run.config.model)
         kw = dict(config=run.config, n_items=run.dataset.n_items, encode_fn=encode_fn)
         val, _ = evaluation.evaluate_model(run.graphdef, run.state, run.dataset.val, **kw)

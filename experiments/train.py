@@ -1,7 +1,7 @@
 """Trains a model.
 
     python -m experiments.train --config configs/synthetic_cce.py --workdir runs/demo \\
-        [--config.train.max_epochs=2 ...] [--resume] [--debug]
+        [--config.train.max_epochs=2 ...] [--resume | --init_from runs/older] [--debug]
 
 Without ``--config`` it trains the synthetic CPU demo (configs/synthetic_cce.py). The run folder
 (--workdir, default config.workdir) is locked while the run writes it; ``--resume`` continues from
@@ -18,6 +18,7 @@ import sys
 from absl import flags
 
 from srs_jax.training import cli as _cli
+from srs_jax.training import run_files
 from srs_jax.training import workdir as workdir_lib
 
 _CONFIG = _cli.define_config_file(
@@ -25,14 +26,17 @@ _CONFIG = _cli.define_config_file(
     "Config file (configs/*.py[:arg]); override fields with --config.<field>=<value>.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (default: config.workdir).")
 _RESUME = flags.DEFINE_bool("resume", False, "Continue the run in --workdir from its latest checkpoint.")
-
-_OPEN: list = []  # the open run folder (for the Ctrl-C message)
-
+_INIT_FROM = flags.DEFINE_string(
+    "init_from", None, "Start a new run from the best parameters of this earlier run folder "
+    "(items matched by raw id, new items freshly initialised, fresh optimizer state).")
 
 def _interrupted() -> str:
-    if not _OPEN:
+    """The Ctrl-C hint, from the folder itself: what ``--resume`` continues from, if anything."""
+    workdir = _WORKDIR.value or _CONFIG.value.get("workdir") or ""
+    path = os.path.abspath(workdir) if workdir else ""
+    if not path or not os.path.isfile(os.path.join(path, run_files.CONFIG_FILE)):
         return "nothing was written"
-    return workdir_lib.resume_hint(_OPEN[0].path)
+    return workdir_lib.resume_hint(path)
 
 
 def main(argv):
@@ -40,15 +44,19 @@ def main(argv):
         raise _cli.UsageError(f"unexpected arguments {argv[1:]}: use --config, --workdir, --resume")
     config = _CONFIG.value
     workdir = _WORKDIR.value or config.get("workdir") or ""
+    init_from = _INIT_FROM.value
+    if init_from and _RESUME.value:
+        raise _cli.UsageError("--init_from starts a new run and --resume continues one: pass only one")
+    if init_from and workdir_lib.init_from_problem(init_from):
+        raise _cli.UsageError(workdir_lib.init_from_problem(init_from))
     with workdir_lib.open_run(workdir, config, _RESUME.value) as run:
-        _OPEN.append(run)
         if run.changes:
             print(f"[srs_jax] --resume with changed settings (recorded in resumes.jsonl): "
                   f"{workdir_lib.format_changes(run.changes)}", file=sys.stderr, flush=True)
         from srs_jax.training.loop import train  # JAX loads only after the cheap checks
 
         try:
-            train(config, run.path, resume=_RESUME.value)
+            train(config, run.path, resume=_RESUME.value, init_from=init_from)
         except FloatingPointError as e:
             raise FloatingPointError(_nonfinite_message(str(e), run.path)) from e
         run.record_in_results()

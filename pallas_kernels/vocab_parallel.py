@@ -353,7 +353,28 @@ def shard_sampler_tables(num_rows: int, n_shards: int, num_negatives: int, *, co
     return out
 
 
-_TABLES: dict[tuple, dict] = {}
+class _Counts:
+    """Item counts as a cache key: equal when their bytes are (compared by digest)."""
+
+    __slots__ = ("counts", "digest")
+
+    def __init__(self, counts: np.ndarray):
+        self.counts = counts
+        self.digest = hashlib.sha1(np.ascontiguousarray(counts)).hexdigest()
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Counts) and other.digest == self.digest
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_tables(rows: int, n_shards: int, num_negatives: int, col_start: int,
+                   num_classes: int, counts: _Counts | None) -> dict:
+    return shard_sampler_tables(rows, n_shards, num_negatives, col_start=col_start,
+                                num_classes=num_classes,
+                                item_counts=None if counts is None else counts.counts)
 
 
 def _sampler_tables(rows: int, n_shards: int, num_negatives: int, col_start: int,
@@ -366,14 +387,8 @@ def _sampler_tables(rows: int, n_shards: int, num_negatives: int, col_start: int
             raise ValueError("vocabulary-parallel popularity sampling needs the item counts on "
                              "the host: build the table with pallas_kernels.popularity_table("
                              "item_counts)")
-    digest = None if counts is None else hashlib.sha1(np.ascontiguousarray(counts)).hexdigest()
-    key = (rows, n_shards, num_negatives, col_start, num_classes, digest)
-    if key not in _TABLES:
-        if len(_TABLES) > 16:
-            _TABLES.clear()
-        _TABLES[key] = shard_sampler_tables(rows, n_shards, num_negatives, col_start=col_start,
-                                            num_classes=num_classes, item_counts=counts)
-    return _TABLES[key]
+    return _cached_tables(rows, n_shards, num_negatives, col_start, num_classes,
+                          None if counts is None else _Counts(counts))
 
 
 def _table_state(st: dict, rows: int):

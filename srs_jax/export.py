@@ -68,7 +68,7 @@ def left_align(histories: jax.Array) -> jax.Array:
     return jnp.take_along_axis(histories, order, axis=1)
 
 
-def serving_function(graphdef, state, model_config, *, k: int, item_chunk: int):
+def serving_function(graphdef, state, model_spec, *, k: int, item_chunk: int):
     """``(fn, weights)``: ``fn(*weights, histories)`` -> ``(ids int32[B, k], scores f32[B, k])``.
 
     ``weights`` are the leaves of ``state.params`` (numpy); the rest of the state (RNG streams,
@@ -82,7 +82,7 @@ def serving_function(graphdef, state, model_config, *, k: int, item_chunk: int):
         *weights, histories = args
         st = steps_lib.TrainState(jax.tree.unflatten(treedef, list(weights)), rest)
         hist = left_align(histories.astype(jnp.int32))
-        query = steps_lib.encode_step(graphdef, st, hist, model_config=model_config)
+        query = steps_lib.encode_step(graphdef, st, hist, model_spec=model_spec)
         items = steps_lib.merge_model(graphdef, st).output_embeddings().astype(jnp.float32)
         scores, idx = topk_lib.chunked_top_k(query, items, k, item_chunk=item_chunk,
                                              exclude=hist - 1)

@@ -25,13 +25,27 @@ def _cached_run(workdir: str) -> SavedRun:
     return load_run(workdir)
 
 
-_LATEST: list = []  # [(dataset, raw user -> index, index -> history)] for the last dataset used
+class _Same:
+    """A dataset as a cache key: equal only to itself (its arrays have no value hash). The key
+    holds the dataset, so its id cannot be reused while the cache keeps the entry."""
+
+    __slots__ = ("dataset",)
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __hash__(self) -> int:
+        return id(self.dataset)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Same) and other.dataset is self.dataset
 
 
-def _latest_histories(ds) -> tuple[dict, dict]:
-    """Built once per loaded dataset: O(total interactions) in Python."""
-    if _LATEST and _LATEST[0][0] is ds:
-        return _LATEST[0][1], _LATEST[0][2]
+@functools.lru_cache(maxsize=1)  # one dataset's maps kept, not every one ever loaded
+def _histories_of(key: _Same) -> tuple[dict, dict]:
+    """Raw user id -> index and index -> latest history: O(total interactions) in Python, once
+    per loaded dataset."""
+    ds = key.dataset
     raw = np.asarray(ds.user_raw_ids)
     index = {str(u): i for i, u in enumerate(raw.tolist())}
     latest: dict[int, np.ndarray] = {}
@@ -43,12 +57,11 @@ def _latest_histories(ds) -> tuple[dict, dict]:
         for j, (u, a, b) in enumerate(zip(split.users.tolist(), s.offsets[:-1].tolist(),
                                           s.offsets[1:].tolist())):
             latest[int(u)] = np.append(s.items[a:b], split.targets[j])
-    _LATEST[:] = [(ds, index, latest)]  # one dataset's maps kept, not every one ever loaded
     return index, latest
 
 
 def _user_histories(run: SavedRun, users: Sequence) -> list[np.ndarray]:
-    index, latest = _latest_histories(run.dataset)
+    index, latest = _histories_of(_Same(run.dataset))
     out = []
     for u in users:
         if str(u) not in index or index[str(u)] not in latest:

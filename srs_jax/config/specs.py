@@ -180,12 +180,13 @@ class SyntheticSpec(_Spec):
     mean_gap_s: float = 86_400.0
     time_span_s: int = 60 * 86_400
     seed: int = 0
+    growth: float = 0.0  # 0: every item and user exists from the start; 1: released over time
 
     def validate(self):
         _positive(self.SECTION, self, "n_users", "n_items", "min_length", "max_length", "n_clusters")
         if self.min_length > self.max_length:
             fail(f"{self.SECTION}.min_length", self.min_length, "must be <= max_length")
-        for field in ("p_follow", "p_switch"):
+        for field in ("p_follow", "p_switch", "growth"):
             if not 0.0 <= getattr(self, field) <= 1.0:
                 fail(f"{self.SECTION}.{field}", getattr(self, field), "must be in [0, 1]")
 

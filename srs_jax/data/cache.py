@@ -33,13 +33,23 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 2
 # Fields that do not change the prepared data.
 _NOT_HASHED = ("cache_dir", "use_cache", "source_url", "path", "synthetic")
+# Fields added after caches were written, with the value that means "as before": hashed only when
+# set otherwise, so the caches of configs that do not use them keep their fingerprint.
+_HASHED_WHEN_SET = {"time_until": None}
+_SYNTHETIC_HASHED_WHEN_SET = {"growth": 0.0}
+
+
+def _set_fields(values: dict, when_set: dict) -> dict:
+    return {k: v for k, v in values.items() if k not in when_set or v != when_set[k]}
 
 
 def fingerprint(cfg) -> str:
     """Hex digest identifying the prepared data of ``cfg`` (module docstring)."""
-    settings = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_HASHED}
+    settings = _set_fields({k: v for k, v in cfg.to_dict().items() if k not in _NOT_HASHED},
+                           _HASHED_WHEN_SET)
     if cfg.format == "synthetic":
-        source = {"synthetic": cfg.synthetic.to_dict(), "generator": synthetic.GENERATOR_VERSION}
+        source = {"synthetic": _set_fields(cfg.synthetic.to_dict(), _SYNTHETIC_HASHED_WHEN_SET),
+                  "generator": synthetic.GENERATOR_VERSION}
     else:
         path = sources.raw_path(cfg).resolve()  # the file actually read (it may be the .gz variant)
         st = path.stat()

@@ -110,7 +110,7 @@ def load_interactions(lf: pl.LazyFrame, cfg) -> Interactions:
         raise ValueError(f"{cfg.name}: the raw data has no rows after the rating/event filters "
                          f"(min_rating={cfg.min_rating}, event_value={cfg.event_value}): check "
                          f"config.data.path and those keys")
-    time_until = getattr(cfg, "time_until", None)
+    time_until = cfg.time_until
     if time_until is not None:
         if cfg.format in NO_TIME_FORMATS:
             raise ValueError(f"{cfg.name}: config.data.time_until needs a time column, and format "

@@ -23,13 +23,12 @@ from pathlib import Path
 
 import polars as pl
 
+from srs_jax.config.names import FORMATS
 from srs_jax.data import synthetic
 from srs_jax.data.frames import frame_from_arrays
 
 __all__ = ["FORMATS", "DataFileError", "check_file", "frame_from_arrays", "parse_error_message",
            "raw_path", "read_source"]
-
-FORMATS = ("csv", "parquet", "snap_gowalla", "user_item", "user_items", "synthetic")
 
 _SNAP_SCHEMA = {"user": pl.Int64, "check_in_time": pl.String, "latitude": pl.Float64,
                 "longitude": pl.Float64, "location_id": pl.Int64}

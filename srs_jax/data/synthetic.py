@@ -31,6 +31,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from srs_jax.data.frames import frame_from_arrays
+
 # Part of the cache fingerprint of synthetic data: bump whenever the generated data change.
 GENERATOR_VERSION = 2
 
@@ -99,7 +101,7 @@ class _Releases:
 
 def generate(cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(user int32[N], item int32[N], time int64[N]), rows grouped by user, in time order."""
-    growth = float(getattr(cfg, "growth", 0.0) or 0.0)
+    growth = float(cfg.growth)
     if not 0.0 <= growth <= 1.0:
         raise ValueError(f"config.data.synthetic.growth={growth} must be in [0, 1] (0 = static world)")
     if cfg.n_users < 1 or cfg.n_items < 2 or cfg.n_clusters < 1 or cfg.n_successors < 1:
@@ -165,6 +167,4 @@ def generate(cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def generate_frame(cfg) -> pl.DataFrame:
     """``generate`` as a source frame ``(user, item, time, row)``."""
-    from srs_jax.data.sources import frame_from_arrays
-
     return frame_from_arrays(*generate(cfg))

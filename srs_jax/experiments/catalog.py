@@ -17,7 +17,9 @@ Adam state and batches are built (before the first step).
 
 from __future__ import annotations
 
+import collections
 import datetime
+import gc
 import json
 import os
 import platform
@@ -27,12 +29,22 @@ import sys
 import time
 from typing import Callable
 
+import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
+from flax import nnx
 
+from srs_jax import models as models_lib
+from srs_jax.config import load_specs
+from srs_jax.config.names import SAMPLED_LOSSES
 from srs_jax.experiments import errors
+from srs_jax.losses import build_loss
+from srs_jax.training import profiling, run_files
+from srs_jax.training import steps as steps_lib
 
 LOSSES = ("ce", "ce_neg", "cce", "cce_neg")
-SAMPLED = ("ce_neg", "cce_neg")
+SAMPLED = tuple(loss for loss in LOSSES if loss in SAMPLED_LOSSES)
 CATALOGS = (10_000, 100_000, 1_000_000, 10_000_000)
 # The reference's Zvuk shape (MemoryEfficientSRS): batch 1024, length 128, hidden 256,
 # 2047 negatives for CCE- (and CE- here, to compare the two at one setting).
@@ -56,15 +68,10 @@ def point_config(base, loss: str, *, batch_size: int, max_len: int, hidden: int,
     c.train.batch_size = int(batch_size)
     c.model.max_len = int(max_len)
     c.model.hidden = int(hidden)
-    from srs_jax.training import config_checks
-
-    return config_checks.resolve_config(c)
+    return ml_collections.ConfigDict(load_specs(c).to_dict())
 
 
 def _random_batches(key, n: int, batch_size: int, max_len: int, n_items: int):
-    import jax
-    import jax.numpy as jnp
-
     out = []
     for k in jax.random.split(key, n):
         ki, kt = jax.random.split(k)
@@ -89,8 +96,6 @@ def _compiled_bytes(compiled) -> int | None:
 
 def _bytes_in_use() -> int | None:
     """Bytes allocated on the first device now, or None where the backend keeps no statistics."""
-    import jax
-
     try:
         stats = jax.local_devices()[0].memory_stats()
     except Exception:  # some backends raise instead of returning None
@@ -98,26 +103,9 @@ def _bytes_in_use() -> int | None:
     return int(stats["bytes_in_use"]) if stats and "bytes_in_use" in stats else None
 
 
-def _train_step(steps_lib, config, optimizer):
-    """The trainer's jitted step and the trailing arguments it takes (``item_counts`` is an
-    argument in older versions of ``make_train_step`` and bound inside it in newer ones)."""
-    import inspect
-
-    step = steps_lib.make_train_step(config.model, config.loss, optimizer)
-    bound = "item_counts" in inspect.signature(steps_lib.make_train_step).parameters
-    return step, (() if bound else (None,))
-
-
 def measure_point(config, n_items: int, *, steps: int = 5, warmup: int = 1) -> dict:
     """Trains ``steps + warmup`` steps at catalog ``n_items``; raises on OOM (the caller records it)."""
-    import jax
-    import numpy as np
-    from flax import nnx
-
-    from srs_jax import models as models_lib
-    from srs_jax.training import profiling
-    from srs_jax.training import steps as steps_lib
-
+    config = load_specs(config)
     batch_size, max_len = int(config.train.batch_size), int(config.model.max_len)
     model = models_lib.build_model(config.model, n_items,
                                    rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1))
@@ -127,18 +115,18 @@ def measure_point(config, n_items: int, *, steps: int = 5, warmup: int = 1) -> d
     opt_state = optimizer.init(state.params)
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
     batches = _random_batches(jax.random.key(config.seed), steps + warmup, batch_size, max_len, n_items)
-    step, extra = _train_step(steps_lib, config, optimizer)
+    step = steps_lib.make_train_step(config.model, build_loss(config.loss, n_items=n_items), optimizer)
     key0 = jax.random.key(config.seed + 2)
     jax.block_until_ready((state, opt_state, batches))
     resident = _bytes_in_use()  # model + Adam state + batches, before any step
 
     t0 = time.perf_counter()
-    compiled = step.lower(graphdef, state, opt_state, batches[0], key0, *extra).compile()
+    compiled = step.lower(graphdef, state, opt_state, batches[0], key0).compile()
     compile_s = time.perf_counter() - t0
     times, losses = [], []
     for i, batch in enumerate(batches):
         t = time.perf_counter()
-        state, opt_state, m = compiled(state, opt_state, batch, jax.random.fold_in(key0, i), *extra)
+        state, opt_state, m = compiled(state, opt_state, batch, jax.random.fold_in(key0, i))
         jax.block_until_ready((state, opt_state, m))
         if i >= warmup:
             times.append(time.perf_counter() - t)
@@ -155,10 +143,6 @@ def measure_point(config, n_items: int, *, steps: int = 5, warmup: int = 1) -> d
 
 
 def _free() -> None:
-    import gc
-
-    import jax
-
     gc.collect()
     jax.clear_caches()
 
@@ -221,8 +205,6 @@ def read_jsonl(path: str) -> list[dict]:
 
 def device_fields(config) -> dict:
     """Where a point runs (recorded by the process that runs it)."""
-    import jax
-
     return {"device": str(jax.local_devices()[0].device_kind), "backend": jax.default_backend(),
             "compute_dtype": str(config.model.compute_dtype)}
 
@@ -231,8 +213,6 @@ def metadata(*, shape: dict, steps: int, warmup: int, losses, catalogs, isolate:
              base) -> dict:
     """The study's settings. Never touches a device: with ``isolate='loss'`` this process must not
     hold GPU memory (or a preallocated pool) while the workers measure."""
-    import jax
-
     return {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "jax": jax.__version__, "python": platform.python_version(), **shape,
@@ -257,8 +237,6 @@ def run_study(base, *, losses=LOSSES, catalogs=CATALOGS, shape: dict = ZVUK_SHAP
     --loss L ...`` with ``worker_args``); ``'none'`` runs everything here (peak memory is then
     the process's high-water mark over all points so far).
     """
-    from srs_jax.training import run_files
-
     if isolate not in ("loss", "none"):
         raise ValueError(f"isolate={isolate!r}: use 'loss' or 'none'")
     bad = [l for l in losses if l not in LOSSES]
@@ -305,8 +283,6 @@ def run_study(base, *, losses=LOSSES, catalogs=CATALOGS, shape: dict = ZVUK_SHAP
 
 def _run_streaming(cmd: list[str]) -> tuple[int, str]:
     """Runs ``cmd``, passing its stderr through; returns (exit code, last lines of stderr)."""
-    import collections
-
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, errors="replace",
                             env={**WORKER_ENV, **os.environ})
     tail: collections.deque[str] = collections.deque(maxlen=40)

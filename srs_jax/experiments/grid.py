@@ -28,12 +28,14 @@ import subprocess
 import sys
 from typing import Callable, Iterable, NamedTuple
 
+import jax
 import ml_collections
 
+from srs_jax.config.names import SAMPLED_LOSSES
 from srs_jax.experiments import errors
+from srs_jax.training import run_files
 
 # Full-softmax losses have no negatives axis: their grid collapses to num_negatives = 0.
-SAMPLED_LOSSES = ("ce_neg", "cce_neg", "bce_plus", "gbce")
 
 KEY_COLUMNS = ("batch_size", "max_len", "num_negatives", "seed")
 COLUMNS = (
@@ -130,8 +132,6 @@ def _header(rows: Iterable[dict]) -> list[str]:
 
 def write_rows(csv_path: str, rows: list[dict]) -> None:
     """Writes all ``rows`` to ``csv_path`` atomically (temporary file in the same folder + rename)."""
-    from srs_jax.training import run_files
-
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=_header(rows), restval="", lineterminator="\n")
     writer.writeheader()
@@ -235,18 +235,11 @@ def run_point_here(config, workdir: str, train_fn: Callable) -> tuple[str, dict 
 
 def _free_device_memory() -> None:
     gc.collect()
-    try:
-        import jax
-
-        jax.clear_caches()
-    except Exception:  # nothing to free without jax
-        pass
+    jax.clear_caches()
 
 
 def run_worker(config_json: str, workdir: str, train_fn_path: str) -> int:
     """Entry point of a point's own process: trains, or writes ``grid_status.json`` on failure."""
-    from srs_jax.training import run_files
-
     with open(config_json) as f:
         config = ml_collections.ConfigDict(json.load(f))
     status, _, error = run_point_here(config, workdir, load_train_fn(train_fn_path))
@@ -259,8 +252,6 @@ def run_worker(config_json: str, workdir: str, train_fn_path: str) -> int:
 def run_point_isolated(config, workdir: str, train_fn_path: str,
                        worker_module: str = "experiments.grid_search") -> tuple[str, dict | None, str]:
     """Trains one point in a child process (``python -m <worker_module> --worker ...``)."""
-    from srs_jax.training import run_files
-
     os.makedirs(workdir, exist_ok=True)
     status_path = os.path.join(workdir, STATUS_FILE)
     if os.path.exists(status_path):

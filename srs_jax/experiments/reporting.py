@@ -13,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from srs_jax.experiments import tables
+from srs_jax.experiments import catalog, tables
+from srs_jax.experiments import plots as plots_lib
+from srs_jax.training import run_files
 
 
 @dataclasses.dataclass
@@ -26,8 +28,6 @@ class Inputs:
 
 def collect(paths: list[str]) -> Inputs:
     """Sorts ``paths`` into run folders (or folders of runs), grid ``.csv`` and catalog ``.json``."""
-    from srs_jax.experiments import catalog
-
     if not paths:
         raise ValueError("nothing to report: pass run folders, grid CSVs or catalog-scale JSONs")
     runs, cat, meta, curves = [], [], [], []
@@ -75,8 +75,6 @@ def _meta_lines(meta: dict) -> str:
 
 def write_report(inputs: Inputs, out_dir: str, *, plots: bool = True) -> dict[str, str]:
     """Writes tables (and plots) into ``out_dir``; returns ``{name: path}`` of what was written."""
-    from srs_jax.training import run_files
-
     os.makedirs(out_dir, exist_ok=True)
     written: dict[str, str] = {}
     notes: list[str] = []
@@ -103,8 +101,6 @@ def write_report(inputs: Inputs, out_dir: str, *, plots: bool = True) -> dict[st
             "temporaries; step = median step time.", "",
             tables.to_markdown(inputs.catalog_rows, tables.CATALOG_COLUMNS)]
     if plots:
-        from srs_jax.experiments import plots as plots_lib
-
         cat_rows = _catalog_source(inputs)
         images = []
         if cat_rows:

@@ -14,10 +14,11 @@ import math
 import os
 from typing import Iterable, NamedTuple
 
+from srs_jax.config.names import SAMPLED_LOSSES
+from srs_jax.experiments import grid as grid_lib
 from srs_jax.training import run_files
 
 GIB = 2.0**30
-SAMPLED_LOSSES = ("ce_neg", "cce_neg", "bce_plus", "gbce")
 
 
 class Column(NamedTuple):
@@ -120,8 +121,6 @@ def run_history(workdir: str) -> list[dict]:
 
 def grid_rows(csv_path: str) -> list[dict]:
     """Table rows of a grid CSV (``experiments.grid_search``); failed points keep their status."""
-    from srs_jax.experiments import grid as grid_lib
-
     out = []
     for r in grid_lib.read_rows(csv_path):
         step_s = _num(r.get("step_time_s"))

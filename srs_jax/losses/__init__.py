@@ -19,7 +19,8 @@ Losses (``LossSpec.type``), definitions in their modules:
 
 The spec fields (defaults and rules in ``srs_jax.config.specs.LossSpec``): ``num_negatives``,
 ``sampler`` ('uniform' | 'popularity': q_j ∝ training count, logQ ``-log(n q_j)``), ``sharing``
-('row' | 'batch' | 'block' for cce_neg), ``impl`` (cce / cce_neg kernels), ``gbce_t``, ``sce_*``.
+(negatives per row or shared: 'row' | 'block' for cce_neg, 'row' | 'batch' for ce_neg, bce and
+bce_plus, 'row' for gbce; ``srs_jax.config.names``), ``impl`` (cce / cce_neg kernels), ``gbce_t``, ``sce_*``.
 
 ``item_counts``: training counts ``int[V + 1]`` by encoded id (``PreparedDataset.item_counts``)
 or ``[V]`` by label; popularity sampler only. ``mesh``: a ``(data, vocab)`` device mesh: ``cce``

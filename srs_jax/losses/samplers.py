@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SAMPLERS = ("uniform", "popularity")
-SHARINGS = ("row", "batch")
+from srs_jax.config.names import PLAIN_SHARINGS as SHARINGS
+from srs_jax.config.names import SAMPLERS
 
 
 def label_counts(item_counts, n_items: int) -> jax.Array:

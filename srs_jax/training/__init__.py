@@ -3,10 +3,6 @@ epoch loop with validation, early stopping and results (``loop.train``), Orbax c
 (``checkpoints``), profiling (``profiling``), evaluation of a model or the popularity baseline
 (``evaluation``), saved runs (``saved_run``).
 
-``from srs_jax.training import train`` is the entry point; everything else is importable from its
-module.
+``srs_jax.training.loop.train`` is the entry point. This package imports none of its modules, so
+that the commands' cheap checks (``cli``, ``workdir``, ``run_files``) run before JAX loads.
 """
-
-from srs_jax.training.loop import train
-
-__all__ = ["train"]

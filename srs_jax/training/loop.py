@@ -32,6 +32,7 @@ from srs_jax.training import steps as steps_lib
 from srs_jax.training import workdir as workdir_lib
 from srs_jax.training.prefetch import Prefetcher
 from srs_jax.training.state import build_state
+from srs_jax.training.warm_start import warm_start
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -213,12 +214,18 @@ def _improved(value: float, best) -> bool:
     return best is None or value > best  # strict, as the reference's EarlyStopping
 
 
-def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume: bool = False) -> dict:
+def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume: bool = False,
+          init_from: str | None = None) -> dict:
     """Trains ``config`` into ``workdir``; returns the ``results.json`` dict.
 
     ``config`` (a ConfigDict, or a dict such as a run's ``config.json``) is validated once by
     ``srs_jax.config.load_specs``; everything below reads the resulting ``RunSpec``.
+    ``init_from``: folder of an earlier run whose best parameters start this one
+    (``srs_jax.training.warm_start``: items matched by raw id; fresh optimizer state); a model
+    that does not match raises ``WarmStartError`` before anything is written.
     """
+    if init_from and resume:
+        raise ValueError("--init_from starts a new run and --resume continues one: pass only one")
     workdir = workdir or config.get("workdir") or ""
     if not workdir:
         raise ValueError("no run directory: pass --workdir DIR (or set config.workdir)")
@@ -230,9 +237,6 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume:
                          "another --workdir")
     dataset = data_lib.prepare_dataset(config.data)  # bad data settings fail before any file is written
     workdir_lib.check_against_data(config, dataset.n_items)  # [run-folder integration]
-    os.makedirs(workdir, exist_ok=True)
-    run_files.save_config(workdir, ml_collections.ConfigDict(config.to_dict()))
-    ckpts = ckpt_lib.RunCheckpoints(workdir)
     windows_in, windows_tg = batches_lib.training_windows(
         dataset.train, config.model.max_len, stride=config.train.window_stride)
     windows = {"inputs": np.asarray(windows_in, np.int32), "targets": np.asarray(windows_tg, np.int32)}
@@ -242,6 +246,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume:
          f"{jax.default_backend()}, compute {config.model.compute_dtype}; workdir {workdir}")
 
     graphdef, state = build_state(config.model, dataset.n_items, seed=config.seed)
+    warm = None
+    if init_from:  # before the optimizer (fresh state for the new parameters) and the mesh
+        params, warm = warm_start(init_from, dataset.item_raw_ids, state.params)
+        state = state._replace(params=params)
+        _log(f"[srs_jax] warm start from {warm['init_from']} (step {warm['checkpoint_step']}): "
+             f"{warm['items_kept']} items kept, {warm['items_new']} new, "
+             f"{warm['items_dropped']} dropped")
     optimizer = steps_lib.make_optimizer(config.train, n_steps * config.train.max_epochs)
     opt_state = optimizer.init(state.params)
     # config.mesh: several devices -> padded, sharded state; before the resume block so that
@@ -254,15 +265,29 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume:
         state, opt_state = parallel.place_state(state, opt_state, mesh)
         _log(f"[srs_jax] mesh {dict(mesh.shape)} over {mesh.size} devices")
     meta = _initial_meta()
-    if resume:
-        if ckpts.latest_step() is None:
-            _log(f"[srs_jax] --resume: no checkpoint in {workdir} yet, starting from scratch")
-        else:
-            tree, meta = ckpts.restore_latest(ckpt_lib.checkpoint_tree(state, opt_state))
-            state, opt_state = state._replace(params=tree["params"]), tree["opt_state"]
-            _log(f"[srs_jax] resumed after epoch {meta['epoch']} + {meta.get('step_in_epoch') or 0} "
-                 f"steps (global step {meta['global_step']})")
+    meta["warm_start"] = warm
+    os.makedirs(workdir, exist_ok=True)
+    ckpts = ckpt_lib.RunCheckpoints(workdir)
+    try:
+        if resume:
+            if ckpts.latest_step() is None:
+                _log(f"[srs_jax] --resume: no checkpoint in {workdir} yet, starting from scratch")
+            else:
+                tree, meta = ckpts.restore_latest(ckpt_lib.checkpoint_tree(state, opt_state))
+                state, opt_state = state._replace(params=tree["params"]), tree["opt_state"]
+                _log(f"[srs_jax] resumed after epoch {meta['epoch']} + "
+                     f"{meta.get('step_in_epoch') or 0} steps (global step {meta['global_step']})")
+        # Written once the restore worked, so a failed resume leaves the old config.json.
+        run_files.save_config(workdir, ml_collections.ConfigDict(config.to_dict()))
+        return _train_in(config, workdir, dataset, windows, graphdef, state, optimizer,
+                         opt_state, mesh, meta, ckpts)
+    finally:
+        ckpts.close()
 
+
+def _train_in(config: RunSpec, workdir: str, dataset, windows: dict, graphdef, state, optimizer,
+              opt_state, mesh, meta: dict, ckpts) -> dict:
+    """``train`` once the state is built (and restored) and the run folder is open."""
     loss = losses_lib.build_loss(config.loss, n_items=dataset.n_items,
                                  item_counts=np.asarray(dataset.item_counts), mesh=mesh)
     train_step = steps_lib.make_train_step(config.model, loss, optimizer, mesh=mesh, state=state,
@@ -349,8 +374,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume:
                    stopped=meta["stopped"] or ("max_epochs" if meta["epoch"] >= config.train.max_epochs
                                                 else "time budget (train.max_train_seconds)"),
                    workdir=workdir)
+    if meta.get("warm_start"):  # kept in the checkpoints' meta, so a resumed run still has it
+        results["warm_start"] = meta["warm_start"]
     run_files.write_json(os.path.join(workdir, run_files.RESULTS_FILE), results)
-    ckpts.close()
     _log(_summary_line(results, monitor))
     return results
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zlib
 
 import ml_collections
+
+from srs_jax.atomic_files import write_text_atomic
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -29,36 +30,7 @@ class RunFileError(ValueError):
     """A run file is missing, unreadable or corrupted (the message names it)."""
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Writes ``data`` to ``path`` under a temporary name, then renames it (mode 0666 & ~umask)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def write_text(path: str, text: str) -> None:
-    write_bytes_atomic(path, text.encode())
-
-
-write_text_atomic = write_text  # the name other commands import (experiments/benchmark_loop.py)
+write_text = write_text_atomic  # run files: atomic, mode 0666 & ~umask (srs_jax.atomic_files)
 
 
 def write_json(path: str, obj) -> None:

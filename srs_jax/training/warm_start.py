@@ -35,7 +35,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from srs_jax import data as data_lib
+from srs_jax.config import load_specs
 from srs_jax.training import run_files
+from srs_jax.training import workdir as workdir_lib
 
 
 class WarmStartError(ValueError):
@@ -73,20 +75,11 @@ def match_items(old_raw_ids, new_raw_ids) -> np.ndarray:
     return out
 
 
-def _best_step(workdir: str) -> int | None:
-    best = os.path.join(workdir, "checkpoints", "best")
-    steps = [int(n) for n in os.listdir(best) if n.isdigit()] if os.path.isdir(best) else []
-    return max(steps) if steps else None
-
-
 def check_old_run(workdir: str) -> None:
     """Raises ``WarmStartError`` unless ``workdir`` is a run folder with a best checkpoint."""
-    if not os.path.isfile(os.path.join(workdir, "config.json")):
-        raise WarmStartError(f"--init_from {workdir} is not a run folder (no config.json): pass the "
-                             "--workdir of an earlier python -m experiments.train run")
-    if _best_step(workdir) is None:
-        raise WarmStartError(f"--init_from {workdir} has no best checkpoint yet: train it for at "
-                             "least one epoch first")
+    problem = workdir_lib.init_from_problem(workdir)
+    if problem:
+        raise WarmStartError(problem)
 
 
 def read_best_params(workdir: str) -> tuple[dict, dict, int]:
@@ -122,7 +115,7 @@ def warm_start(old_workdir: str, item_raw_ids, params, *, old_item_raw_ids=None
     """
     old_workdir = os.path.abspath(old_workdir)
     check_old_run(old_workdir)
-    old_config = run_files.load_config(old_workdir)
+    old_config = load_specs(run_files.load_config_dict(old_workdir))
     family = old_config.model.name
     if old_item_raw_ids is None:
         old_item_raw_ids = data_lib.prepare_dataset(old_config.data).item_raw_ids

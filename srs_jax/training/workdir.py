@@ -25,6 +25,8 @@ import json
 import os
 import time
 
+from srs_jax.config import load_specs
+from srs_jax.config.names import SAMPLED_LOSSES
 from srs_jax.training import run_files
 
 LOCK_FILE = ".lock"
@@ -133,6 +135,19 @@ def checkpoint_step_dirs(workdir: str, slot: str = "latest") -> list[str]:
     return [os.path.join(base, str(s)) for s in steps]
 
 
+def init_from_problem(path: str) -> str | None:
+    """Why ``--init_from path`` cannot start a run (one line), or None: it must be a run folder
+    (``config.json``) with a best checkpoint."""
+    path = os.path.abspath(path)
+    if not os.path.isfile(os.path.join(path, run_files.CONFIG_FILE)):
+        return (f"--init_from {path} is not a run folder (no config.json): pass the --workdir of an "
+                "earlier python -m experiments.train run")
+    if not checkpoint_step_dirs(path, "best"):
+        return (f"--init_from {path} has no best checkpoint yet: train it for at least one epoch "
+                "first")
+    return None
+
+
 def latest_checkpoint(workdir: str) -> dict | None:
     """``{"directory", "step", "epoch", "step_in_epoch"}`` of the latest checkpoint, or None."""
     dirs = checkpoint_step_dirs(workdir)
@@ -186,10 +201,9 @@ def flatten(tree, prefix: str = "") -> dict:
 
 
 def config_as_dict(config) -> dict:
-    """A ConfigDict or a spec as the JSON-ready dict ``config.json`` holds."""
-    if hasattr(config, "to_json_best_effort"):
-        return json.loads(config.to_json_best_effort())
-    return json.loads(json.dumps(config.to_dict(), default=str))
+    """A ConfigDict, dict or spec as the JSON-ready spec dict ``config.json`` holds
+    (``load_specs(config).to_dict()``; compute_dtype 'auto' stays unresolved, so no JAX)."""
+    return json.loads(json.dumps(load_specs(config, resolve_auto=False).to_dict(), default=str))
 
 
 def may_change(key: str) -> bool:
@@ -229,9 +243,6 @@ def format_changes(changes: dict) -> str:
 
 
 # ---------------------------------------------------------------------------- config vs data
-
-SAMPLED_LOSSES = ("ce_neg", "cce_neg", "bce_plus", "gbce")
-
 
 def check_against_data(config, n_items: int) -> None:
     """Settings that only the prepared catalog can check, before training starts: ``ValueError``
@@ -309,7 +320,7 @@ def open_run(workdir: str, config, resume: bool) -> RunFolder:
             raise WorkdirError(f"{path} already holds a run: pass --resume to continue it, or "
                                "choose another --workdir")
         if resume and os.path.exists(os.path.join(path, run_files.CONFIG_FILE)):
-            saved = run_files.load_config_dict(path)
+            saved = config_as_dict(run_files.load_config_dict(path))
             frozen, allowed = config_changes(saved, config_as_dict(config))
             if frozen:
                 raise WorkdirError(

@@ -166,3 +166,29 @@ def test_string_raw_ids_round_trip(tmp_path):
     first = prepare_dataset(c)
     assert first.item_raw_ids.dtype.kind == "U" and first.item_raw_ids[0] == ""
     _assert_same(first, prepare_dataset(c))
+
+
+@pytest.mark.parametrize("fmt", ["synthetic", "parquet"])
+def test_keys_added_later_change_the_fingerprint_only_when_set(tmp_path, fmt):
+    """``time_until`` (None) and ``synthetic.growth`` (0) at their "as before" values give the
+    fingerprint of a config written before those keys existed, so old caches still hit."""
+    c = dataset_config("synthetic" if fmt == "synthetic" else "generic")
+    c.unlock()
+    c.cache_dir = str(tmp_path)
+    if fmt == "parquet":
+        c.format, c.path = "parquet", str(tmp_path / "r.parquet")
+        c.columns.user, c.columns.item, c.columns.time = "user_id", "item_id", "timestamp"
+        _write(c.path, 3)
+    older = dataset_config("synthetic" if fmt == "synthetic" else "generic")
+    older.unlock()
+    older.update(c.to_dict())
+    del older["time_until"]
+    del older.synthetic["growth"]
+    assert "time_until" not in older and "growth" not in older.synthetic
+    assert cache.fingerprint(c) == cache.fingerprint(older)
+    c.time_until = 5e5
+    assert cache.fingerprint(c) != cache.fingerprint(older)
+    c.time_until = None
+    c.synthetic.growth = 0.5
+    changed = cache.fingerprint(c) != cache.fingerprint(older)
+    assert changed == (fmt == "synthetic")  # the generator settings only matter for synthetic data

@@ -253,11 +253,11 @@ def test_too_few_users_errors(tmp_path):
 
 def test_config_errors(tmp_path):
     path = _write_csv(tmp_path / "r.csv", HAND_ROWS)
-    with pytest.raises(ValueError, match="config.data.split='random' is unknown"):
+    with pytest.raises(ValueError, match="config.data.split='random' is invalid: use one of"):
         prepare_dataset(_cfg(path, tmp_path, split="random"))
-    with pytest.raises(ValueError, match=r"time_quantile=1.5 must be in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"time_quantile=1.5 is invalid: must be in \(0, 1\)"):
         prepare_dataset(_cfg(path, tmp_path, time_quantile=1.5))
-    with pytest.raises(ValueError, match="unknown dataset 'movielens'"):
+    with pytest.raises(ValueError, match="config.data.name='movielens' is unknown: use one of"):
         dataset_config("movielens")
     cfg = dataset_config("zvuk")
     with pytest.raises(AttributeError, match="min_item_cnt"):
@@ -318,9 +318,9 @@ def test_remaining_bad_input_errors(tmp_path):
                                            ("b", "y", 6)])
     with pytest.raises(ValueError, match=r"too few users.*no training user.*val_user_fraction"):
         prepare_dataset(_cfg(lone, tmp_path, time_quantile=0.5, val_user_fraction=0.6))
-    with pytest.raises(ValueError, match=r"val_user_fraction=1.0 must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"val_user_fraction=1.0 is invalid: must be in \[0, 1\)"):
         prepare_dataset(_cfg(lone, tmp_path, val_user_fraction=1.0))
-    with pytest.raises(ValueError, match=r"min_user_count=-1 must be >= 0"):
+    with pytest.raises(ValueError, match=r"min_user_count=-1 is invalid: must be >= 0"):
         prepare_dataset(_cfg(lone, tmp_path, min_user_count=-1))
     # A rating filter that keeps nothing.
     ratings = tmp_path / "ratings.csv"

@@ -144,9 +144,3 @@ assert not xla_bridge._backends, xla_bridge._backends
     assert (data["meta"]["device"], data["meta"]["compute_dtype"]) == ("fake-gpu", "bfloat16")
     assert data["meta"]["xla_env"]["XLA_PYTHON_CLIENT_PREALLOCATE"] in ("false", "False", "0")
     assert sorted(os.listdir(tmp_path)) == ["study.json"]
-
-
-def test_gpu_session_script_parses():
-    script = os.path.join(ROOT, "experiments", "gpu_session_catalog.sh")
-    p = subprocess.run(["bash", "-n", script], capture_output=True, text=True, timeout=30)
-    assert p.returncode == 0, p.stderr

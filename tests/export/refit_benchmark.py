@@ -4,11 +4,10 @@
 
 1. old run: the data up to the 70% time quantile (``data.time_until``), trained to early stopping;
 2. cold: the full data from a fresh initialisation;
-3. refit: the full data, parameters from ``warm_start(old run, ...)``, fresh optimizer state.
+3. refit: the full data, started from the old run (``loop.train(..., init_from=old)``: its
+   parameters, items matched by raw id; fresh optimizer state).
 
-Until ``--init_from`` is wired into ``srs_jax.training.loop.train``, this script gives the loop
-the warm-started parameters by wrapping ``loop.build_state`` for the refit run only. Prints one
-JSON summary: epochs and seconds (train + validation, from metrics.jsonl; and wall time of the
+Prints one JSON summary: epochs and seconds (train + validation, from metrics.jsonl; and wall time of the
 whole call) until the refit's validation NDCG@10 reaches the cold start's best, and both test
 NDCG@10.
 """
@@ -23,10 +22,8 @@ import time
 import numpy as np
 
 from configs import synthetic_cce
-from srs_jax import data as data_lib
 from srs_jax.data.synthetic import generate
 from srs_jax.training import loop
-from srs_jax.training.warm_start import warm_start
 
 
 def make_config(args, cache_dir, time_until=None):
@@ -61,33 +58,19 @@ def main():
     until = float(np.quantile(times, args.quantile))
     wall = {}
 
-    def train(name, config):
+    def train(name, config, init_from=None):
         """Trains ``name`` unless an earlier call of this script finished it already."""
         workdir = os.path.join(args.out, name)
         if not os.path.exists(os.path.join(workdir, "results.json")):
             t = time.perf_counter()
-            loop.train(config, workdir)
+            loop.train(config, workdir, init_from=init_from)
             wall[name] = time.perf_counter() - t
         return workdir
 
     old = train("old", make_config(args, cache, until))
     cold = train("cold", make_config(args, cache))
 
-    stats = {}
-    build_state = loop.build_state
-
-    def warm_build_state(config, n_items):
-        graphdef, state = build_state(config, n_items)
-        dataset = data_lib.prepare_dataset(config.data)
-        params, info = warm_start(old, dataset.item_raw_ids, state.params)
-        stats.update(info)
-        return graphdef, state._replace(params=params)
-
-    loop.build_state = warm_build_state
-    try:
-        refit = train("refit", make_config(args, cache))
-    finally:
-        loop.build_state = build_state
+    refit = train("refit", make_config(args, cache), init_from=old)
 
     h_cold, h_refit = read_history(cold), read_history(refit)
     target = max(r["val"]["ndcg@10"] for r in h_cold)
@@ -103,7 +86,7 @@ def main():
         "time_until": until, "quantile": args.quantile,
         "items": {k: results[k]["dataset"]["n_items"] for k in results},
         "users": {k: results[k]["dataset"]["n_users"] for k in results},
-        "warm_start": {k: v for k, v in stats.items() if k != "init_from"},
+        "warm_start": {k: v for k, v in results["refit"]["warm_start"].items() if k != "init_from"},
         "cold_best_val_ndcg@10": target,
         "cold_epochs_to_best": cold_best["epoch"],
         "cold_seconds_to_best": seconds(h_cold, cold_best["epoch"]),

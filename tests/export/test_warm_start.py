@@ -3,6 +3,7 @@ stop with one line naming the parameter."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 
@@ -99,8 +100,7 @@ def test_items_follow_their_raw_ids(model, tiny_run):
 def test_mismatches_stop_with_the_parameter_name(tiny_run, tmp_path):
     run = load_run(tiny_run("sasrec"))
     v = run.dataset.n_items
-    wider = run.config.model.copy_and_resolve_references()
-    wider.hidden = 32
+    wider = dataclasses.replace(run.config.model, hidden=32)
     _, state = _fresh(wider, v)
     with pytest.raises(WarmStartError, match=r"parameter blocks/0/\S+ has shape \(48,\) in the old run "
                                              r"but \(96,\) in the new model") as e:

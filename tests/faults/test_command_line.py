@@ -38,7 +38,7 @@ def test_override_with_a_value_of_the_wrong_type(tiny, tmp_path):
 
 def test_config_argument_that_get_config_rejects(tmp_path):
     p = run("experiments.train", "--config", "configs/base.py:netflix", "--workdir", tmp_path / "x")
-    line = error_line(p, "unknown dataset 'netflix'", status=2)
+    line = error_line(p, "config.data.name='netflix' is unknown", status=2)
     assert "File " not in line
 
 

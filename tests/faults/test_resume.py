@@ -146,3 +146,21 @@ def test_resume_config_comparison_in_process():
     _, allowed = workdir_lib.config_changes({"x": {"flag": True}}, {"x": {"flag": 1}})
     frozen, _ = workdir_lib.config_changes({"x": {"flag": True}}, {"x": {"flag": 1}})
     assert "x.flag" in frozen  # a bool is not an int
+
+
+def test_resume_compares_spec_dicts():
+    """``config.json`` (``RunSpec.to_dict()``, compute dtype resolved) against the same config
+    given again (a ConfigDict, 'auto'): no change; a frozen field differs by name."""
+    from srs_jax.config import load_specs, run_config
+    from srs_jax.training import workdir as workdir_lib
+
+    c = run_config()
+    c.data.synthetic.n_items = 77
+    saved = json.loads(json.dumps(load_specs(c).to_dict()))
+    assert workdir_lib.config_changes(workdir_lib.config_as_dict(saved),
+                                      workdir_lib.config_as_dict(c)) == ({}, {})
+    c.model.hidden = 24
+    c.train.max_epochs = 9
+    frozen, allowed = workdir_lib.config_changes(workdir_lib.config_as_dict(saved),
+                                                 workdir_lib.config_as_dict(c))
+    assert set(frozen) == {"model.hidden"} and set(allowed) == {"train.max_epochs"}

@@ -207,6 +207,12 @@ def test_evaluate_help_example_runs(good_run):
     assert p.returncode == 0, p.stderr[-3000:]
     out = json.load(open(os.path.join(good_run, "eval_best.json")))
     assert set(out["test"]) >= {"ndcg@1", "ndcg@10"} and "ndcg@5" not in out["test"]
+    # Cutoffs without the monitored one (ndcg@10) and the other coverage mode: the saved specs
+    # are replaced, not assigned into.
+    p = run("experiments.evaluate", "--workdir", good_run, "--ks=2,3", "--coverage_mode=conventional")
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = json.load(open(os.path.join(good_run, "eval_best.json")))
+    assert {k for k in out["test"] if k.startswith("ndcg@")} == {"ndcg@2", "ndcg@3"}
 
 
 def test_report_of_a_single_run_draws_its_training_curves(good_run_session, tmp_path):
