@@ -166,6 +166,44 @@ def test_shard_kernels_lower_for_cuda(sampler, monkeypatch):
     assert "cce_neg_shard_fwd" in text and "cce_neg_shard_bwd" in text
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_shard_sampler_tables(seed):
+    rng = np.random.default_rng(seed)
+    k = int(rng.choice([1, 2, 4, 8]))
+    v = int(rng.integers(2 * k, 200))
+    col_start = int(rng.integers(0, 3))
+    rows = -(-(v + col_start) // k) * k
+    n = int(rng.integers(k, 300))
+    counts = rng.integers(0, 5, v) * (rng.random(v) > 0.4)
+    counts[0] += 1
+    for item_counts in (None, counts):
+        st = vp.shard_sampler_tables(rows, k, n, col_start=col_start, num_classes=v,
+                                     item_counts=item_counts)
+        q = np.zeros(rows)
+        q[col_start:col_start + v] = 1.0 / v if item_counts is None else counts / counts.sum()
+        pi = q.reshape(k, -1).sum(1)
+        np.testing.assert_array_equal(st["n_draws"] > 0, pi > 0)
+        assert np.all(np.abs(st["n_draws"] - n * pi) <= 0.5 + (st["n_draws"] == 1))
+        # importance weight pi_k / (n_k q_j) of every drawable row
+        corr = vp.log_sampling_weight_reference(st, rows, k)
+        shard = np.arange(rows) // (rows // k)
+        ok = q > 0
+        want = np.log(pi[shard[ok]] / (st["n_draws"][shard[ok]] * q[ok]))
+        np.testing.assert_allclose(corr[ok], want, rtol=1e-5, atol=1e-5)
+        if item_counts is not None:  # per-shard alias tables never pick a zero-probability row
+            r = rows // k
+            for s in range(k):
+                prob, alias = st["prob"][s * r:(s + 1) * r], st["alias"][s * r:(s + 1) * r]
+                qs = q[s * r:(s + 1) * r]
+                if qs.sum() == 0:
+                    continue
+                # implied distribution: (prob[c] + sum_{alias[j]=c} (1 - prob[j])) / r
+                implied = prob.astype(np.float64).copy()
+                np.add.at(implied, alias, 1.0 - prob)
+                np.testing.assert_allclose(implied / r, qs / qs.sum(), atol=1e-6)
+
+
+
 def test_sampler_tables_come_from_the_popularity_table():
     # Built inside from the static shapes and the table's host counts: the draws of the loss
     # are those of shard_sampler_tables(..., item_counts=counts).
