@@ -5,7 +5,7 @@ import pytest
 from export.runs import tiny_config, train_run
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tiny_run(tmp_path_factory):
     """``tiny_run(model)`` -> folder of a finished 1-epoch run of ``model`` (sasrec | bert4rec)."""
     built = {}

@@ -10,12 +10,12 @@ import pytest
 from tests.faults import harness
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cache_dir(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("fault_cache"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def good_run_session(tmp_path_factory, cache_dir):
     """``(workdir, completed process)`` of one finished tiny run (progress every step)."""
     workdir = str(tmp_path_factory.mktemp("fault_good") / "run")

@@ -1,6 +1,6 @@
 """Cold start vs warm-start refit on a growing synthetic world (CPU, a few minutes).
 
-    PYTHONPATH=$PWD python tests/export/refit_benchmark.py --out /tmp/refit [--users 3000 --items 1000]
+    python -m experiments.benchmark_refit --out /tmp/refit [--users 3000 --items 1000]
 
 1. old run: the data up to the 70% time quantile (``data.time_until``), trained to early stopping;
 2. cold: the full data from a fresh initialisation;
@@ -21,13 +21,13 @@ import time
 
 import numpy as np
 
-from configs import synthetic_cce
+from srs_jax.config.presets import synthetic_config
 from srs_jax.data.synthetic import generate
 from srs_jax.training import loop
 
 
 def make_config(args, cache_dir, time_until=None):
-    c = synthetic_cce.get_config()
+    c = synthetic_config("cce")
     c.data.unlock()
     s = c.data.synthetic
     s.n_users, s.n_items, s.growth, s.mean_gap_s = args.users, args.items, 1.0, 3 * 3600.0

@@ -1,6 +1,6 @@
 """Peak memory of one call of an exported serving function on a large random catalog (CPU).
 
-    PYTHONPATH=$PWD /usr/bin/time -v python tests/export/serve_memory.py N_ITEMS BATCH ITEM_CHUNK
+    /usr/bin/time -v python -m experiments.benchmark_serving_memory N_ITEMS BATCH ITEM_CHUNK
 
 An untrained SASRec (hidden 64, max_len 32) over ``N_ITEMS`` items, exported for cpu with the
 given item chunk and called twice on ``BATCH`` random histories; compare "Maximum resident set
@@ -14,7 +14,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from configs import synthetic_cce
+from srs_jax.config.presets import synthetic_config
 from srs_jax import export as export_lib
 from srs_jax import models
 from srs_jax.training import steps
@@ -22,7 +22,7 @@ from srs_jax.training import steps
 
 def main():
     n_items, batch, chunk = (int(x) for x in sys.argv[1:4])
-    c = synthetic_cce.get_config()
+    c = synthetic_config("cce")
     c.model.hidden, c.model.max_len, c.model.compute_dtype = 64, 32, "float32"
     graphdef, state = steps.split_model(models.build_model(c.model, n_items,
                                                            rngs=nnx.Rngs(params=0, dropout=1)))
