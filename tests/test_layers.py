@@ -1,7 +1,7 @@
 """The package's layers import downward only: an AST check over every module of ``srs_jax``.
 
 Layers, bottom to top (docs/architecture.md, first section); a module may import modules of its
-own layer (without cycles) and of lower layers, never of higher ones:
+own layer (without cycles) and of lower layers, never of higher ones (``LAYERS`` below).
 """
 
 import ast
