@@ -253,28 +253,22 @@ def run_main(main, *, doc: str | None = None, on_interrupt=None,
     sys.argv = argv
     sys.excepthook = _quiet_excepthook
     if not debug_enabled():
-        def interrupted(signum, frame):
+        def stop_with(what: str, status: int):
             # Exits at once: a KeyboardInterrupt raised inside a garbage-collection callback or a
             # worker is swallowed, and every file of a run folder is written atomically, so
             # stopping anywhere leaves the previous checkpoint and run files whole.
-            hint = ""
-            try:
-                hint = on_interrupt() if on_interrupt is not None else ""
-            except Exception:  # noqa: BLE001 - the hint is best effort
+            def handler(signum, frame):
                 hint = ""
-            fail(f"interrupted{': ' + hint if hint else ''}", EXIT_INTERRUPTED)
+                try:
+                    hint = on_interrupt() if on_interrupt is not None else ""
+                except Exception:  # noqa: BLE001 - the hint is best effort
+                    hint = ""
+                fail(f"{what}{': ' + hint if hint else ''}", status)
+            return handler
 
-        signal.signal(signal.SIGINT, interrupted)
-
-        def terminated(signum, frame):  # a batch scheduler's stop: as Ctrl-C, status 143
-            hint = ""
-            try:
-                hint = on_interrupt() if on_interrupt is not None else ""
-            except Exception:  # noqa: BLE001 - the hint is best effort
-                hint = ""
-            fail(f"terminated (SIGTERM){': ' + hint if hint else ''}", EXIT_TERMINATED)
-
-        signal.signal(signal.SIGTERM, terminated)
+        signal.signal(signal.SIGINT, stop_with("interrupted", EXIT_INTERRUPTED))
+        # A batch scheduler's stop: as Ctrl-C, status 143.
+        signal.signal(signal.SIGTERM, stop_with("terminated (SIGTERM)", EXIT_TERMINATED))
 
     if not debug_enabled() and not isinstance(sys.stderr, QuietStderr):
         sys.stderr = QuietStderr(sys.stderr)
