@@ -39,18 +39,9 @@ from srs_jax.training import checkpoints as ckpt_lib  # noqa: E402
 from srs_jax.training import loop  # noqa: E402
 from srs_jax.training import steps as steps_lib  # noqa: E402
 from srs_jax.training.state import build_state  # noqa: E402
+from tests.multidevice import assert_close  # noqa: E402
 
 MESHES = [(8, 1), (1, 8), (2, 4)]
-
-
-def _close(name, got, want, rtol, atol):
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    if got.shape != want.shape:
-        raise AssertionError(f"{name}: shape {got.shape} != {want.shape}")
-    err = np.abs(got - want) - (atol + rtol * np.abs(want))
-    if np.any(err > 0):
-        i = np.unravel_index(np.argmax(err), err.shape)
-        raise AssertionError(f"{name}: max excess {err[i]:.3g} at {i}: got {got[i]}, want {want[i]}")
 
 
 def _model_config(name="sasrec"):
@@ -143,9 +134,9 @@ def check_training_and_checkpoints():
     ref, ref_losses, _, _ = _run_steps(cfg, v, None, batches)
     for shape in MESHES:
         got, losses, state, opt_state = _run_steps(cfg, v, shape, batches)
-        _close(f"losses {shape}", losses, ref_losses, 1e-5, 1e-6)
+        assert_close(f"losses {shape}", losses, ref_losses, 1e-5, 1e-6)
         for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(ref)):
-            _close(f"mesh {shape} {jax.tree_util.keystr(path)}", a, b, 2e-4, 2e-5)
+            assert_close(f"mesh {shape} {jax.tree_util.keystr(path)}", a, b, 2e-4, 2e-5)
         table = [x for p, x in jax.tree_util.tree_leaves_with_path(state.params)
                  if "item_table" in jax.tree_util.keystr(p)][0]
         if table.sharding.spec[0] != ("vocab" if shape[1] > 1 else None) and shape[1] > 1:
@@ -157,9 +148,9 @@ def check_training_and_checkpoints():
     # BERT4Rec: table rows V + 2 (the [mask] row is an input but no class), cloze targets.
     ref, ref_losses, _, _ = _run_steps(cfg, v, None, batches, "bert4rec")
     got, losses, _, _ = _run_steps(cfg, v, (2, 4), batches, "bert4rec")
-    _close("bert4rec losses (2, 4)", losses, ref_losses, 1e-5, 1e-6)
+    assert_close("bert4rec losses (2, 4)", losses, ref_losses, 1e-5, 1e-6)
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(ref)):
-        _close(f"bert4rec (2, 4) {jax.tree_util.keystr(path)}", a, b, 2e-4, 2e-5)
+        assert_close(f"bert4rec (2, 4) {jax.tree_util.keystr(path)}", a, b, 2e-4, 2e-5)
 
 
 def check_loss_objects():
@@ -188,12 +179,12 @@ def check_loss_objects():
         la, ga = fn(jnp.asarray(table))
         lb, _ = jax.jit(jax.value_and_grad(lambda tab: loss(hidden, tab, labels, where, key=key)))(
             jnp.asarray(table))
-        _close(f"{spec.type} second trace", lb, la, 0.0, 0.0)
+        assert_close(f"{spec.type} second trace", lb, la, 0.0, 0.0)
         if spec.type == "cce":
             one = build_loss(spec, n_items=v)
             want, gw = jax.value_and_grad(lambda tab: one(hidden, tab[1:v + 1], labels, where,
                                                           key=key))(jnp.asarray(table))
-            _close("cce grad", ga, gw, 1e-5, 1e-7)
+            assert_close("cce grad", ga, gw, 1e-5, 1e-7)
         else:
             sampler = (pallas_kernels.popularity_table(counts[1:]) if spec.sampler == "popularity"
                        else None)
@@ -201,7 +192,7 @@ def check_loss_objects():
                 hidden, jnp.asarray(table), labels, num_negatives=9, seed=kernel_seed(key),
                 sampler=sampler, where=where,
                 vocab_parallel=pallas_kernels.VocabParallelOptions(mesh, col_start=1, num_classes=v))
-        _close(f"{spec.type} value", la, want, 1e-5, 1e-6)
+        assert_close(f"{spec.type} value", la, want, 1e-5, 1e-6)
     try:
         build_loss(LossSpec(type="ce"), n_items=v, mesh=mesh)
     except ValueError as err:
@@ -292,11 +283,11 @@ def check_trainer_end_to_end():
         many = loop.train(config(tmp, (2, 4)), os.path.join(tmp, "many"))
         rows = [json.loads(line) for line in open(os.path.join(tmp, "many", "metrics.jsonl"))]
         rows_one = [json.loads(line) for line in open(os.path.join(tmp, "one", "metrics.jsonl"))]
-    _close("train loss", [r["train_loss"] for r in rows], [r["train_loss"] for r in rows_one],
+    assert_close("train loss", [r["train_loss"] for r in rows], [r["train_loss"] for r in rows_one],
            1e-5, 1e-6)
     for split in ("val", "test"):
         for name in ("ndcg@10", "hitrate@10"):
-            _close(f"{split} {name}", many[split][name], one[split][name], 0.0, 0.02)
+            assert_close(f"{split} {name}", many[split][name], one[split][name], 0.0, 0.02)
     if not one["test"]["hitrate@10"] > 0:
         raise AssertionError(f"degenerate run: {one['test']}")
 

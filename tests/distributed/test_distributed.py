@@ -8,10 +8,7 @@ cannot be set in this process); each check is reported as its own test. Host-sid
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +18,7 @@ import pytest
 from srs_jax import parallel as dist
 from srs_jax.config import ConfigError, LossSpec, MeshSpec, load_specs
 from srs_jax.losses import build_loss
+from tests.multidevice import run_checks
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "multidevice_checks.py")
@@ -32,16 +30,7 @@ CHECK_NAMES = ["training_and_checkpoints", "loss_objects", "sharded_top_k", "ben
 
 @pytest.fixture(scope="module")
 def multidevice_results():
-    env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)
-    env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run([sys.executable, SCRIPT, *CHECK_NAMES], capture_output=True, text=True,
-                          timeout=900, env=env, cwd=os.path.dirname(os.path.dirname(HERE)))
-    results = {}
-    for line in proc.stdout.splitlines():
-        if line.startswith("CHECK {"):
-            row = json.loads(line[len("CHECK "):])
-            results[row["check"]] = row
+    results, proc = run_checks(SCRIPT, CHECK_NAMES, timeout=900)
     if not results:
         pytest.fail(f"multidevice_checks.py produced no results (rc {proc.returncode}):\n"
                     f"{proc.stderr[-3000:]}")

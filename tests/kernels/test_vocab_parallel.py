@@ -8,10 +8,7 @@ Several devices: ``vocab_parallel_checks.py`` runs in ONE subprocess with 8 forc
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +20,7 @@ import pallas_kernels as pk
 from pallas_kernels import vocab_parallel as vp
 from pallas_kernels.cce_neg import shard
 from tests.kernels.cuda_lowering import lower_for_cuda
+from tests.multidevice import run_checks
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "vocab_parallel_checks.py")
 CHECK_NAMES = ["cce_loss_and_grads", "cce_matches_single_device_loss", "cce_neg_loss_and_grads",
@@ -31,16 +29,7 @@ CHECK_NAMES = ["cce_loss_and_grads", "cce_matches_single_device_loss", "cce_neg_
 
 @pytest.fixture(scope="module")
 def multidevice_results():
-    env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)
-    env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run([sys.executable, SCRIPT, *CHECK_NAMES], capture_output=True, text=True,
-                          env=env, timeout=1800)
-    results = {}
-    for line in proc.stdout.splitlines():
-        if line.startswith("CHECK "):
-            r = json.loads(line[len("CHECK "):])
-            results[r["check"]] = r
+    results, proc = run_checks(SCRIPT, CHECK_NAMES, timeout=1800)
     if not results:
         pytest.fail(f"the multi-device script printed no results:\n{proc.stdout[-2000:]}\n"
                     f"{proc.stderr[-4000:]}")

@@ -27,6 +27,7 @@ from jax.sharding import Mesh  # noqa: E402
 
 import pallas_kernels as pk  # noqa: E402
 from pallas_kernels import vocab_parallel as vp  # noqa: E402
+from tests.multidevice import assert_close  # noqa: E402
 
 
 def _mesh(data: int, vocab: int) -> Mesh:
@@ -35,16 +36,6 @@ def _mesh(data: int, vocab: int) -> Mesh:
 
 
 MESHES = [(8, 1), (1, 8), (2, 4)]
-
-
-def _close(name, got, want, rtol, atol):
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    if got.shape != want.shape:
-        raise AssertionError(f"{name}: shape {got.shape} != {want.shape}")
-    err = np.abs(got - want) - (atol + rtol * np.abs(want))
-    if np.any(err > 0):
-        i = np.unravel_index(np.argmax(err), err.shape)
-        raise AssertionError(f"{name}: max excess {err[i]:.3g} at {i}: got {got[i]}, want {want[i]}")
 
 
 def _cce_ref64(e, table, t, w, col_start, v):
@@ -101,9 +92,9 @@ def check_cce_loss_and_grads():
             tab_ref = np.asarray(jnp.asarray(tab).astype(dtype).astype(jnp.float32))
             l64, de64, dt64 = _cce_ref64(e_ref, tab_ref, np.where(w, t, 0), w, col_start, v)
             tag = f"mesh {data}x{vocab} {impl} {jnp.dtype(dtype).name} N={n} D={d} V={v}"
-            _close(f"{tag} loss", loss, l64, rtol, atol)
-            _close(f"{tag} dE", de, de64, rtol * 3, atol)
-            _close(f"{tag} dTable", dtab, dt64, rtol * 3, atol)
+            assert_close(f"{tag} loss", loss, l64, rtol, atol)
+            assert_close(f"{tag} dE", de, de64, rtol * 3, atol)
+            assert_close(f"{tag} dTable", dtab, dt64, rtol * 3, atol)
             if np.any(np.asarray(dtab)[col_start + v:] != 0) or np.any(np.asarray(dtab)[:col_start] != 0):
                 raise AssertionError(f"{tag}: excluded rows got a gradient")
 
@@ -176,9 +167,9 @@ def check_cce_neg_loss_and_grads():
             corr = vp.log_sampling_weight_reference(st, rows, vocab)
             l64, de64, dt64, _ = _cce_neg_ref64(e, tab, t, w, ids, act, corr, 1)
             tag = f"cce_neg mesh {data}x{vocab} {sampler} N={n} V={v} n={neg}"
-            _close(f"{tag} loss", loss, l64, 1e-5, 1e-6)
-            _close(f"{tag} dE", de, de64, 3e-5, 1e-6)
-            _close(f"{tag} dTable", dtab, dt64, 3e-5, 1e-6)
+            assert_close(f"{tag} loss", loss, l64, 1e-5, 1e-6)
+            assert_close(f"{tag} dE", de, de64, 3e-5, 1e-6)
+            assert_close(f"{tag} dTable", dtab, dt64, 3e-5, 1e-6)
 
 
 def check_cce_neg_pallas():
@@ -234,13 +225,13 @@ def check_cce_neg_pallas():
         tag = f"cce_neg pallas mesh {data}x{vocab} {sampler} {jnp.dtype(dtype).name} N={n} V={v}"
         # dE comes back in the compute dtype: bf16 rounding (2^-8 relative) dominates there.
         de_rtol = 3e-5 if dtype == jnp.float32 else 8e-3
-        _close(f"{tag} loss", loss, l64, 1e-5, 1e-6)
-        _close(f"{tag} dE", de, de64, de_rtol, 1e-6)
-        _close(f"{tag} dTable", dtab, dt64, 3e-5, 1e-6)
+        assert_close(f"{tag} loss", loss, l64, 1e-5, 1e-6)
+        assert_close(f"{tag} dE", de, de64, de_rtol, 1e-6)
+        assert_close(f"{tag} dTable", dtab, dt64, 3e-5, 1e-6)
         # Same draws, same math: only float summation order differs from the XLA path.
-        _close(f"{tag} loss vs xla", loss, loss_x, 1e-6, 1e-7)
-        _close(f"{tag} dE vs xla", de, de_x, de_rtol, 1e-7)
-        _close(f"{tag} dTable vs xla", dtab, dtab_x, 1e-5, 1e-7)
+        assert_close(f"{tag} loss vs xla", loss, loss_x, 1e-6, 1e-7)
+        assert_close(f"{tag} dE vs xla", de, de_x, de_rtol, 1e-7)
+        assert_close(f"{tag} dTable vs xla", dtab, dtab_x, 1e-5, 1e-7)
         if np.any(np.asarray(dtab)[v + 1:] != 0) or np.any(np.asarray(dtab)[0] != 0):
             raise AssertionError(f"{tag}: excluded rows got a gradient")
 
@@ -287,7 +278,7 @@ def check_cce_matches_single_device_loss():
                                       vocab_parallel=opts)
         want = pk.linear_cross_entropy(e, tab[2:2 + v], t, where=w, reduction=reduction,
                                        impl="xla")
-        _close(f"reduction={reduction}", got, want, 2e-6, 2e-6)
+        assert_close(f"reduction={reduction}", got, want, 2e-6, 2e-6)
     g = jax.grad(lambda tab_: pk.linear_cross_entropy(e, tab_, t, where=w, impl="xla",
                                                       vocab_parallel=opts))(tab)
     if np.any(np.asarray(g)[:2] != 0) or np.any(np.asarray(g)[2 + v:] != 0):
