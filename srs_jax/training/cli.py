@@ -121,25 +121,26 @@ def fail(message: str, status: int = EXIT_ERROR) -> None:
     exit_now(status)
 
 
-def define_config_file(name: str, default: str | None, help_string: str, **kwargs):
-    """``config_flags.DEFINE_config_file``; an override that does not apply to the default config
-    (checked when the flag is defined) exits with one line instead of a traceback."""
+def _define(definer, name: str, default, help_string: str, **kwargs):
+    # An override that does not apply to the default config is checked when the flag is
+    # defined: exit with one line instead of a traceback.
     try:
-        return config_flags.DEFINE_config_file(name, default, help_string, **kwargs)
+        return definer(name, default, help_string, **kwargs)
     except Exception as e:  # noqa: BLE001 - any failure here is a bad command line
         if debug_enabled():
             raise
         fail(f"--{name}: {_config_flag_message(e)}", EXIT_USAGE)
+
+
+def define_config_file(name: str, default: str | None, help_string: str, **kwargs):
+    """``config_flags.DEFINE_config_file``; an override that does not apply to the default config
+    (checked when the flag is defined) exits with one line instead of a traceback."""
+    return _define(config_flags.DEFINE_config_file, name, default, help_string, **kwargs)
 
 
 def define_config_dict(name: str, default, help_string: str, **kwargs):
     """``config_flags.DEFINE_config_dict`` with the one-line failure of ``define_config_file``."""
-    try:
-        return config_flags.DEFINE_config_dict(name, default, help_string, **kwargs)
-    except Exception as e:  # noqa: BLE001 - any failure here is a bad command line
-        if debug_enabled():
-            raise
-        fail(f"--{name}: {_config_flag_message(e)}", EXIT_USAGE)
+    return _define(config_flags.DEFINE_config_dict, name, default, help_string, **kwargs)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
