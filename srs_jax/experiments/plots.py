@@ -144,3 +144,35 @@ def quality_vs_memory(rows: list[dict], path: str, metric: str = "ndcg@10") -> s
     out = _save(fig, path)
     plt.close(fig)
     return out
+
+
+def frontier(rows: list[dict], curves: dict, path: str, *, names: dict,
+             metric: str = "ndcg@10") -> str | None:
+    """The CCE- frontier (``srs_jax.experiments.frontier``): one panel per data set, validation
+    ``metric`` against training seconds per setting (``curves``: point name -> ``(s, value)``
+    pairs; ``names``: ``(set, setting)`` -> point name), the best epoch marked. None if empty."""
+    sets = list(dict.fromkeys(r["set"] for r in rows if curves.get(names.get((r["set"], r["setting"])))))
+    if not sets:
+        return None
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(sets), figsize=(5.2 * len(sets), 4.2), squeeze=False)
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    for ax, data_set in zip(axes[0], sets):
+        for r in rows:
+            points = curves.get(names.get((r["set"], r["setting"]))) or []
+            if r["set"] != data_set or not points:
+                continue
+            color = f"C{settings.index(r['setting']) % 10}"
+            ax.plot(*zip(*points), color=color, marker=".", label=r["setting"])
+            best = max(points, key=lambda p: p[1])
+            ax.scatter([best[0]], [best[1]], color=color, s=60, edgecolor="black", zorder=3)
+        ax.set_xscale("log")
+        ax.set_xlabel("training seconds (steps x step time alone on the GPU)")
+        ax.set_ylabel(f"validation {metric}")
+        ax.set_title(data_set)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("quality against training time (best epoch circled)")
+    out = _save(fig, path)
+    plt.close(fig)
+    return out

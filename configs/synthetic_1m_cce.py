@@ -1,0 +1,10 @@
+"""SASRec + CCE on a synthetic set of about 10^6 items (GPU; ~1M-item catalog, 200k users).
+
+Run: python -m experiments.train --config configs/synthetic_1m_cce.py --workdir runs/synthetic_1m_cce
+"""
+
+from srs_jax.config.presets import large_synthetic_config
+
+
+def get_config():
+    return large_synthetic_config("cce")
