@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import math
 import os
+import re
 import sys
 import time
 
@@ -42,6 +43,14 @@ from srs_jax.training.warm_start import warm_start
 
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN/inf loss or gradient; the last good checkpoint is kept."""
+
+
+class ProcessLostError(RuntimeError):
+    """A collective operation with the other processes of the run failed: one of them died."""
+
+
+# How a collective reports a peer that went away (CPU: gloo; GPU: NCCL or the runtime).
+_LOST_PEER = re.compile(r"Gloo|NCCL|[Cc]onnection (reset|refused|closed)|UNAVAILABLE|peer")
 
 
 def _log(msg: str) -> None:
@@ -298,6 +307,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume:
             run_files.save_config(workdir, ml_collections.ConfigDict(config.to_dict()))
         return _train_in(config, workdir, dataset, windows, graphdef, state, optimizer,
                          opt_state, mesh, meta, ckpts)
+    except jax.errors.JaxRuntimeError as e:
+        if jax.process_count() > 1 and _LOST_PEER.search(str(e)):
+            cause = " ".join(str(e).split())[:200]
+            raise ProcessLostError(f"a collective operation with the other processes failed "
+                                   f"({cause}): another process of this run died or was "
+                                   "killed") from e
+        raise
     finally:
         ckpts.close()
 
