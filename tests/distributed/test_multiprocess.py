@@ -26,6 +26,7 @@ import time
 
 import pytest
 
+from srs_jax.config import ConfigError, Launch, MeshSpec, load_specs, resolve_launch
 from srs_jax.config.launch import ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID
 from tests.faults import harness
 from tests.multidevice import ROOT, assert_close
@@ -88,11 +89,19 @@ def _checkpoint_done(workdir: str) -> bool:
         os.path.isfile(os.path.join(base, n, "checksums.json")) for n in os.listdir(base) if n.isdigit())
 
 
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("multiprocess")
+def _rows(workdir: str) -> list[dict]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def _results(workdir: str) -> dict:
+    with open(os.path.join(workdir, "results.json")) as f:
+        return json.load(f)
+
+
+def _run_chain(tmp) -> dict:
+    """The runs of the module docstring; the finished processes and folders."""
     cache, one, two = str(tmp / "cache"), str(tmp / "one"), str(tmp / "two")
-    t0 = time.perf_counter()
     started = []
     try:
         started.append(_start(_args(cache, one), 2))  # the reference, alongside the pair
@@ -110,13 +119,16 @@ def chain(tmp_path_factory):
         reference = _finish(started[:1])[0]
         assert reference.returncode == 0, reference.stderr[-3000:]
         # Another process count (one process, both devices), then two processes again.
-        single = _finish([_start(_args(cache, two, "--resume", "--config.train.max_epochs=2"), 2)])[0]
+        single = _start(_args(cache, two, "--resume", "--config.train.max_epochs=2"), 2)
+        started.append(single)
+        single = _finish([single])[0]
         assert single.returncode == 0, single.stderr[-3000:]
-        final = _finish(_pair(_args(cache, two, "--resume")))
+        final = _pair(_args(cache, two, "--resume"))
+        started += final
+        final = _finish(final)
         for p in final:
             assert p.returncode == 0, p.stderr[-3000:]
-        yield dict(one=one, two=two, survivor=survivor, survivor_s=survivor_s, final=final,
-                   seconds=time.perf_counter() - t0)
+        return dict(one=one, two=two, survivor=survivor, survivor_s=survivor_s, final=final)
     finally:
         for p in started:
             if p.poll() is None:
@@ -124,26 +136,17 @@ def chain(tmp_path_factory):
                 p.communicate()
 
 
-def _rows(workdir: str) -> list[dict]:
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
+# One test (not one per check): a module fixture would run again in each pytest-xdist worker.
+def test_two_processes_train_as_one(tmp_path):
+    chain = _run_chain(tmp_path)
 
-
-def _results(workdir: str) -> dict:
-    with open(os.path.join(workdir, "results.json")) as f:
-        return json.load(f)
-
-
-def test_killed_process_ends_the_other_with_one_line(chain):
-    # Gloo reports the lost peer at once; a collective that hangs (NCCL) ends at the heartbeat.
+    # The kill: the other process ends with one line, at once (gloo reports the lost peer; a
+    # collective that hangs instead, as NCCL's may, ends at the runtime's heartbeat timeout).
     line = harness.error_line(chain["survivor"], "another process of this run", "--resume",
-                              "in every process")
-    assert chain["survivor"].returncode != 0
-    assert chain["survivor_s"] < HEARTBEAT_S + 60, chain["survivor_s"]
-    assert "epoch 1" in line, line
+                              "in every process", "epoch 1")
+    assert chain["survivor_s"] < HEARTBEAT_S + 60, (chain["survivor_s"], line)
 
-
-def test_processes_give_the_one_process_run(chain):
+    # Losses and metrics of every epoch (trained by 2, 1 and 2 processes) and the final test.
     one, two = _rows(chain["one"]), _rows(chain["two"])
     assert [r["epoch"] for r in two] == [1, 2, 3] and [r["epoch"] for r in one] == [1, 2, 3]
     assert_close("train loss", [r["train_loss"] for r in two], [r["train_loss"] for r in one],
@@ -159,11 +162,53 @@ def test_processes_give_the_one_process_run(chain):
     assert res_one["test"]["hitrate@10"] > 0, res_one["test"]  # not a degenerate run
     assert res_two["best_checkpoint_epoch"] == res_one["best_checkpoint_epoch"]
 
-
-def test_only_process_zero_reports(chain):
+    # Only process 0 prints and writes (both resumes recorded once each).
     first, second = chain["final"]
     assert "[srs_jax] epoch 3:" in first.stderr and "[srs_jax] test:" in first.stderr
     assert "[srs_jax]" not in second.stderr, second.stderr[-2000:]
-    resumes = [json.loads(line) for line in open(os.path.join(chain["two"], "resumes.jsonl"))]
-    changed = [sorted(r["changed"]) for r in resumes]
-    assert changed == [["train.max_epochs"], ["train.max_epochs"]], resumes
+    with open(os.path.join(chain["two"], "resumes.jsonl")) as f:
+        changed = [sorted(json.loads(line)["changed"]) for line in f]
+    assert changed == [["train.max_epochs"], ["train.max_epochs"]], changed
+
+
+# ---------------------------------------------------------------------------------------------
+# How a process learns its place (pure, in-process).
+
+
+def test_launch_precedence_config_then_variables_then_cluster():
+    env = {ENV_COORDINATOR: "10.0.0.1:1234", ENV_NUM_PROCESSES: "4", ENV_PROCESS_ID: "3",
+           "SLURM_STEP_NODELIST": "n[1-2]", "SLURM_NTASKS": "16", "SLURM_PROCID": "5"}
+    from_config = MeshSpec(coordinator_address="h:1", num_processes=2, process_id=1)
+    assert resolve_launch(from_config, env) == Launch(2, 1, "h:1", source="config.mesh")
+    assert resolve_launch(MeshSpec(), env) == Launch(4, 3, "10.0.0.1:1234", source="environment")
+    slurm = {k: v for k, v in env.items() if not k.startswith("SRS_JAX")}
+    launch = resolve_launch(MeshSpec(), slurm)
+    assert (launch.num_processes, launch.process_id, launch.auto, launch.primary) == (16, 5, True, False)
+    # One task (e.g. python run inside an allocation without srun), or nothing set: one process.
+    assert not resolve_launch(MeshSpec(), {**slurm, "SLURM_NTASKS": "1"}).several
+    assert resolve_launch(MeshSpec(), {}) == Launch()
+    assert not resolve_launch(MeshSpec(), {ENV_NUM_PROCESSES: "1"}).several
+
+
+@pytest.mark.parametrize("env, needle", [
+    ({ENV_NUM_PROCESSES: "2", ENV_PROCESS_ID: "0"}, ENV_COORDINATOR),
+    ({ENV_NUM_PROCESSES: "2", ENV_COORDINATOR: "h:1"}, ENV_PROCESS_ID),
+    ({ENV_NUM_PROCESSES: "2", ENV_COORDINATOR: "h:1", ENV_PROCESS_ID: "2"}, r"\[0, 2\)"),
+    ({ENV_NUM_PROCESSES: "two"}, "not an integer"),
+])
+def test_incomplete_launch_variables_name_the_fix(env, needle):
+    with pytest.raises(ConfigError, match=needle):
+        resolve_launch(MeshSpec(), env)
+
+
+def test_several_processes_need_the_mesh():
+    env = {ENV_NUM_PROCESSES: "2", ENV_COORDINATOR: "h:1", ENV_PROCESS_ID: "0"}
+    with pytest.raises(ConfigError, match="mesh.enabled=True"):
+        resolve_launch(MeshSpec(enabled=False), env)
+    with pytest.raises(ConfigError, match="mesh.enabled"):
+        MeshSpec(enabled=False, num_processes=2, coordinator_address="h:1")
+    with pytest.raises(ConfigError, match="init_timeout_s"):
+        MeshSpec(init_timeout_s=0)
+    # Configs written before the timeouts existed still load, with the defaults.
+    spec = load_specs({"mesh": {"enabled": True, "num_processes": 0}}).mesh
+    assert (spec.init_timeout_s, spec.heartbeat_timeout_s) == (300, 100)
