@@ -1,7 +1,7 @@
 """Two processes on JAX's distributed runtime (CPU devices, gloo collectives, a local coordinator)
 against one process with the same two devices, through ``python -m experiments.train``.
 
-One chain of runs (the module fixture), the runs as a user would start them:
+One chain of runs in one test, started as a user would start them:
 
 * ``one``: one process, 2 forced devices, 3 epochs, uninterrupted (the reference);
 * ``two``: 2 processes of 1 device each (``SRS_JAX_*`` variables), killed: process 1 is killed
@@ -31,7 +31,7 @@ from srs_jax.config.launch import ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCES
 from tests.faults import harness
 from tests.multidevice import ROOT, assert_close
 
-HEARTBEAT_S = 5
+HEARTBEAT_S = 10  # the runtime's safety net; gloo reports a killed peer at once
 CACHE = os.path.join(ROOT, ".cache", "jax_distributed_tests")
 
 
