@@ -85,6 +85,9 @@ class RunCheckpoints:
             # Nobody moves on (e.g. to the next save, which deletes this step) before the checksums.
             parallel.barrier("srs_jax: checksums written")
         except Exception as e:  # orbax wraps OSError in several exception types
+            lost = _innermost(e)
+            if isinstance(lost, jax.errors.JaxRuntimeError) and jax.process_count() > 1:
+                raise lost from e  # a collective with a dead process, not the disk: the loop says so
             where = manager.directory
             reason = _root_cause(e)
             previous = manager.latest_step()
@@ -140,10 +143,15 @@ class RunCheckpoints:
         self._best.close()
 
 
-def _root_cause(error: BaseException) -> str:
-    """``Type: message`` of the innermost cause (Orbax wraps the OSError of a full disk)."""
+def _innermost(error: BaseException) -> BaseException:
     while error.__cause__ is not None or error.__context__ is not None:
         error = error.__cause__ or error.__context__
+    return error
+
+
+def _root_cause(error: BaseException) -> str:
+    """``Type: message`` of the innermost cause (Orbax wraps the OSError of a full disk)."""
+    error = _innermost(error)
     if isinstance(error, OSError) and error.strerror:
         return f"{error.strerror}" + (f": {error.filename}" if error.filename else "")
     text = " ".join(str(error).split())

@@ -1,13 +1,15 @@
 """Two processes on JAX's distributed runtime (CPU devices, gloo collectives, a local coordinator)
-against one process with the same two devices, through ``python -m experiments.train``.
+against one process with the same four devices, through ``python -m experiments.train``, on a
+2 data x 2 vocab mesh: each process feeds half of every batch and holds its data row of the
+mesh, the item table split over its two devices.
 
 One chain of runs in one test, started as a user would start them:
 
-* ``one``: one process, 2 forced devices, 3 epochs, uninterrupted (the reference);
-* ``two``: 2 processes of 1 device each (``SRS_JAX_*`` variables), killed: process 1 is killed
+* ``one``: one process, 4 forced devices, 3 epochs, uninterrupted (the reference);
+* ``two``: 2 processes of 2 devices each (``SRS_JAX_*`` variables), killed: process 1 is killed
   once the epoch-1 checkpoint exists, and process 0's next collective fails: one ``error:``
   line;
-* resumed by ONE process with 2 devices up to epoch 2 (another process count, the same mesh), then
+* resumed by ONE process with 4 devices up to epoch 2 (another process count, the same mesh), then
   by two processes up to epoch 3.
 
 The resumed run's epochs (trained by 2, 1 and 2 processes) must give the reference's losses and
@@ -52,7 +54,7 @@ def _args(cache: str, workdir: str, *extra: str) -> list[str]:
             "--config.train.patience=5", "--config.train.log_every=3",
             "--config.train.eval_batch_size=64", "--config.eval.ks=1,10",
             "--config.eval.user_chunk=48", "--config.eval.item_chunk=64",
-            "--config.eval.popularity_baseline=False",
+            "--config.eval.popularity_baseline=False", "--config.mesh.vocab=2",
             f"--config.mesh.heartbeat_timeout_s={HEARTBEAT_S}", "--config.mesh.init_timeout_s=60",
             "--workdir", workdir, *extra]
 
@@ -80,7 +82,7 @@ def _finish(procs, timeout: float = 240) -> list[subprocess.CompletedProcess]:
 
 def _pair(cmd: list[str]):
     port = free_port()
-    return [_start(cmd, 1, port, pid) for pid in (0, 1)]
+    return [_start(cmd, 2, port, pid) for pid in (0, 1)]
 
 
 def _checkpoint_done(workdir: str) -> bool:
@@ -104,7 +106,7 @@ def _run_chain(tmp) -> dict:
     cache, one, two = str(tmp / "cache"), str(tmp / "one"), str(tmp / "two")
     started = []
     try:
-        started.append(_start(_args(cache, one), 2))  # the reference, alongside the pair
+        started.append(_start(_args(cache, one), 4))  # the reference, alongside the pair
         pair = _pair(_args(cache, two))
         started += pair
         deadline = time.monotonic() + 240
@@ -119,7 +121,7 @@ def _run_chain(tmp) -> dict:
         reference = _finish(started[:1])[0]
         assert reference.returncode == 0, reference.stderr[-3000:]
         # Another process count (one process, both devices), then two processes again.
-        single = _start(_args(cache, two, "--resume", "--config.train.max_epochs=2"), 2)
+        single = _start(_args(cache, two, "--resume", "--config.train.max_epochs=2"), 4)
         started.append(single)
         single = _finish([single])[0]
         assert single.returncode == 0, single.stderr[-3000:]
