@@ -54,8 +54,10 @@ frozen dataclass per section); ``srs_jax.config.load_specs`` checks a config onc
   block in the top-K search), ``popularity_baseline`` (also score the most-popular baseline).
 * ``mesh``: devices (``srs_jax/parallel/mesh.py``): ``enabled`` (default True: all local devices
   on ``data``; False: one device), ``data`` (0 = every device ``vocab`` does not use), ``vocab``
-  (item-table shards; only cce and cce_neg), multi-host
-  ``coordinator_address`` / ``num_processes`` / ``process_id``.
+  (item-table shards; only cce and cce_neg), several processes ``coordinator_address`` /
+  ``num_processes`` / ``process_id`` (or the ``SRS_JAX_*`` variables, or ``srun``),
+  ``init_timeout_s`` (300: to reach the coordinator and the other processes),
+  ``heartbeat_timeout_s`` (100: a silent process is dead) (docs/distributed.md#several-hosts).
 * ``workdir``: run directory ('' = must be given with --workdir).
 """
 

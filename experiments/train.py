@@ -8,6 +8,10 @@ Without ``--config`` it trains the synthetic CPU demo (configs/synthetic_cce.py)
 its latest checkpoint and refuses a config that changes what the checkpoint means
 (docs/run_folders.md lists the fields that may change). Errors print one line starting
 ``error:``; ``--debug`` (or SRS_JAX_DEBUG=1) shows the traceback.
+
+Several processes (hosts): start the same command in each, with ``config.mesh`` or the
+``SRS_JAX_COORDINATOR_ADDRESS`` / ``SRS_JAX_NUM_PROCESSES`` / ``SRS_JAX_PROCESS_ID`` variables, or
+under ``srun`` / ``mpirun`` (docs/distributed.md); process 0 writes the run folder.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ import sys
 
 from absl import flags
 
+from srs_jax.config import load_specs, resolve_launch
 from srs_jax.training import cli as _cli
 from srs_jax.training import run_files
+from srs_jax.training import runtime_guard
 from srs_jax.training import workdir as workdir_lib
 
 _CONFIG = _cli.define_config_file(
@@ -39,6 +45,14 @@ def _interrupted() -> str:
     return workdir_lib.resume_hint(path)
 
 
+def _restart_hint() -> str:
+    """How to continue after the distributed runtime ended the run."""
+    hint = _interrupted()
+    if hint == "nothing was written":
+        return "start every process again"
+    return f"{hint} (in every process)"
+
+
 def main(argv):
     if len(argv) > 1:
         raise _cli.UsageError(f"unexpected arguments {argv[1:]}: use --config, --workdir, --resume")
@@ -49,17 +63,25 @@ def main(argv):
         raise _cli.UsageError("--init_from starts a new run and --resume continues one: pass only one")
     if init_from and workdir_lib.init_from_problem(init_from):
         raise _cli.UsageError(workdir_lib.init_from_problem(init_from))
-    with workdir_lib.open_run(workdir, config, _RESUME.value) as run:
-        if run.changes:
+    launch = resolve_launch(load_specs(config, resolve_auto=False).mesh, os.environ)
+    if launch.several and not _cli.debug_enabled():
+        # The distributed runtime may abort this process from C++: one line instead.
+        runtime_guard.install(_restart_hint)
+    with workdir_lib.open_run(workdir, config, _RESUME.value, primary=launch.primary) as run:
+        if run.changes and launch.primary:
             print(f"[srs_jax] --resume with changed settings (recorded in resumes.jsonl): "
                   f"{workdir_lib.format_changes(run.changes)}", file=sys.stderr, flush=True)
-        from srs_jax.training.loop import train  # JAX loads only after the cheap checks
+        # JAX loads only after the cheap checks.
+        from srs_jax.training.loop import ProcessLostError, train
 
         try:
             train(config, run.path, resume=_RESUME.value, init_from=init_from)
         except FloatingPointError as e:
             raise FloatingPointError(_nonfinite_message(str(e), run.path)) from e
-        run.record_in_results()
+        except ProcessLostError as e:
+            raise ProcessLostError(f"{e}; {_restart_hint()}") from e
+        if launch.primary:
+            run.record_in_results()
 
 
 def _nonfinite_message(text: str, workdir: str) -> str:

@@ -385,7 +385,10 @@ class EvalSpec(_Spec):
 
 @dataclasses.dataclass(frozen=True)
 class MeshSpec(_Spec):
-    """``config.mesh``: the ``(data, vocab)`` device mesh (``srs_jax.parallel``)."""
+    """``config.mesh``: the ``(data, vocab)`` device mesh (``srs_jax.parallel``); several
+    processes (``srs_jax.config.launch``): ``coordinator_address`` / ``num_processes`` /
+    ``process_id`` (0: from the environment), ``init_timeout_s`` (to reach the coordinator and
+    the other processes), ``heartbeat_timeout_s`` (a silent process is declared dead)."""
 
     SECTION = "mesh"
     enabled: bool = True
@@ -394,13 +397,19 @@ class MeshSpec(_Spec):
     coordinator_address: str = ""
     num_processes: int = 0
     process_id: int = 0
+    init_timeout_s: int = 300
+    heartbeat_timeout_s: int = 100
 
     def validate(self):
         if self.data < 0:
             fail("mesh.data", self.data, "must be >= 0 (0 = every device not on vocab)")
         if self.vocab < 1:
             fail("mesh.vocab", self.vocab, "must be >= 1")
+        _positive("mesh", self, "init_timeout_s", "heartbeat_timeout_s")
         if self.num_processes > 1:
+            if not self.enabled:
+                fail("mesh.enabled", self.enabled, "several processes train on one mesh: set "
+                     "mesh.enabled=True or mesh.num_processes=0")
             if not self.coordinator_address:
                 fail("mesh.coordinator_address", self.coordinator_address,
                      "mesh.num_processes > 1 needs the host:port of process 0")

@@ -89,11 +89,12 @@ class BatchIterator:
 
     Yields dicts of int32 arrays; the last batch is padded with all-zero rows (no target).
     ``start_step`` skips the first batches of the epoch: iterating from step k reproduces
-    exactly the batches k, k+1, ... of a full pass (resuming mid-epoch).
+    exactly the batches k, k+1, ... of a full pass (resuming mid-epoch). ``rows``: yield only
+    these rows of each batch (one process's share of the global batch; the order is the same).
     """
 
     def __init__(self, arrays: dict[str, np.ndarray], batch_size: int, *, seed: int, epoch: int,
-                 shuffle: bool = True, start_step: int = 0):
+                 shuffle: bool = True, start_step: int = 0, rows: slice | None = None):
         if not arrays:
             raise ValueError("BatchIterator needs at least one array")
         sizes = {k: len(v) for k, v in arrays.items()}
@@ -111,6 +112,7 @@ class BatchIterator:
         if not 0 <= start_step <= self.steps_per_epoch:
             raise ValueError(f"start_step={start_step} outside [0, {self.steps_per_epoch}]")
         self.start_step = int(start_step)
+        self.rows = slice(0, self.batch_size) if rows is None else rows
         if shuffle:
             self.order = np.random.default_rng([int(seed), int(epoch)]).permutation(self.n_rows)
         else:
@@ -121,13 +123,14 @@ class BatchIterator:
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         bs = self.batch_size
+        lo, hi = self.rows.start, self.rows.stop
         for step in range(self.start_step, self.steps_per_epoch):
-            idx = self.order[step * bs:(step + 1) * bs]
+            idx = self.order[step * bs:(step + 1) * bs][lo:hi]
             batch = {}
             for key, value in self.arrays.items():
                 rows = np.asarray(value[idx], dtype=np.int32)
-                if len(idx) < bs:
-                    pad = np.zeros((bs - len(idx),) + rows.shape[1:], np.int32)
+                if len(idx) < hi - lo:
+                    pad = np.zeros((hi - lo - len(idx),) + rows.shape[1:], np.int32)
                     rows = np.concatenate([rows, pad])
                 batch[key] = rows
             yield batch

@@ -4,8 +4,11 @@ Layout: ``<cache_dir>/<name>-<fingerprint>/`` holding one ``.npy`` per array (no
 ``meta.json`` (fingerprint, sizes, stats, array names). The fingerprint hashes the raw file's
 (absolute path, size, mtime) -- or, for ``synthetic``, the generator config -- together with
 every preprocessing field of the data config and ``CACHE_VERSION``. A directory is built under a
-temporary name and renamed into place, so a crash mid-write leaves no directory under the final
-name; a final directory that fails to load (e.g. edited by hand) is rebuilt.
+temporary name unique to the writer (host, pid, random suffix) and renamed into place, so a crash
+mid-write leaves no directory under the final name, and processes that build the same cache at
+once (several hosts on a shared file system) never write into each other's files: the first
+complete copy is kept, later ones are dropped. A final directory that fails to load (e.g. edited
+by hand) is rebuilt.
 
 ``meta.json`` records the size and CRC-32 of every array file; ``load`` verifies them, so a file
 altered in place (even without changing its size) is reported by name and the cache rebuilt.
@@ -18,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import uuid
 import zlib
 from pathlib import Path
@@ -89,12 +93,20 @@ def _from_arrays(a: dict[str, np.ndarray], meta: dict) -> PreparedDataset:
         test_period=seqs("test_period"), item_counts=a["item_counts"], stats=meta["stats"])
 
 
+def _host() -> str:
+    return socket.gethostname().replace("-", "_") or "host"
+
+
 def _remove_stale_temporaries(path: Path) -> None:
-    """Deletes ``.<name>.tmp-<pid>-*`` directories left by killed writers (pid not running)."""
+    """Deletes ``.<name>.tmp-<host>-<pid>-*`` directories left by killed writers of this host
+    (pid not running); another host's pids cannot be checked from here, so its are left alone."""
     for tmp in path.parent.glob(f".{path.name}.tmp-*"):
         try:
-            pid = int(tmp.name.rsplit(".tmp-", 1)[1].split("-")[0])
-            os.kill(pid, 0)
+            parts = tmp.name.rsplit(".tmp-", 1)[1].rsplit("-", 2)
+            host, pid = (_host(), parts[0]) if len(parts) == 2 else parts[:2]  # 2: no host part
+            if host != _host():
+                continue
+            os.kill(int(pid), 0)
         except ProcessLookupError:
             shutil.rmtree(tmp, ignore_errors=True)
         except (ValueError, IndexError, PermissionError):
@@ -106,7 +118,7 @@ def save(ds: PreparedDataset, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(path)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = path.parent / f".{path.name}.tmp-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         arrays = _to_arrays(ds)
@@ -117,13 +129,16 @@ def save(ds: PreparedDataset, path: Path) -> None:
                     n_users=int(ds.n_users), stats=ds.stats, arrays=sorted(arrays),
                     checksums=checksums)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        if path.exists():  # a broken or concurrent copy: replace it, never leave it half-moved
-            trash = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(path, trash)
-            os.rename(tmp, path)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(tmp, path)
+        try:
+            os.rename(tmp, path)  # fails when a (non-empty) copy is already there
+        except OSError:
+            if load(path) is not None:  # a concurrent writer finished first: keep its copy
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:  # a broken copy: replace it, never leave it half-moved
+                trash = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+                os.rename(path, trash)
+                os.rename(tmp, path)
+                shutil.rmtree(trash, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,9 +1,9 @@
 """The device mesh (``data`` x ``vocab``) and the shardings of batches, parameters and optimiser state.
 
 ``MeshSpec`` (``config.mesh``): ``data`` devices on the ``data`` axis (0: all devices not used by
-``vocab``), ``vocab`` devices on the ``vocab`` axis (1: pure data parallelism), several hosts
-through ``coordinator_address`` / ``num_processes`` / ``process_id`` (passed to
-``jax.distributed.initialize``), ``enabled`` (False: one device).
+``vocab``), ``vocab`` devices on the ``vocab`` axis (1: pure data parallelism), ``enabled``
+(False: one device). With several processes (``srs_jax.parallel.multihost``) the mesh spans the
+devices of all of them, and each process feeds only its rows of a batch (``process_rows``).
 
 Shardings: batches by rows over ``data``; every parameter replicated, except the item embedding
 table (any 2-D leaf under an ``item_table`` key) sharded by rows over ``vocab``; optimiser state
@@ -23,16 +23,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from srs_jax.config.specs import MeshSpec
+from srs_jax.parallel.multihost import initialize_multihost
 
 DATA, VOCAB = "data", "vocab"
 TABLE_KEY = "item_table"
-def initialize_multihost(cfg: MeshSpec) -> bool:
-    """``jax.distributed.initialize`` when several processes are configured; True if it ran."""
-    if cfg.num_processes <= 1:
-        return False
-    jax.distributed.initialize(coordinator_address=cfg.coordinator_address,
-                               num_processes=cfg.num_processes, process_id=cfg.process_id)
-    return True
 
 
 def make_mesh(cfg: MeshSpec | None = None, devices=None) -> Mesh:
@@ -84,7 +78,18 @@ def state_shardings(tree, mesh: Mesh):
 
 def shard_tree(tree, mesh: Mesh):
     """``tree`` placed on the mesh with ``state_shardings`` (table rows must divide over vocab)."""
-    return jax.device_put(tree, state_shardings(tree, mesh))
+    return put_global(tree, state_shardings(tree, mesh))
+
+
+def put_global(tree, shardings):
+    """``jax.device_put(tree, shardings)``; with several processes (each holding the same values)
+    through a jitted identity, since ``device_put`` cannot place a single-device array or a PRNG
+    key on devices of other processes."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, shardings)
+    host = jax.tree.map(lambda x: x if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+                        else np.asarray(x), tree)
+    return jax.jit(lambda t: t, out_shardings=shardings)(host)
 
 
 def pad_item_table(tree, multiple: int):
@@ -149,36 +154,62 @@ def place_state(state, opt_state, mesh: Mesh, *, multiple: int | None = None):
                          f"({mesh.shape[VOCAB]})")
     params = pad_item_table(state.params, multiple)
     opt_state = pad_item_table(opt_state, multiple)
-    state = state._replace(params=shard_tree(params, mesh),
-                           rest=jax.device_put(state.rest, replicated(mesh)))
+    rest = jax.tree.map(lambda _: replicated(mesh), state.rest)
+    state = state._replace(params=shard_tree(params, mesh), rest=put_global(state.rest, rest))
     return state, shard_tree(opt_state, mesh)
 
 
-def shard_batch(batch: dict, mesh: Mesh) -> dict:
-    """Host batch (dict of arrays, the *global* batch) -> device arrays split by rows over ``data``.
+def process_rows(mesh: Mesh, rows: int) -> slice:
+    """The rows of a global batch of ``rows`` rows (split over ``data``) that this process's
+    devices hold: a contiguous block, the whole batch for one process."""
+    index = batch_sharding(mesh).addressable_devices_indices_map((rows,))
+    spans = sorted({idx[0].indices(rows)[:2] for idx in index.values()})
+    lo, hi = spans[0][0], spans[-1][1]
+    if sum(b - a for a, b in spans) != hi - lo:
+        raise ValueError(f"process {jax.process_index()} holds rows {spans} of the batch, not one "
+                         "block: order the mesh devices by process (make_mesh does)")
+    return slice(lo, hi)
 
-    With several processes every process passes the same global batch (``BatchIterator`` is a
-    function of ``(seed, epoch)``) and contributes the rows of its own devices.
+
+def shard_batch(batch: dict, mesh: Mesh, global_rows: int | None = None) -> dict:
+    """Host batch (dict of arrays) -> global device arrays split by rows over ``data``.
+
+    One process: ``batch`` is the global batch. Several: ``batch`` holds this process's rows
+    (``process_rows(mesh, global_rows)``) of a global batch of ``global_rows`` rows, assembled with
+    ``jax.make_array_from_process_local_data``; arrays already placed on ``mesh`` pass through.
     """
     n_data = mesh.shape[DATA]
     sharding = batch_sharding(mesh)
+    if jax.process_count() > 1:
+        if all(isinstance(x, jax.Array) and x.sharding == sharding for x in batch.values()):
+            return batch
+        if global_rows is None:
+            raise ValueError("shard_batch with several processes needs global_rows (each process "
+                             "passes only its rows: process_rows)")
     for name, x in batch.items():
-        if np.shape(x)[0] % n_data:
-            raise ValueError(f"batch[{name!r}] has {np.shape(x)[0]} rows, not divisible by the "
+        rows = np.shape(x)[0] if global_rows is None else int(global_rows)
+        if rows % n_data:
+            raise ValueError(f"batch[{name!r}] has {rows} rows, not divisible by the "
                              f"{n_data} data shards: make train.batch_size a multiple of {n_data}")
     if jax.process_count() == 1:
         return jax.device_put(batch, sharding)
-    return {name: jax.make_array_from_callback(np.shape(x), sharding,
-                                               lambda idx, x=x: np.asarray(x)[idx])
+    return {name: jax.make_array_from_process_local_data(
+                sharding, np.asarray(x), (int(global_rows),) + np.shape(x)[1:])
             for name, x in batch.items()}
 
 
 def sharded_table(params):
     """``(table [R, H], mesh)`` if the item table is sharded over a ``vocab`` axis > 1, else None."""
+    found = table_mesh(params)
+    return found if found is not None and found[1].shape.get(VOCAB, 1) > 1 else None
+
+
+def table_mesh(params):
+    """``(table [R, H], mesh)`` if the item table lives on a mesh of several devices, else None."""
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         if is_item_table(path, leaf):
             mesh = getattr(getattr(leaf, "sharding", None), "mesh", None)
-            if mesh is not None and mesh.shape.get(VOCAB, 1) > 1:
+            if mesh is not None and mesh.size > 1:
                 return leaf, mesh
     return None
 

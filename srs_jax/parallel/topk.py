@@ -4,7 +4,8 @@ Each ``vocab`` shard runs the single-device chunked search (``srs_jax.metrics.to
 on its own rows, with the user's seen items and the table's non-item rows (padding row 0, a mask
 row, alignment padding) masked; the ``K x k`` candidates per user are all-gathered over ``vocab``
 (``k`` scores and ids per shard, never table rows) and merged with one ``lax.top_k``. Users are
-split over ``data``. Ties keep the lower item id first, as on one device.
+split over ``data`` (so over the processes of a multi-process run); the ``U x k`` results are
+gathered to every process. Ties keep the lower item id first, as on one device.
 """
 
 from __future__ import annotations
@@ -61,7 +62,9 @@ def _sharded_fn(mesh: Mesh, k: int, item_chunk: int, col_start: int, num_classes
                                      n_shards=mesh.shape[VOCAB]),
                    mesh=mesh, in_specs=(P(DATA, None), P(VOCAB, None), P(DATA, None)),
                    out_specs=(P(DATA, None), P(DATA, None)))
-    return jax.jit(fn)
+    # Results replicated: every process reads all users' top-K (U x k, small) on the host.
+    rep = NamedSharding(mesh, P())
+    return jax.jit(fn, out_shardings=(rep, rep))
 
 
 def sharded_top_k(query, table, k: int, *, mesh: Mesh, exclude=None, col_start: int = 1,
@@ -81,36 +84,42 @@ def sharded_top_k(query, table, k: int, *, mesh: Mesh, exclude=None, col_start: 
         raise ValueError(f"table rows {table.shape[0]} must divide over vocab={mesh.shape[VOCAB]} "
                          f"and users {query.shape[0]} over data={mesh.shape[DATA]}")
     if exclude is None:
-        exclude = jnp.full((query.shape[0], 1), -1, jnp.int32)
+        exclude = np.full((query.shape[0], 1), -1, np.int32)
+    if not isinstance(exclude, jax.Array):  # host data, the same in every process
+        exclude = jax.device_put(np.asarray(exclude, np.int32), NamedSharding(mesh, P(DATA, None)))
     fn = _sharded_fn(mesh, int(k), int(min(item_chunk, table.shape[0] // mesh.shape[VOCAB])),
                      int(col_start), num_classes)
-    return fn(query, table, jnp.asarray(exclude, jnp.int32))
+    return fn(query, table, exclude.astype(jnp.int32))
 
 
 def top_k_items_sharded(query, table, k: int, *, mesh: Mesh, n_items: int, exclude=None,
-                        user_chunk: int = 4096, item_chunk: int = 65536) -> np.ndarray:
-    """``srs_jax.metrics.top_k_items`` for a sharded item table (rows 1..V = items 1..V).
+                        col_start: int = 1, user_chunk: int = 4096,
+                        item_chunk: int = 65536) -> np.ndarray:
+    """``srs_jax.metrics.top_k_items`` on a mesh: users split over ``data``, the table (rows
+    ``col_start .. col_start + V - 1`` = items 1..V) split over ``vocab``.
 
-    Returns encoded ids ``int32[U, k]`` (1..V, seen items removed; 0 where fewer than ``k``
-    unseen items exist). ``exclude`` is a ``Sequences`` of each user's seen items.
+    ``query`` [U, H] must be the same in every process (e.g. replicated). Returns encoded ids
+    ``int32[U, k]`` (1..V, seen items removed; 0 where fewer than ``k`` unseen items exist), in
+    every process. ``exclude`` is a ``Sequences`` of each user's seen items.
     """
+    query = np.asarray(query)
     n_users = query.shape[0]
     n_data = mesh.shape[DATA]
     user_chunk = max(n_data, -(-min(int(user_chunk), max(n_users, 1)) // n_data) * n_data)
     out = np.zeros((n_users, k), np.int32)
-    q_sharding = NamedSharding(mesh, P(DATA, None))
+    users = NamedSharding(mesh, P(DATA, None))
     for start in range(0, n_users, user_chunk):
         stop = min(start + user_chunk, n_users)
-        q = jnp.asarray(query[start:stop])
-        if stop - start < user_chunk:
-            q = jnp.concatenate([q, jnp.zeros((user_chunk - (stop - start), q.shape[1]), q.dtype)])
+        q = np.zeros((user_chunk, query.shape[1]), query.dtype)
+        q[: stop - start] = query[start:stop]
         excl = None
         if exclude is not None:
-            excl = topk_lib.exclusion_block(np.asarray(exclude.offsets), np.asarray(exclude.items),
-                                             start, stop, user_chunk)
-        q = jax.device_put(q, q_sharding)
-        scores, labels = sharded_top_k(q, table, k, mesh=mesh, exclude=excl, col_start=1,
-                                       num_classes=n_items, item_chunk=item_chunk)
+            excl = jax.device_put(topk_lib.exclusion_block(
+                np.asarray(exclude.offsets), np.asarray(exclude.items), start, stop, user_chunk),
+                users)
+        scores, labels = sharded_top_k(jax.device_put(q, users), table, k, mesh=mesh, exclude=excl,
+                                       col_start=col_start, num_classes=n_items,
+                                       item_chunk=item_chunk)
         scores = np.asarray(scores)[: stop - start]
         labels = np.asarray(labels)[: stop - start]
         out[start:stop] = np.where(np.isneginf(scores), 0, labels + 1)

@@ -11,7 +11,10 @@ checkpoint restorable. Writes are synchronous: a failure surfaces here, as ``Che
 
 After a write, ``<step>/checksums.json`` records the size and CRC-32 of each of its files
 (``run_files.write_checksums``); a restore verifies them first and refuses a truncated or altered
-checkpoint with ``CheckpointReadError`` naming the file. Any other restore failure (a checkpoint
+checkpoint with ``CheckpointReadError`` naming the file. With several processes every process
+saves and restores (Orbax writes each process's shards, process 0 the metadata and the rename);
+process 0 writes the checksums once all have finished, and all wait for it; every process verifies
+before it restores. Any other restore failure (a checkpoint
 of another model shape, a foreign folder) is a ``CheckpointReadError`` too, one line.
 """
 
@@ -24,6 +27,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from srs_jax import parallel
 from srs_jax.training import run_files
 
 
@@ -75,8 +79,15 @@ class RunCheckpoints:
             manager.save(int(step), args=ocp.args.Composite(
                 state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True)
             manager.wait_until_finished()
-            run_files.write_checksums(step_directory(manager.directory, step))
+            parallel.barrier("srs_jax: checkpoint written")  # every process's shards are on disk
+            if parallel.is_primary():
+                run_files.write_checksums(step_directory(manager.directory, step))
+            # Nobody moves on (e.g. to the next save, which deletes this step) before the checksums.
+            parallel.barrier("srs_jax: checksums written")
         except Exception as e:  # orbax wraps OSError in several exception types
+            lost = _innermost(e)
+            if isinstance(lost, jax.errors.JaxRuntimeError) and jax.process_count() > 1:
+                raise lost from e  # a collective with a dead process, not the disk: the loop says so
             where = manager.directory
             reason = _root_cause(e)
             previous = manager.latest_step()
@@ -132,10 +143,15 @@ class RunCheckpoints:
         self._best.close()
 
 
-def _root_cause(error: BaseException) -> str:
-    """``Type: message`` of the innermost cause (Orbax wraps the OSError of a full disk)."""
+def _innermost(error: BaseException) -> BaseException:
     while error.__cause__ is not None or error.__context__ is not None:
         error = error.__cause__ or error.__context__
+    return error
+
+
+def _root_cause(error: BaseException) -> str:
+    """``Type: message`` of the innermost cause (Orbax wraps the OSError of a full disk)."""
+    error = _innermost(error)
     if isinstance(error, OSError) and error.strerror:
         return f"{error.strerror}" + (f": {error.filename}" if error.filename else "")
     text = " ".join(str(error).split())

@@ -2,7 +2,8 @@
 
 Every item of a user's input history is removed from the ranking (as in MemoryEfficientSRS); the top-K
 search is chunked by ``srs_jax.metrics.top_k_items`` so no score matrix larger than
-``eval.user_chunk x eval.item_chunk`` exists.
+``eval.user_chunk x eval.item_chunk`` exists. On a mesh the users are split over ``data`` (and so
+over the processes of a multi-process run) and every process gets all the results.
 """
 
 from __future__ import annotations
@@ -37,12 +38,16 @@ def top_k(graphdef, state, histories, k: int, *, config, encode_fn) -> np.ndarra
     removed. ``config``: the run's ``RunSpec`` (model.max_len, train.eval_batch_size, eval chunks)."""
     windows = batches_lib.last_items(histories, int(config.model.max_len))
     query = encode_histories(encode_fn, graphdef, state, windows, config.train.eval_batch_size)
-    sharded = parallel.sharded_table(state.params)
-    if sharded is not None:  # a vocab-sharded table: per-shard top-K merged, never gathered
-        table, mesh = sharded
+    on_mesh = parallel.table_mesh(state.params)
+    if on_mesh is not None:  # users split over data; a vocab-sharded table is never gathered
+        table, mesh = on_mesh
         n_items = int(steps_lib.merge_model(graphdef, state).n_items)
+        col_start = 1
+        if mesh.shape[parallel.VOCAB] == 1:  # the whole table on every device: the model's rows
+            table, col_start = steps_lib.output_embeddings(graphdef, state), 0
         return parallel.top_k_items_sharded(query, table, int(k), mesh=mesh, n_items=n_items,
-                                            exclude=histories, user_chunk=int(config.eval.user_chunk),
+                                            exclude=histories, col_start=col_start,
+                                            user_chunk=int(config.eval.user_chunk),
                                             item_chunk=int(config.eval.item_chunk))
     items = steps_lib.output_embeddings(graphdef, state)
     return np.asarray(metrics_lib.top_k_items(

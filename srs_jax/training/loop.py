@@ -3,13 +3,19 @@
 ``train(config, workdir, resume=False) -> results`` is deterministic on a given backend: data
 order is a function of ``(seed, epoch)`` and every step key is ``fold_in(key(seed), global_step)``,
 so a run resumed from its latest checkpoint continues bit for bit (on CPU).
+
+Several processes (``srs_jax.parallel.multihost``) run the same loop on one mesh: each feeds its
+rows of every global batch, all take part in evaluation and checkpoints, and only process 0
+writes the run files and prints.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
+import re
 import sys
 import time
 
@@ -39,8 +45,17 @@ class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN/inf loss or gradient; the last good checkpoint is kept."""
 
 
+class ProcessLostError(RuntimeError):
+    """A collective operation with the other processes of the run failed: one of them died."""
+
+
+# How a collective reports a peer that went away (CPU: gloo; GPU: NCCL or the runtime).
+_LOST_PEER = re.compile(r"Gloo|NCCL|[Cc]onnection (reset|refused|closed)|UNAVAILABLE|peer")
+
+
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    if parallel.is_primary():
+        print(msg, file=sys.stderr, flush=True)
 
 
 def _initial_meta() -> dict:
@@ -111,12 +126,13 @@ class _Stepper:
 
 
 def train_epoch(config: RunSpec, epoch, windows, train_step, graphdef, state, opt_state, meta,
-                writer, warm, save_mid_epoch=None, flat=True):
+                writer, warm, save_mid_epoch=None, flat=True, mesh=None):
     """Runs the (rest of the) epoch; returns ``(state, opt_state, stats)``.
 
     ``flat``: step through ``steps.flat_train_step(train_step, ...)`` (``train_step`` must then be
-    the jitted single-device step of ``steps.make_train_step``); False for the step on a mesh. ``warm``: the step has been compiled (else the first step is
-    timed apart as compilation).
+    the jitted single-device step of ``steps.make_train_step``); False for the step on ``mesh``,
+    where with several processes each reads and feeds only its rows of each batch. ``warm``: the
+    step has been compiled (else the first step is timed apart as compilation).
 
     A run resumed from a mid-epoch checkpoint (``meta["step_in_epoch"] > 0``) skips the batches
     already seen; ``meta["partial"]`` carries that epoch's losses, tokens and seconds so far.
@@ -127,8 +143,12 @@ def train_epoch(config: RunSpec, epoch, windows, train_step, graphdef, state, op
     n_steps = math.ceil(n_windows / int(tc.batch_size))
     start = int(meta.get("step_in_epoch") or 0)
     partial = meta.get("partial") or {"losses": [], "tokens": 0.0, "seconds": 0.0}
+    rows = put = None
+    if mesh is not None and jax.process_count() > 1:
+        rows = parallel.process_rows(mesh, int(tc.batch_size))
+        put = functools.partial(parallel.shard_batch, mesh=mesh, global_rows=int(tc.batch_size))
     iterator = batches_lib.BatchIterator(windows, int(tc.batch_size), seed=int(config.seed),
-                                         epoch=epoch, shuffle=True, start_step=start)
+                                         epoch=epoch, shuffle=True, start_step=start, rows=rows)
     stepper = _Stepper(train_step, graphdef, state, opt_state, jax.random.key(config.seed), flat)
     del state, opt_state  # donated by the steps: only the stepper's copy is live
     log_every = int(tc.log_every)
@@ -140,7 +160,9 @@ def train_epoch(config: RunSpec, epoch, windows, train_step, graphdef, state, op
     last_saved = step0
     t0 = time.perf_counter()
     # [run-folder integration] a tqdm bar on a terminal, periodic progress lines elsewhere.
-    bar = progress_lib.Progress(total=n_steps, initial=start, desc=f"epoch {epoch + 1}/{tc.max_epochs}")
+    quiet = {} if parallel.is_primary() else {"interval": math.inf, "terminal": False}
+    bar = progress_lib.Progress(total=n_steps, initial=start, desc=f"epoch {epoch + 1}/{tc.max_epochs}",
+                                **quiet)
 
     def drain(batch_metrics, first_step):
         nonlocal tokens
@@ -159,7 +181,7 @@ def train_epoch(config: RunSpec, epoch, windows, train_step, graphdef, state, op
         # The flat step takes its inputs in blocks of BLOCK_STEPS batches (one transfer each).
         k = BLOCK_STEPS if flat else 1
         items = batches_lib.stacked_blocks(iterator, k) if flat else iter(iterator)
-        with Prefetcher(items, int(tc.prefetch)) as device_items:
+        with Prefetcher(items, int(tc.prefetch), put=put) as device_items:
             pending_start = step0
             for i, item, index in _steps_in(device_items, k, n_steps - start):
                 m = stepper(item, index, step0 + i)
@@ -229,13 +251,16 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume:
     workdir = workdir or config.get("workdir") or ""
     if not workdir:
         raise ValueError("no run directory: pass --workdir DIR (or set config.workdir)")
+    # Joins the other processes, if any, before anything touches a JAX backend (as resolving
+    # compute_dtype 'auto' does).
+    parallel.initialize_multihost(load_specs(config, resolve_auto=False).mesh)
     config = load_specs(config)
     config = dataclasses.replace(config, workdir=os.path.abspath(workdir))
     workdir = config.workdir
     if not resume and ckpt_lib.has_checkpoint(workdir):
         raise ValueError(f"{workdir} already holds a run: pass --resume to continue it, or choose "
                          "another --workdir")
-    dataset = data_lib.prepare_dataset(config.data)  # bad data settings fail before any file is written
+    dataset = _prepare_dataset(config.data)  # bad data settings fail before any file is written
     workdir_lib.check_against_data(config, dataset.n_items)  # [run-folder integration]
     windows_in, windows_tg = batches_lib.training_windows(
         dataset.train, config.model.max_len, stride=config.train.window_stride)
@@ -278,11 +303,30 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None, resume:
                 _log(f"[srs_jax] resumed after epoch {meta['epoch']} + "
                      f"{meta.get('step_in_epoch') or 0} steps (global step {meta['global_step']})")
         # Written once the restore worked, so a failed resume leaves the old config.json.
-        run_files.save_config(workdir, ml_collections.ConfigDict(config.to_dict()))
+        if parallel.is_primary():
+            run_files.save_config(workdir, ml_collections.ConfigDict(config.to_dict()))
         return _train_in(config, workdir, dataset, windows, graphdef, state, optimizer,
                          opt_state, mesh, meta, ckpts)
+    except jax.errors.JaxRuntimeError as e:
+        if jax.process_count() > 1 and _LOST_PEER.search(str(e)):
+            cause = " ".join(str(e).split())[:200]
+            raise ProcessLostError(f"a collective operation with the other processes failed "
+                                   f"({cause}): another process of this run died or was "
+                                   "killed") from e
+        raise
     finally:
         ckpts.close()
+
+
+def _prepare_dataset(data_config):
+    """``prepare_dataset``; with several processes process 0 first (it builds the cache), then
+    the others (they load it), rather than all building the same cache at once."""
+    if parallel.is_primary():
+        dataset = data_lib.prepare_dataset(data_config)
+        parallel.barrier("srs_jax: dataset prepared")
+        return dataset
+    parallel.barrier("srs_jax: dataset prepared")
+    return data_lib.prepare_dataset(data_config)
 
 
 def _train_in(config: RunSpec, workdir: str, dataset, windows: dict, graphdef, state, optimizer,
@@ -300,7 +344,7 @@ def _train_in(config: RunSpec, workdir: str, dataset, windows: dict, graphdef, s
         peak_train_bytes=meta["profile"]["peak_train_bytes"],
         _train_peak_taken=bool(meta["profile"]["train_seconds"]))
     monitor = str(config.eval.monitor)
-    writer = _tensorboard(workdir)
+    writer = _tensorboard(workdir) if parallel.is_primary() else None
     def save_mid_epoch(mid_meta, st, ost):
         ckpts.save_latest(mid_meta["global_step"], ckpt_lib.checkpoint_tree(st, ost), mid_meta)
 
@@ -308,7 +352,8 @@ def _train_in(config: RunSpec, workdir: str, dataset, windows: dict, graphdef, s
     started, epochs_here = time.perf_counter(), 0
     try:
         while meta["stopped"] is None and meta["epoch"] < config.train.max_epochs:
-            if budget and epochs_here and time.perf_counter() - started > budget:
+            spent = bool(budget and epochs_here and time.perf_counter() - started > budget)
+            if parallel.from_primary(spent):  # every process stops after the same epoch
                 # Checked between epochs (each run trains >= 1 epoch). Not persisted: a resumed
                 # run gets a fresh budget and continues.
                 _log(f"[srs_jax] time budget of {budget:g}s spent after epoch {meta['epoch']}")
@@ -318,7 +363,7 @@ def _train_in(config: RunSpec, workdir: str, dataset, windows: dict, graphdef, s
             state, opt_state, stats = train_epoch(
                 config, epoch, windows, train_step, graphdef, state, opt_state, meta, writer,
                 warm=bool(profile.compile_seconds), save_mid_epoch=save_mid_epoch,
-                flat=mesh is None)
+                flat=mesh is None, mesh=mesh)
             profile.compile_seconds += stats["compile_seconds"]
             profile.end_training_phase(stats["train_seconds"], stats["timed_steps"], stats["tokens"])
             t_val = time.perf_counter()
@@ -354,7 +399,8 @@ def _train_in(config: RunSpec, workdir: str, dataset, windows: dict, graphdef, s
             if improved:
                 ckpts.save_best(meta["global_step"], tree, meta)
             ckpts.save_latest(meta["global_step"], tree, meta)
-            run_files.write_jsonl(os.path.join(workdir, run_files.METRICS_FILE), meta["history"])
+            if parallel.is_primary():
+                run_files.write_jsonl(os.path.join(workdir, run_files.METRICS_FILE), meta["history"])
             if writer is not None:
                 writer.add_scalar("train/epoch_loss", stats["train_loss"], meta["global_step"])
                 for k, v in val.items():
@@ -376,7 +422,8 @@ def _train_in(config: RunSpec, workdir: str, dataset, windows: dict, graphdef, s
                    workdir=workdir)
     if meta.get("warm_start"):  # kept in the checkpoints' meta, so a resumed run still has it
         results["warm_start"] = meta["warm_start"]
-    run_files.write_json(os.path.join(workdir, run_files.RESULTS_FILE), results)
+    if parallel.is_primary():
+        run_files.write_json(os.path.join(workdir, run_files.RESULTS_FILE), results)
     _log(_summary_line(results, monitor))
     return results
 

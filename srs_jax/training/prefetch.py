@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import jax
 
@@ -12,14 +12,15 @@ _END = object()
 
 
 class Prefetcher:
-    """Iterates ``jax.device_put(batch)`` for each batch of ``batches``, produced by a daemon thread
-    that stays up to ``size`` batches ahead (``size=0``: no thread, put each batch on demand).
-    An exception in the producer is re-raised in the consumer."""
+    """Iterates ``jax.device_put(batch)`` (or ``put(batch)``) for each batch of ``batches``,
+    produced by a daemon thread that stays up to ``size`` batches ahead (``size=0``: no thread,
+    put each batch on demand). An exception in the producer is re-raised in the consumer."""
 
-    def __init__(self, batches: Iterable, size: int, device: jax.Device | None = None):
+    def __init__(self, batches: Iterable, size: int, device: jax.Device | None = None,
+                 put: Callable | None = None):
         self._batches = batches
         self._size = int(size)
-        self._device = device
+        self._put_batch = put if put is not None else lambda b: jax.device_put(b, device)
         self._stop = threading.Event()
         self._thread = None
         if self._size > 0:
@@ -39,7 +40,7 @@ class Prefetcher:
     def _produce(self) -> None:
         try:
             for batch in self._batches:
-                if not self._put(jax.device_put(batch, self._device)):
+                if not self._put(self._put_batch(batch)):
                     return
             self._put(_END)
         except BaseException as e:  # surfaced to the consumer
@@ -48,7 +49,7 @@ class Prefetcher:
     def __iter__(self) -> Iterator:
         if self._thread is None:
             for batch in self._batches:
-                yield jax.device_put(batch, self._device)
+                yield self._put_batch(batch)
             return
         while True:
             item = self._queue.get()

@@ -12,6 +12,10 @@
    appended to ``resumes.jsonl`` and returned for ``results.json``; the checkpoints' checksums
    are verified.
 
+With several processes on a shared file system only process 0 (``primary``) locks the folder and
+writes ``resumes.jsonl``; the others make the same read-only checks, so a refused resume stops
+every process with the same line.
+
 Nothing here imports JAX: every check runs in the first second of a command.
 """
 
@@ -41,7 +45,7 @@ MAY_CHANGE = (
     "model.compute_dtype", "loss.impl",
     "data.cache_dir", "data.use_cache", "data.source_url",
     "mesh.enabled", "mesh.data", "mesh.lookup", "mesh.coordinator_address", "mesh.num_processes",
-    "mesh.process_id",
+    "mesh.process_id", "mesh.init_timeout_s", "mesh.heartbeat_timeout_s",
 )
 NOT_RECORDED = ("workdir",)
 
@@ -305,16 +309,18 @@ def holds_run(path: str) -> bool:
     return bool(checkpoint_step_dirs(path)) or os.path.isfile(os.path.join(path, run_files.RESULTS_FILE))
 
 
-def open_run(workdir: str, config, resume: bool) -> RunFolder:
-    """Checks, creates and locks ``workdir`` for training ``config`` (module docstring)."""
+def open_run(workdir: str, config, resume: bool, primary: bool = True) -> RunFolder:
+    """Checks, creates and locks ``workdir`` for training ``config`` (module docstring); a process
+    other than process 0 (``primary=False``) only checks."""
     path = check_path(workdir)
     created = not os.path.exists(path)
     try:
-        os.makedirs(path, exist_ok=True)
+        if primary:  # the others write only after joining process 0, which created it
+            os.makedirs(path, exist_ok=True)
     except OSError as e:
         raise WorkdirError(describe_os_error(e, f"--workdir {path}")) from e
-    lock = RunLock(path).acquire()
-    folder = RunFolder(path, resume, created, lock, {})
+    lock = RunLock(path).acquire() if primary else RunLock(path)
+    folder = RunFolder(path, resume, created and primary, lock, {})
     try:
         if not resume and holds_run(path):
             raise WorkdirError(f"{path} already holds a run: pass --resume to continue it, or "
@@ -332,6 +338,8 @@ def open_run(workdir: str, config, resume: bool) -> RunFolder:
             recorded = {k: v for k, v in allowed.items() if k not in NOT_RECORDED}
             if recorded:
                 folder.changes = recorded
+                if not primary:
+                    return folder
                 rows = run_files.read_jsonl(os.path.join(path, run_files.RESUMES_FILE),
                                             what="resume log")
                 ck = latest_checkpoint(path)

@@ -149,6 +149,21 @@ def test_batch_iterator_determinism_shuffle_and_resume():
     np.testing.assert_array_equal(plain[:257], arrays["inputs"])
 
 
+@pytest.mark.parametrize("n, bs, parts", [(23, 8, 2), (40, 8, 4), (5, 8, 2)])
+def test_batch_iterator_rows_are_a_share_of_the_same_batches(n, bs, parts):
+    """Each process's ``rows`` of every batch, side by side, are the batches of one iterator."""
+    arrays = {"x": np.arange(n * 2, dtype=np.int32).reshape(n, 2)}
+    start = 1 if n > bs else 0  # resumed mid-epoch where there is more than one batch
+    whole = list(BatchIterator(arrays, bs, seed=3, epoch=1, start_step=start))
+    step = bs // parts
+    shares = [list(BatchIterator(arrays, bs, seed=3, epoch=1, start_step=start,
+                                 rows=slice(i * step, (i + 1) * step))) for i in range(parts)]
+    assert len(whole) == len(shares[0]) > 0
+    for j, batch in enumerate(whole):
+        assert all(s[j]["x"].shape == (step, 2) for s in shares)
+        np.testing.assert_array_equal(np.concatenate([s[j]["x"] for s in shares]), batch["x"])
+
+
 def test_batch_iterator_errors():
     a = np.zeros((4, 2), np.int32)
     with pytest.raises(ValueError, match="differ in length"):

@@ -134,9 +134,24 @@ def test_killed_writer_leftovers_are_never_loaded(cfg):
     for tmp in (stale, live):
         tmp.mkdir(parents=True)
         (tmp / "train.items.npy").write_bytes(b"partial")
+    # Another host's leftovers cannot be checked from here (its pids are not ours): kept.
+    other_host = path.parent / f".{path.name}.tmp-otherhost-{dead.pid}-deadbeef"
+    other_host.mkdir()
     ds = prepare_dataset(cfg)
     assert cache.load(path) is not None and ds.stats["n_interactions"] > 0
-    assert not stale.exists() and live.exists()
+    assert not stale.exists() and live.exists() and other_host.exists()
+
+
+def test_concurrent_writers_keep_the_first_complete_copy(cfg):
+    """Processes (several hosts of one run) that all missed the cache and built it: a later
+    writer keeps the copy already in place (a reader may be loading it) and leaves no temporary."""
+    path = cache.cache_path(cfg)
+    ds = prepare_dataset(cfg)
+    first = {f.name: f.stat().st_ino for f in path.iterdir()}
+    cache.save(ds, path)
+    assert {f.name: f.stat().st_ino for f in path.iterdir()} == first
+    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []
+    _assert_same(cache.load(path), ds)
 
 
 @pytest.mark.parametrize("damage", ["delete_array", "truncate_array", "bad_meta"])
