@@ -185,6 +185,7 @@ def _stage_report(out: str) -> None:
                tables.Column("best_epoch", "Best epoch", "d"), tables.Column("epochs", "Epochs", "d"),
                tables.Column("step_ms", "Step, ms", ".2f"),
                tables.Column("seconds_to_best", "Train s to best", ".1f"),
+               tables.Column("seconds_to_row_quality", "Train s to row x1's best", ".1f"),
                tables.Column("speedup", "Speed-up vs row x1", ".2f"),
                tables.Column("stopped", "Stopped by", ""))
     table = tables.to_markdown(rows, columns)

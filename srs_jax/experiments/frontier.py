@@ -145,6 +145,8 @@ def frontier_row(point: dict, step_s: float | None, monitor: str = MONITOR) -> d
         "seconds_to_best": steps * step_s if steps is not None and step_s else None,
         "stopped": results.get("stopped", "killed" if history else "no epoch"),
         "command": point["command"],
+        "val_curve": [(row["global_step"], row["val"][monitor]) for row in history
+                      if row.get("val", {}).get(monitor) is not None],
     }
 
 
@@ -158,13 +160,18 @@ def rows_for(runs: dict, timing: dict, monitor: str = MONITOR) -> list[dict]:
 
 
 def relative(rows: list[dict], monitor: str = MONITOR, baseline: str = "row x1") -> list[dict]:
-    """Adds ``vs_row`` (test ``monitor`` / the per-row setting's) and ``speedup`` (per-row
-    seconds to best / this point's) to each row of a set that has the baseline."""
+    """Adds, for each row of a set that has the ``baseline`` setting: ``vs_row`` (test
+    ``monitor`` / the baseline's), ``seconds_to_row_quality`` (training seconds of the first epoch
+    whose validation ``monitor`` reaches the baseline's best; None if none does) and ``speedup``
+    (the baseline's seconds to its best / this row's seconds to that quality)."""
     key = "test_" + monitor
     base = {r["set"]: r for r in rows if r["setting"] == baseline}
     for r in rows:
         b = base.get(r["set"])
         r["vs_row"] = r[key] / b[key] if b and b[key] and r[key] is not None else None
-        r["speedup"] = (b["seconds_to_best"] / r["seconds_to_best"]
-                        if b and b["seconds_to_best"] and r["seconds_to_best"] else None)
+        target, step_ms = (b or {}).get("val_" + monitor), r["step_ms"]
+        reached = [steps for steps, value in r["val_curve"] if target is not None and value >= target]
+        r["seconds_to_row_quality"] = reached[0] * step_ms / 1e3 if reached and step_ms else None
+        r["speedup"] = (b["seconds_to_best"] / r["seconds_to_row_quality"]
+                        if b and b["seconds_to_best"] and r["seconds_to_row_quality"] else None)
     return rows

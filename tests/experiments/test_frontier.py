@@ -101,6 +101,16 @@ def test_rows_take_the_first_best_epoch_and_its_steps(seed):
         if p["results"] is None:
             assert r["stopped"] == "killed" and r["test_ndcg@10"] is None
         base = next(b for b in rows if b["set"] == r["set"] and b["setting"] == "row x1")
+        target = base["val_ndcg@10"]
+        reached = [h["global_step"] for h in p["history"]
+                   if target is not None and h["val"]["ndcg@10"] >= target]
+        if reached and step is not None:
+            assert r["seconds_to_row_quality"] == pytest.approx(reached[0] * step)
+            if r["setting"] == "row x1":
+                assert r["seconds_to_row_quality"] == pytest.approx(r["seconds_to_best"])
+                assert r["speedup"] == pytest.approx(1.0)
+        else:
+            assert r["seconds_to_row_quality"] is None and r["speedup"] is None
         if base["test_ndcg@10"] and r["test_ndcg@10"] is not None:
             assert r["vs_row"] == pytest.approx(r["test_ndcg@10"] / base["test_ndcg@10"])
         else:
