@@ -1,6 +1,7 @@
 """The reference's grid search (batch size x max length x negatives), resumable.
 
-    python -m experiments.grid_search --config configs/zvuk_cce_neg.py --out runs/grid_zvuk \\
+    python -m experiments.grid_search --config configs/zvuk_cce_neg.py --config.loss.sharing=row \\
+        --out runs/grid_zvuk \\
         [--grid.batch_size=256,512 --grid.max_len=64,128 --grid.num_negatives=511,2047] \\
         [--config.train.max_epochs=5] [--csv FILE] [--retry_failed] [--noisolate]
 

@@ -439,6 +439,10 @@ class RunSpec(_Spec):
             if self.loss.type not in names.KERNEL_LOSSES:
                 fail("loss.type", self.loss.type, "with mesh.vocab > 1 use 'cce' or 'cce_neg' (the "
                      "only vocabulary-parallel losses), or set mesh.vocab=1")
+            if self.loss.type == "cce_neg" and self.loss.sharing != "row":
+                fail("loss.sharing", self.loss.sharing, "with mesh.vocab > 1 cce_neg draws negatives "
+                     "per row: set config.loss.sharing=row and config.loss.num_negatives to a "
+                     "per-row count (e.g. 2047), or set mesh.vocab=1")
             if self.train.batch_size % max(self.mesh.data, 1):
                 fail("train.batch_size", self.train.batch_size,
                      f"must be a multiple of mesh.data={self.mesh.data}")

@@ -120,7 +120,10 @@ def test_base_has_every_field_with_reference_defaults():
 def test_reference_cce_settings(dataset, expected):
     neg = _load(os.path.join(ROOT, "configs", f"{dataset}_cce_neg.py")).get_config()
     full = _load(os.path.join(ROOT, "configs", f"{dataset}_cce.py")).get_config()
-    assert (neg.train.batch_size, neg.model.max_len, neg.loss.num_negatives) == expected
+    # The reference's batch and length; its negatives x16, shared by blocks (docs/decisions/009).
+    assert (neg.train.batch_size, neg.model.max_len) == expected[:2]
+    assert presets.SETTINGS[dataset]["cce_neg"] == expected
+    assert neg.loss.sharing == "block" and neg.loss.num_negatives == 16 * (expected[2] + 1) - 1
     assert (full.train.batch_size, full.model.max_len) == expected[:2]
     assert neg.loss.type == "cce_neg" and full.loss.type == "cce" and neg.data.name == dataset
 
@@ -169,6 +172,8 @@ def test_invalid_values_give_one_line_errors(field, value, match):
     ({"train": {"batch_sise": 3}}, "config.train.batch_sise is not a known field"),
     ({"train": {"batch_size": "abc"}}, "config.train.batch_size='abc' is invalid: give a int"),
     ({"loss": {"type": "ce"}, "mesh": {"vocab": 2}}, "mesh.vocab > 1"),
+    ({"loss": {"type": "cce_neg", "num_negatives": 8191, "sharing": "block"}, "mesh": {"vocab": 2}},
+     "config.loss.sharing='block' is invalid: with mesh.vocab > 1 cce_neg draws negatives per row"),
     ({"data": {"columns": {"usr": "a"}}}, "config.data.columns.usr"),
     ({"optimizer": {}}, "config.optimizer is not a known field"),
 ])
