@@ -108,9 +108,9 @@ def _stage_runs(out: str) -> None:
     for key, setting in points:
         name = frontier.point_name(key, setting)
         argv = frontier.train_command(key, setting, os.path.join(out, "runs", name), _BUDGET.value)
-        log = open(os.path.join(out, "logs", name + ".log"), "w")
-        procs.append((key, setting, name, argv, subprocess.Popen(argv, stdout=log,
-                                                                 stderr=subprocess.STDOUT, env=env)))
+        with open(os.path.join(out, "logs", name + ".log"), "w") as log:  # the child keeps its copy
+            procs.append((key, setting, name, argv, subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, env=env)))
         print(f"[frontier] started {name}: {frontier.shown_command(argv)}")
     while any(p.poll() is None for *_, p in procs) and time.time() - started < _DEADLINE.value:
         time.sleep(2)
@@ -134,9 +134,8 @@ def _stage_runs(out: str) -> None:
             "name": name, "set": key, "setting": setting.name,
             "num_negatives": frontier.num_negatives(frontier.SETS[key], setting),
             "command": frontier.shown_command(argv), "exit": p.returncode,
-            "results": json.load(open(results_path)) if os.path.isfile(results_path) else None,
-            "history": ([json.loads(line) for line in open(metrics_path) if line.strip()]
-                        if os.path.isfile(metrics_path) else []),
+            "results": run_files.read_json(results_path) if os.path.isfile(results_path) else None,
+            "history": (run_files.read_jsonl(metrics_path) if os.path.isfile(metrics_path) else []),
             "log_tail": log_tail})
         print(f"[frontier] {name}: exit {p.returncode}, {len(records[-1]['history'])} epochs")
     _write(os.path.join(out, "frontier_runs.json"),
