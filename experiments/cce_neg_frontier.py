@@ -190,11 +190,7 @@ def _stage_report(out: str) -> None:
     table = tables.to_markdown(rows, columns)
     os.makedirs(out, exist_ok=True)
     write_text_atomic(os.path.join(out, "frontier.md"), table)
-    curves = {p["name"]: frontier.curve(p.get("history") or [],
-                                        (timing["points"].get(p["name"]) or {}).get("median_step_s"))
-              for p in runs["points"]}
-    plot = plots.frontier(rows, curves, os.path.join(out, "frontier.png"),
-                          names={(p["set"], p["setting"]): p["name"] for p in runs["points"]})
+    plot = plots.frontier(rows, os.path.join(out, "frontier.png"))
     _write(os.path.join(out, "frontier.json"), {"rows": rows, "runs_environment": runs["environment"],
                                                 "timing_environment": timing["environment"]})
     print(table)

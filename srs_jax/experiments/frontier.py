@@ -120,12 +120,12 @@ def best_epoch(history: list[dict], monitor: str = MONITOR) -> dict | None:
     return best
 
 
-def curve(history: list[dict], step_s: float | None, monitor: str = MONITOR) -> list[tuple]:
-    """``(training seconds, validation monitor)`` per epoch; seconds = steps x ``step_s``."""
-    if not step_s:
+def curve(row: dict) -> list[tuple]:
+    """``(training seconds, validation monitor)`` per epoch of a ``frontier_row``: its
+    ``val_curve`` steps x its step time (empty without a step time)."""
+    if not row["step_ms"]:
         return []
-    return [(row["global_step"] * step_s, row["val"][monitor]) for row in history
-            if row.get("val", {}).get(monitor) is not None]
+    return [(steps * row["step_ms"] / 1e3, value) for steps, value in row["val_curve"]]
 
 
 def frontier_row(point: dict, step_s: float | None, monitor: str = MONITOR) -> dict:
@@ -169,9 +169,9 @@ def relative(rows: list[dict], monitor: str = MONITOR, baseline: str = "row x1")
     for r in rows:
         b = base.get(r["set"])
         r["vs_row"] = r[key] / b[key] if b and b[key] and r[key] is not None else None
-        target, step_ms = (b or {}).get("val_" + monitor), r["step_ms"]
-        reached = [steps for steps, value in r["val_curve"] if target is not None and value >= target]
-        r["seconds_to_row_quality"] = reached[0] * step_ms / 1e3 if reached and step_ms else None
+        target = (b or {}).get("val_" + monitor)
+        reached = [seconds for seconds, value in curve(r) if target is not None and value >= target]
+        r["seconds_to_row_quality"] = reached[0] if reached else None
         r["speedup"] = (b["seconds_to_best"] / r["seconds_to_row_quality"]
                         if b and b["seconds_to_best"] and r["seconds_to_row_quality"] else None)
     return rows

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from typing import Callable
 
+from srs_jax.experiments import frontier as frontier_lib
+
 LOSS_STYLE = {"ce": ("tab:red", "o"), "ce_neg": ("tab:orange", "s"), "cce": ("tab:blue", "^"),
               "cce_neg": ("tab:green", "D")}
 
@@ -146,20 +148,19 @@ def quality_vs_memory(rows: list[dict], path: str, metric: str = "ndcg@10") -> s
     return out
 
 
-def frontier(rows: list[dict], curves: dict, path: str, *, names: dict,
-             metric: str = "ndcg@10") -> str | None:
+def frontier(rows: list[dict], path: str, metric: str = "ndcg@10") -> str | None:
     """The CCE- frontier (``srs_jax.experiments.frontier``): one panel per data set, validation
-    ``metric`` against training seconds per setting (``curves``: point name -> ``(s, value)``
-    pairs; ``names``: ``(set, setting)`` -> point name), the best epoch marked. None if empty."""
-    sets = list(dict.fromkeys(r["set"] for r in rows if curves.get(names.get((r["set"], r["setting"])))))
+    ``metric`` against training seconds per setting (``frontier.curve`` of each row), the best
+    epoch marked. None if no row has a curve."""
+    curves = [(r, frontier_lib.curve(r)) for r in rows]
+    sets = list(dict.fromkeys(r["set"] for r, points in curves if points))
     if not sets:
         return None
     plt = pyplot()
     fig, axes = plt.subplots(1, len(sets), figsize=(5.2 * len(sets), 4.2), squeeze=False)
     settings = list(dict.fromkeys(r["setting"] for r in rows))
     for ax, data_set in zip(axes[0], sets):
-        for r in rows:
-            points = curves.get(names.get((r["set"], r["setting"]))) or []
+        for r, points in curves:
             if r["set"] != data_set or not points:
                 continue
             color = f"C{settings.index(r['setting']) % 10}"
