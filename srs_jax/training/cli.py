@@ -247,6 +247,14 @@ def run_main(main, *, doc: str | None = None, on_interrupt=None,
 
     ``on_interrupt()``: returns the text printed after ``error: interrupted`` on Ctrl-C (e.g.
     which checkpoint ``--resume`` continues from)."""
+    def stop(what: str, status: int):
+        """One line, ``what`` and the (best-effort) ``on_interrupt`` hint, and exit ``status``."""
+        try:
+            hint = on_interrupt() if on_interrupt is not None else ""
+        except Exception:  # noqa: BLE001 - the hint is best effort
+            hint = ""
+        fail(f"{what}{': ' + hint if hint else ''}", status)
+
     argv = _strip_debug(sys.argv)
     if any(a in _HELP_FLAGS for a in argv[1:]):
         _print_help(doc, module_name)
@@ -254,22 +262,13 @@ def run_main(main, *, doc: str | None = None, on_interrupt=None,
     sys.argv = argv
     sys.excepthook = _quiet_excepthook
     if not debug_enabled():
-        def stop_with(what: str, status: int):
-            # Exits at once: a KeyboardInterrupt raised inside a garbage-collection callback or a
-            # worker is swallowed, and every file of a run folder is written atomically, so
-            # stopping anywhere leaves the previous checkpoint and run files whole.
-            def handler(signum, frame):
-                hint = ""
-                try:
-                    hint = on_interrupt() if on_interrupt is not None else ""
-                except Exception:  # noqa: BLE001 - the hint is best effort
-                    hint = ""
-                fail(f"{what}{': ' + hint if hint else ''}", status)
-            return handler
-
-        signal.signal(signal.SIGINT, stop_with("interrupted", EXIT_INTERRUPTED))
+        # The handlers exit at once: a KeyboardInterrupt raised inside a garbage-collection
+        # callback or a worker is swallowed, and every file of a run folder is written atomically,
+        # so stopping anywhere leaves the previous checkpoint and run files whole.
+        signal.signal(signal.SIGINT, lambda signum, frame: stop("interrupted", EXIT_INTERRUPTED))
         # A batch scheduler's stop: as Ctrl-C, status 143.
-        signal.signal(signal.SIGTERM, stop_with("terminated (SIGTERM)", EXIT_TERMINATED))
+        signal.signal(signal.SIGTERM,
+                      lambda signum, frame: stop("terminated (SIGTERM)", EXIT_TERMINATED))
 
     if not debug_enabled() and not isinstance(sys.stderr, QuietStderr):
         sys.stderr = QuietStderr(sys.stderr)
@@ -283,12 +282,7 @@ def run_main(main, *, doc: str | None = None, on_interrupt=None,
         except KeyboardInterrupt:
             if debug_enabled():
                 raise
-            hint = ""
-            try:
-                hint = on_interrupt() if on_interrupt is not None else ""
-            except Exception:  # noqa: BLE001 - the hint is best effort
-                hint = ""
-            fail(f"interrupted{': ' + hint if hint else ''}", EXIT_INTERRUPTED)
+            stop("interrupted", EXIT_INTERRUPTED)
         except SystemExit:
             raise
         except BaseException as e:  # noqa: BLE001 - the one place errors reach the user
